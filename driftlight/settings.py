@@ -1,0 +1,81 @@
+"""The one settings object of a driftlight process.
+
+Built once at the entry point (a CLI command, the app factory's caller) and passed down; nothing
+else reads the environment. Every field can be set as `DRIFTLIGHT_<NAME>` (e.g.
+`DRIFTLIGHT_LOG_STORE_URL=postgresql+psycopg://...`). Bad values fail at start-up with a message
+naming the variable. Embedded defaults (SQLite, local files under `home`) need no services.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Usable only in the dev profile: it makes prediction ids verifiable across workers on one machine.
+_DEV_ID_SECRET = "driftlight-dev-only-id-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIFTLIGHT_", extra="forbid", validate_default=True)
+
+    profile: Literal["dev", "prod"] = Field("dev", description="prod refuses dev defaults for secrets")
+    home: Path = Field(Path(".driftlight"), description="folder for the embedded stores, artifacts, reports")
+
+    # MLflow and the model
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db")
+    artifact_root: str | None = Field(None, description="MLflow artifact location; default <home>/mlartifacts")
+    experiment: str = "driftlight"
+    model_name: str = "flights-late"
+    model_alias: str = "champion"
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_batch: int = Field(1000, ge=1, le=100_000, description="largest batch accepted by /predict/batch")
+    id_secret: SecretStr | None = Field(None, description="HMAC key that signs prediction ids (shared by workers)")
+    metrics_dir: Path | None = Field(None, description="Prometheus multiprocess folder; default <home>/prometheus when workers > 1")
+
+    # Prediction log
+    log_store_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/predictions.db")
+    log_batch_size: int = Field(500, ge=1, le=100_000)
+    log_flush_interval: float = Field(0.2, gt=0, le=60)
+    log_max_memory_rows: int = Field(100_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _secrets_in_prod(self) -> Settings:
+        if self.profile == "prod" and self.id_secret is None:
+            raise ValueError("DRIFTLIGHT_ID_SECRET must be set when DRIFTLIGHT_PROFILE=prod")
+        return self
+
+    # -- resolved values -----------------------------------------------------------------------
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def resolved_log_store_url(self) -> str:
+        return self.log_store_url or f"sqlite:///{(self.home / 'predictions.db').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def id_key(self) -> bytes:
+        if self.id_secret is not None:
+            return self.id_secret.get_secret_value().encode()
+        return _DEV_ID_SECRET.encode()
+
+
+def random_secret() -> str:
+    """A fresh secret for `.env` files (`driftlight` never invents one silently in prod)."""
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,212 @@
+"""The training pipeline: load -> contract check -> time split -> fit -> evaluate -> register.
+
+`fit_bundle` is the pure part (frames in, fitted bundle and metrics out, no I/O), reused by
+retraining; `train` adds the data loading, the Great Expectations gate and the registry.
+
+The time split: the last `validation_days` local days of the window are the validation window;
+everything before is fitted. Never a random split: flights in the same hour share one weather
+observation, so a random split leaks the weather of validation days into training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_contracts.batch import ContractViolation, validate_with_gx
+from data_contracts.contract import Contract
+from driftlight.registry import ModelBundle, Registry
+from features.baseline import HistoricalRateBaseline
+from features.pipeline import build_pipeline
+from training.data import contract_frame, load_flights, load_report, select_window
+from training.evaluate import Metrics, best_f1_threshold, evaluate, slice_metrics
+
+DEFAULT_START = date(2013, 1, 1)
+DEFAULT_END = date(2013, 3, 31)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    start: date = DEFAULT_START
+    end: date = DEFAULT_END
+    validation_days: int = 14
+    seed: int = 0
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fit_end(self) -> date:
+        return self.end - timedelta(days=self.validation_days)
+
+    @property
+    def validation_start(self) -> date:
+        return self.fit_end + timedelta(days=1)
+
+    def check(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"--to ({self.end}) is before --from ({self.start})")
+        if self.validation_days < 1 or self.validation_start <= self.start:
+            raise ValueError(f"the window {self.start}..{self.end} is too short for {self.validation_days} validation days")
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    bundle: ModelBundle
+    model: Metrics
+    baseline: Metrics
+    slices: Mapping[str, Metrics]
+    beats_baseline: bool
+    n_fit: int
+    n_validation: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_name: str
+    version: str
+    promoted: bool
+    reason: str
+    model_metrics: Mapping[str, float]
+    baseline_metrics: Mapping[str, float]
+    slices: Mapping[str, Mapping[str, float]]
+    n_fit: int
+    n_validation: int
+    seconds: float
+    window: tuple[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a label (cancelled flights have none; see training.data)."""
+    return frame[frame["late"].notna()]
+
+
+def split(contract: Contract, frame: pd.DataFrame, config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit rows, validation rows), both labelled, split by local date."""
+    config.check()
+    fit = labelled(select_window(frame, contract, config.start, config.fit_end))
+    val = labelled(select_window(frame, contract, config.validation_start, config.end))
+    if fit.empty or val.empty:
+        raise ValueError(f"no labelled flights in {config.start}..{config.end}")
+    return fit, val
+
+
+def beats(model: Metrics, baseline: Metrics) -> bool:
+    """The registration bar: better ranking AND better precision-recall than the lookup table."""
+    return model.roc_auc > baseline.roc_auc and model.pr_auc > baseline.pr_auc
+
+
+def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config: TrainConfig) -> FitOutcome:
+    """Fit the Pipeline and the baseline on `fit`, choose the threshold and evaluate on `val`."""
+    X_fit, y_fit = contract_frame(contract, fit), fit["late"].astype(int).to_numpy()
+    X_val, y_val = contract_frame(contract, val), val["late"].astype(int).to_numpy()
+    pipeline = build_pipeline(contract, seed=config.seed, model_params=config.model_params)
+    pipeline.fit(X_fit, y_fit)
+    baseline = HistoricalRateBaseline().fit(X_fit, y_fit)
+    p_val = pipeline.predict_proba(X_val)[:, 1]
+    b_val = baseline.predict_proba(X_val)[:, 1]
+    threshold = best_f1_threshold(y_val, p_val)
+    model_m = evaluate(y_val, p_val, threshold)
+    base_m = evaluate(y_val, b_val, best_f1_threshold(y_val, b_val))
+    slices = slice_metrics(y_val, p_val, val["origin"].to_numpy(), threshold)
+    metadata = {
+        "contract": {"name": contract.name, "version": contract.version},
+        "window": {"start": config.start.isoformat(), "end": config.end.isoformat()},
+        "fit_window": {"start": config.start.isoformat(), "end": config.fit_end.isoformat(), "rows": len(fit)},
+        "validation_window": {"start": config.validation_start.isoformat(), "end": config.end.isoformat(), "rows": len(val)},
+        "threshold": threshold,
+        "seed": config.seed,
+        "validation_metrics": model_m.as_dict(),
+        "baseline_metrics": base_m.as_dict(),
+        "slices": {k: v.as_dict() for k, v in slices.items()},
+        "input_columns": list(pipeline.named_steps["features"].input_columns()),
+        "feature_names": [str(n) for n in pipeline.named_steps["features"].get_feature_names_out()],
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return FitOutcome(
+        bundle=ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata),
+        model=model_m,
+        baseline=base_m,
+        slices=slices,
+        beats_baseline=beats(model_m, base_m),
+        n_fit=len(fit),
+        n_validation=len(val),
+    )
+
+
+def check_contract(contract: Contract, frame: pd.DataFrame) -> None:
+    """Stop training if the data breaks the contract (Great Expectations suite)."""
+    report = validate_with_gx(contract, contract_frame(contract, frame))
+    if not report.success:
+        raise ContractViolation(report)
+
+
+def train(
+    contract: Contract,
+    registry: Registry,
+    config: TrainConfig,
+    *,
+    model_name: str = "flights-late",
+    alias: str = "champion",
+    frame: pd.DataFrame | None = None,
+    contract_yaml: str | None = None,
+) -> TrainResult:
+    """Train on the 2013 flights (or `frame`), register the model, alias it if it beats the baseline."""
+    t0 = time.perf_counter()
+    data = load_flights() if frame is None else frame
+    fit, val = split(contract, data, config)
+    check_contract(contract, pd.concat([fit, val]))
+    out = fit_bundle(contract, fit, val, config)
+    params = {
+        "window_start": config.start,
+        "window_end": config.end,
+        "validation_days": config.validation_days,
+        "seed": config.seed,
+        "contract_version": contract.version,
+        "rows_fit": out.n_fit,
+        "rows_validation": out.n_validation,
+        **{f"model__{k}": v for k, v in out.bundle.pipeline.named_steps["model"].get_params().items() if k != "categorical_features"},
+    }
+    if frame is None:
+        params.update({f"data__{k}": v for k, v in asdict(load_report()).items()})
+    metrics = {**out.model.as_dict("val_"), **out.baseline.as_dict("baseline_val_")}
+    for origin, m in out.slices.items():
+        metrics[f"val_roc_auc__{origin}"] = m.roc_auc
+    artifacts = {"contract/" + contract.name + ".yaml": contract_yaml} if contract_yaml else {}
+    mv = registry.register(
+        model_name,
+        out.bundle,
+        params=params,
+        metrics=metrics,
+        artifacts=artifacts,
+        tags={"contract_version": contract.version, "beats_baseline": str(out.beats_baseline).lower()},
+    )
+    if out.beats_baseline:
+        registry.set_alias(model_name, alias, mv.version)
+        reason = f"beats the baseline on validation (ROC AUC {out.model.roc_auc:.3f} vs {out.baseline.roc_auc:.3f})"
+    else:
+        reason = f"does not beat the baseline (ROC AUC {out.model.roc_auc:.3f} vs {out.baseline.roc_auc:.3f}): not aliased"
+    return TrainResult(
+        model_name=model_name,
+        version=mv.version,
+        promoted=out.beats_baseline,
+        reason=reason,
+        model_metrics=out.model.as_dict(),
+        baseline_metrics=out.baseline.as_dict(),
+        slices={k: v.as_dict() for k, v in out.slices.items()},
+        n_fit=out.n_fit,
+        n_validation=out.n_validation,
+        seconds=round(time.perf_counter() - t0, 2),
+        window=(config.start.isoformat(), config.end.isoformat()),
+    )
+
+
+def summarise(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "p50": float(np.median(values))}
