@@ -128,11 +128,11 @@ def validate_frame(contract: Contract, frame: pd.DataFrame, *, max_examples: int
     n = len(frame)
     for exp in exps:
         spec = contract.field(exp.column)
-        if exp.kind == "exists":
-            if exp.column not in frame.columns:
-                failures.append(Failure(exp.column, exp.describe(), n, 100.0, ()))
-            continue
         if exp.column not in frame.columns:
+            # As Great Expectations does: every expectation on a missing column fails.
+            failures.append(Failure(exp.column, exp.describe(), n, 100.0, ()))
+            continue
+        if exp.kind == "exists":
             continue
         col = frame[exp.column]
         mask = _unexpected_mask(spec, exp, col)

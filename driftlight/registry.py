@@ -63,6 +63,7 @@ class Registry(Protocol):
         metrics: Mapping[str, float],
         artifacts: Mapping[str, str],
         tags: Mapping[str, str] | None = None,
+        input_example: Any = None,
     ) -> ModelVersion: ...
 
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
@@ -81,7 +82,7 @@ class InMemoryRegistry:
         self._aliases: dict[tuple[str, str], str] = {}
         self.logged: list[dict[str, Any]] = []
 
-    def register(self, name, bundle, *, params, metrics, artifacts, tags=None):  # type: ignore[no-untyped-def]
+    def register(self, name, bundle, *, params, metrics, artifacts, tags=None, input_example=None):  # type: ignore[no-untyped-def]
         with self._lock:
             version = str(1 + sum(1 for n, _ in self._bundles if n == name))
             self._bundles[(name, version)] = bundle
@@ -135,7 +136,11 @@ class MlflowRegistry:
             return str(exp.experiment_id)
         return str(self.client.create_experiment(self._experiment_name, artifact_location=self._artifact_root))
 
-    def register(self, name, bundle, *, params, metrics, artifacts, tags=None):  # type: ignore[no-untyped-def]
+    def register(self, name, bundle, *, params, metrics, artifacts, tags=None, input_example=None):  # type: ignore[no-untyped-def]
+        """Log a run (params, metrics, artifacts, baseline, model) and register the model.
+
+        `input_example` (a small DataFrame of contract fields) gives the model a signature.
+        """
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
@@ -152,13 +157,20 @@ class MlflowRegistry:
             mlflow.sklearn.log_model(
                 bundle.baseline,
                 name="baseline",
+                signature=False,
                 serialization_format="skops",
                 skops_trusted_types=TRUSTED_TYPES,
                 pip_requirements=PIP_REQUIREMENTS,
             )
+            signature = None
+            if input_example is not None:
+                from mlflow.models import infer_signature
+
+                signature = infer_signature(input_example, bundle.pipeline.predict_proba(input_example)[:, 1])
             info = mlflow.sklearn.log_model(
                 bundle.pipeline,
                 name="model",
+                signature=signature,
                 serialization_format="skops",
                 skops_trusted_types=TRUSTED_TYPES,
                 pip_requirements=PIP_REQUIREMENTS,

@@ -187,6 +187,7 @@ def train(
         metrics=metrics,
         artifacts=artifacts,
         tags={"contract_version": contract.version, "beats_baseline": str(out.beats_baseline).lower()},
+        input_example=contract_frame(contract, val.head(5)),
     )
     if out.beats_baseline:
         registry.set_alias(model_name, alias, mv.version)

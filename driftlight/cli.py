@@ -1,0 +1,215 @@
+"""`driftlight` — a thin typer layer over the packages.
+
+Each command builds the process's one `Settings` from the environment plus its own options, then
+calls one function. `--json` prints machine-readable output. Process-wide switches that must be in
+place before a library is imported (MLflow telemetry off, no artifact progress bars) are set in
+`main()`, the process's entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftlight: a late-flight model, served, logged and watched.")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from driftlight.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.echo(f"invalid setting DRIFTLIGHT_{name.upper()}: {err['msg']} (got {err.get('input')!r})", err=True)
+        raise typer.Exit(2) from None
+
+
+def _out(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _parse_date(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        typer.echo(f"{option}: expected a date YYYY-MM-DD, got {value!r}", err=True)
+        raise typer.Exit(2) from None
+
+
+def settings_env(settings: Any) -> dict[str, str]:
+    """The `DRIFTLIGHT_*` environment that rebuilds `settings` in a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"DRIFTLIGHT_{name.upper()}"] = str(value)
+    return env
+
+
+@app.command()
+def train(
+    start: Annotated[str, typer.Option("--from", help="first local day of the training window")] = "2013-01-01",
+    end: Annotated[str, typer.Option("--to", help="last local day (the last --validation-days are held out)")] = "2013-03-31",
+    validation_days: Annotated[int, typer.Option(help="days at the end of the window used for validation")] = 14,
+    seed: Annotated[int, typer.Option(help="random seed (same data + seed -> same metrics)")] = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train on a window of 2013, evaluate against the baseline, register in MLflow."""
+    from data_contracts.batch import ContractViolation
+    from data_contracts.contract import contract_path, load_contract
+    from driftlight.registry import registry_from_settings
+    from training.train import TrainConfig, train as run_train
+
+    settings = _settings(home=home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(start=_parse_date(start, "--from"), end=_parse_date(end, "--to"), validation_days=validation_days, seed=seed)
+    try:
+        config.check()
+        result = run_train(
+            load_contract(),
+            registry_from_settings(settings),
+            config,
+            model_name=settings.model_name,
+            alias=settings.model_alias,
+            contract_yaml=contract_path().read_text(encoding="utf-8"),
+        )
+    except ContractViolation as exc:
+        typer.echo(f"training stopped: the data breaks the contract\n{exc}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        typer.echo(f"training stopped: {exc}", err=True)
+        raise typer.Exit(2) from None
+    m, b = result.model_metrics, result.baseline_metrics
+    text = (
+        f"{result.model_name} v{result.version} trained on {result.window[0]}..{result.window[1]} "
+        f"({result.n_fit} fit rows, {result.n_validation} validation rows, {result.seconds} s)\n"
+        f"  validation    ROC AUC  PR AUC  Brier   F1\n"
+        f"  model         {m['roc_auc']:.3f}    {m['pr_auc']:.3f}   {m['brier']:.3f}   {m['f1']:.3f}\n"
+        f"  baseline      {b['roc_auc']:.3f}    {b['pr_auc']:.3f}   {b['brier']:.3f}   {b['f1']:.3f}\n"
+        f"  {'champion: ' if result.promoted else ''}{result.reason}"
+    )
+    _out(result.as_dict(), as_json, text)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (DRIFTLIGHT_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (DRIFTLIGHT_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes (DRIFTLIGHT_WORKERS)")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve the champion model over HTTP (FastAPI + uvicorn)."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port, workers=workers, home=home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(settings_env(settings))
+    # One OpenMP thread per worker process (see STACK.md); the app also limits it at start.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if settings.workers > 1:
+        # Counters must be summed across workers: prometheus_client's multiprocess mode, with a
+        # folder emptied before the workers start.
+        mp = settings.metrics_dir or settings.home / "prometheus"
+        shutil.rmtree(mp, ignore_errors=True)
+        mp.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp.resolve())
+    uvicorn.run(
+        "service.main:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+
+
+@app.command()
+def replay(
+    start: Annotated[str, typer.Option("--from", help="first local day")] = "2013-04-01",
+    end: Annotated[str, typer.Option("--to", help="last local day")] = "2013-04-30",
+    url: Annotated[str, typer.Option(help="base URL of the API")] = "http://127.0.0.1:8000",
+    batch_size: Annotated[int, typer.Option(help="records per /predict/batch call (1 = /predict)")] = 200,
+    label_delay: Annotated[float, typer.Option(help="seconds before a batch's labels are sent")] = 0.0,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="send no feedback")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send real 2013 flights through a live API and their true labels to /feedback."""
+    from rich.progress import Progress
+
+    from data_contracts.contract import load_contract
+    from driftlight.replay import replay_frame
+    from training.data import load_flights, select_window
+
+    contract = load_contract()
+    lo, hi = _parse_date(start, "--from"), _parse_date(end, "--to")
+    frame = select_window(load_flights(), contract, lo, hi)
+    with Progress(disable=as_json, transient=False) as progress:
+        task = progress.add_task(f"replaying {lo}..{hi}", total=len(frame))
+        res = replay_frame(
+            url,
+            frame,
+            contract,
+            batch_size=batch_size,
+            label_delay=label_delay,
+            send_labels=not no_labels,
+            on_progress=lambda n: progress.advance(task, n),
+            window=(lo.isoformat(), hi.isoformat()),
+        )
+    s = res.summary()
+    _out(
+        s,
+        as_json,
+        f"sent {res.sent}, served {res.served}, rejected {res.rejected}, failed requests {res.failed_requests}; "
+        f"labels sent {res.labels_sent}, accepted {res.labels_accepted} ({res.unlabelled} cancelled flights unlabelled); "
+        f"{res.seconds} s",
+    )
+    if res.failed_requests or res.rejected:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    port: Annotated[int, typer.Option(help="port for the demo server")] = 8765,
+    start: Annotated[str, typer.Option("--from", help="first day replayed")] = "2013-04-01",
+    end: Annotated[str, typer.Option("--to", help="last day replayed")] = "2013-04-07",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train, serve, replay a slice of April 2013 and print a summary."""
+    from driftlight.demo import run_demo
+
+    settings = _settings(home=home or Path(".driftlight/demo"), port=port)
+    summary = run_demo(settings, _parse_date(start, "--from"), _parse_date(end, "--to"), echo=(lambda m: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    app()
+
+
+if __name__ == "__main__":
+    main()

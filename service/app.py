@@ -1,0 +1,426 @@
+"""The FastAPI app factory: `create_app(settings, registry=…, prediction_log=…)`.
+
+(No `from __future__ import annotations` here: FastAPI must see the request models, which are
+built from the contract inside the factory, as real objects, not as strings.)
+
+Routes are thin: validate (the pydantic model derived from the contract), call the model, enqueue
+the log row, shape the response. The model and the log writer are created in the lifespan, never
+at import. Collaborators are injectable (a registry fake and a log fake in unit tests); the route
+functions close over the app-scoped objects instead of resolving `Depends` on every request,
+because the single-record path is measured in microseconds.
+"""
+
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from data_contracts.contract import Contract, load_contract
+from data_contracts.request_model import json_schema, request_model
+from driftlight.registry import Registry
+from driftlight.settings import Settings
+from features.pipeline import build_features
+from service import errors
+from service.ids import is_ours, new_id
+from service.metrics import ServiceMetrics, multiprocess_dir
+from service.model import LoadedModel, frame_from_records
+
+log = logging.getLogger("driftlight.service")
+
+ENDPOINTS = ("/predict", "/predict/batch", "/feedback", "/feedback/batch", "/health", "/ready", "/model", "/metrics", "/contract")
+PREDICT_ENDPOINTS = ("/predict", "/predict/batch")
+
+
+# -- response and request models (OpenAPI) ---------------------------------------------------------
+class PredictionOut(BaseModel):
+    prediction_id: str = Field(description="Quote it in /feedback when the true outcome is known")
+    probability: float = Field(description="P(arrival delay > 15 min)")
+    late: bool = Field(description="probability >= the model's threshold")
+    threshold: float
+    model_name: str
+    model_version: str
+    warnings: list[str] = Field(description="e.g. a category the contract or the model has not seen")
+
+
+class BatchOut(BaseModel):
+    model_name: str
+    model_version: str
+    threshold: float
+    predictions: list[PredictionOut]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: Annotated[str, Field(strict=True, min_length=1, max_length=64, description="from /predict")]
+    label: Annotated[int, Field(strict=True, ge=0, le=1, description="1 = arrived > 15 min late, 0 = not")]
+
+
+class FeedbackOut(BaseModel):
+    accepted: int
+    status: str = "accepted"
+
+
+class ErrorItem(BaseModel):
+    field: str
+    kind: str
+    expected: str
+    received: Any = None
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    detail: list[ErrorItem]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Malformed JSON"},
+    404: {"model": ErrorOut, "description": "Unknown prediction id"},
+    413: {"model": ErrorOut, "description": "Batch larger than the configured maximum"},
+    415: {"model": ErrorOut, "description": "Body is not application/json"},
+    422: {"model": ErrorOut, "description": "A field breaks the contract"},
+    503: {"model": ErrorOut, "description": "No model loaded"},
+}
+
+
+class ModelHolder:
+    """The one mutable reference to the served model; swapped atomically on reload."""
+
+    def __init__(self) -> None:
+        self.model: LoadedModel | None = None
+        self.load_error: str | None = "not loaded yet"
+        self.lock = threading.Lock()
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: latency histogram and requests by outcome (cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.hist = {e: metrics.latency.labels(e) for e in (*ENDPOINTS, "other")}
+        self.counts = {(e, o): metrics.requests.labels(e, o) for e in (*ENDPOINTS, "other") for o in ("ok", "client_error", "server_error")}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        endpoint = path if path in self.hist else "other"
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        t0 = perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.hist[endpoint].observe(perf_counter() - t0)
+            outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+            self.counts[(endpoint, outcome)].inc()
+
+
+def load_model(registry: Registry, settings: Settings) -> LoadedModel:
+    version = registry.alias_version(settings.model_name, settings.model_alias)
+    if version is None:
+        raise LookupError(f"no version of {settings.model_name!r} has alias {settings.model_alias!r}: run `driftlight train`")
+    bundle = registry.load(settings.model_name, version)
+    return LoadedModel(name=settings.model_name, version=version, alias=settings.model_alias, bundle=bundle)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    prediction_log: Any | None = None,
+    contract: Contract | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> FastAPI:
+    """Build the app. Unset collaborators are created from `settings` in the lifespan."""
+    contract = contract or load_contract()
+    metrics = metrics or ServiceMetrics()
+    holder = ModelHolder()
+    Record = request_model(contract)
+    feature_names = [str(n) for n in build_features(contract).get_feature_names_out()]
+    ts_field = contract.timestamp_field
+    key = settings.id_key
+    flagged = {f.name: frozenset(f.categories) for f in contract.category_fields if f.unseen == "flag"}
+    state: dict[str, Any] = {"log": prediction_log, "registry": registry}
+
+    BatchIn = create_model(
+        "PredictBatchIn",
+        __config__=ConfigDict(extra="forbid"),
+        records=(Annotated[list[Record], Field(min_length=1, max_length=settings.max_batch)], ...),  # type: ignore[valid-type]
+    )
+    FeedbackBatchIn = create_model(
+        "FeedbackBatchIn",
+        __config__=ConfigDict(extra="forbid"),
+        labels=(Annotated[list[FeedbackIn], Field(min_length=1, max_length=settings.max_batch)], ...),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from threadpoolctl import threadpool_limits
+
+        # One OpenMP thread per worker: with default threads, single-row predict under contention
+        # had a p99 of 1.2 s here (STACK.md); with one, 12 ms. Scale with workers, not threads.
+        limiter = threadpool_limits(limits=1, user_api="openmp")
+        if state["registry"] is None:
+            from driftlight.registry import registry_from_settings
+
+            state["registry"] = registry_from_settings(settings)
+        try:
+            model = load_model(state["registry"], settings)
+            holder.model, holder.load_error = model, None
+            metrics.model_info.labels(model.name, model.version).set(1)
+            metrics.model_loaded.set(1)
+            log.info("serving %s v%s (%s)", model.name, model.version, model.alias)
+        except Exception as exc:  # the service still starts: /ready says why it is not ready
+            holder.load_error = f"{type(exc).__name__}: {exc}"
+            metrics.model_loaded.set(0)
+            log.error("no model loaded: %s", holder.load_error)
+        if state["log"] is None:
+            from driftlight.logstore import LogStore
+            from service.predlog import PredictionLog
+
+            store = LogStore(settings.resolved_log_store_url, contract, feature_names)
+            try:
+                store.create_schema()
+            except Exception as exc:  # store down at start: rows wait in memory / spool
+                log.error("log store unavailable at start (%s); rows will wait and be retried", exc)
+            state["log"] = PredictionLog(
+                store,
+                spool_dir=settings.spool_dir,
+                batch_size=settings.log_batch_size,
+                flush_interval=settings.log_flush_interval,
+                max_memory_rows=settings.log_max_memory_rows,
+                metrics=metrics,
+            )
+        state["log"].start()
+        try:
+            yield
+        finally:
+            state["log"].stop()
+            limiter.restore_original_limits()
+            if multiprocess_dir():
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())
+
+    app = FastAPI(
+        title="driftlight",
+        version="0.1.0",
+        summary="Late-flight predictions on the 2013 New York flights, logged and monitored.",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.contract = contract
+    app.state.runtime = state
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    violation = metrics.violations
+
+    def error(status: int, code: str, message: str, detail: list[dict[str, Any]]) -> JSONResponse:
+        return JSONResponse(errors.body(code, message, detail), status_code=status)
+
+    def not_ready() -> JSONResponse:
+        return error(
+            503,
+            "no_model",
+            "no model is loaded",
+            [{"field": "model", "kind": "unavailable", "expected": "a champion model", "received": None, "message": holder.load_error or ""}],
+        )
+
+    def warnings_for(rec: Mapping[str, Any], model: LoadedModel) -> list[str]:
+        out: list[str] = []
+        for name, known in flagged.items():
+            value = rec[name]
+            if value not in known:
+                violation.labels(name, "unseen_category").inc()
+                out.append(f"{name}={value!r} is not in the contract's known categories: served as unknown to the model")
+        return out
+
+    def log_row(pid: str, rec: Mapping[str, Any], p: float, late: bool, x: Any, warns: list[str], model: LoadedModel, now: datetime) -> None:
+        state["log"].log_prediction(
+            {
+                "prediction_id": pid,
+                "served_at": now,
+                "event_time": rec[ts_field],
+                "model_name": model.name,
+                "model_version": model.version,
+                "probability": p,
+                "late": int(late),
+                "warnings": warns,
+                "inputs": rec,
+                "features": dict(zip(feature_names, x.tolist(), strict=True)),
+            }
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = errors.describe_errors(
+            exc.errors(),
+            contract,
+            expected_for={
+                "prediction_id": "an id returned by /predict",
+                "label": "0 (not late) or 1 (late)",
+                "records": f"a list of 1 to {settings.max_batch} records",
+                "labels": f"a list of 1 to {settings.max_batch} labels",
+            },
+        )
+        kinds = {d["kind"] for d in detail}
+        ctype = request.headers.get("content-type", "")
+        if "not_an_object" in kinds and not ctype.startswith("application/json"):
+            return error(
+                415,
+                "unsupported_media_type",
+                f"send the body as application/json (got content-type {ctype or 'none'!r})",
+                [{"field": "content-type", "kind": "bad_format", "expected": "application/json", "received": ctype or None, "message": "wrong content type"}],
+            )
+        if request.url.path in PREDICT_ENDPOINTS:
+            for d in detail:
+                violation.labels(errors.metric_field(d["field"], contract), d["kind"]).inc()
+        if "invalid_json" in kinds:
+            return error(400, "invalid_json", "the body is not valid JSON", detail)
+        if "batch_size" in kinds and any(d["field"] in ("records", "labels") and d["received"] is not None for d in detail):
+            too_many = any("at most" in d["message"] for d in detail)
+            if too_many:
+                return error(413, "batch_too_large", f"at most {settings.max_batch} items per batch", detail)
+        fields = ", ".join(sorted({d["field"] for d in detail})[:10])
+        return error(422, "contract_violation", f"invalid input in: {fields}", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, "http_error", str(exc.detail), [])
+
+    @app.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES, tags=["predict"])
+    async def predict(record: Record) -> Response:  # type: ignore[valid-type]
+        """Score one flight (contract fields). The prediction is logged off the request path."""
+        model = holder.model
+        if model is None:
+            return not_ready()
+        rec = record.__dict__
+        warns = warnings_for(rec, model)
+        p, x = model.predict_record(rec)
+        late = p >= model.threshold
+        pid = new_id(key)
+        log_row(pid, rec, p, late, x, warns, model, datetime.now(UTC))
+        metrics.predictions.labels(model.version, "late" if late else "on_time", "model").inc()
+        return JSONResponse(
+            {
+                "prediction_id": pid,
+                "probability": p,
+                "late": late,
+                "threshold": model.threshold,
+                "model_name": model.name,
+                "model_version": model.version,
+                "warnings": warns,
+            }
+        )
+
+    @app.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES, tags=["predict"])
+    async def predict_batch(batch: BatchIn) -> Response:  # type: ignore[valid-type]
+        """Score up to `max_batch` flights in one call (about 250x cheaper per row than one by one)."""
+        model = holder.model
+        if model is None:
+            return not_ready()
+        recs = [r.__dict__ for r in batch.records]  # type: ignore[attr-defined]
+        probs, X = model.predict_frame(frame_from_records(recs, contract.field_names))
+        now = datetime.now(UTC)
+        out = []
+        n_late = 0
+        for rec, p, x in zip(recs, probs.tolist(), X, strict=True):
+            warns = warnings_for(rec, model)
+            late = p >= model.threshold
+            n_late += late
+            pid = new_id(key)
+            log_row(pid, rec, p, late, x, warns, model, now)
+            out.append({"prediction_id": pid, "probability": p, "late": late, "threshold": model.threshold, "model_name": model.name, "model_version": model.version, "warnings": warns})
+        metrics.predictions.labels(model.version, "late", "model").inc(n_late)
+        metrics.predictions.labels(model.version, "on_time", "model").inc(len(recs) - n_late)
+        return JSONResponse({"model_name": model.name, "model_version": model.version, "threshold": model.threshold, "predictions": out})
+
+    def unknown_ids(ids: list[tuple[str, str]]) -> JSONResponse:
+        return error(
+            404,
+            "unknown_prediction_id",
+            "no prediction was issued with this id",
+            [{"field": f, "kind": "unknown_id", "expected": "an id returned by /predict", "received": errors._received(v), "message": "unknown prediction_id"} for f, v in ids],
+        )
+
+    @app.post("/feedback", response_model=FeedbackOut, status_code=202, responses=ERROR_RESPONSES, tags=["feedback"])
+    async def feedback(item: FeedbackIn) -> Response:
+        """Record the true outcome of a prediction (idempotent; a later label corrects an earlier one)."""
+        if not is_ours(item.prediction_id, key):
+            return unknown_ids([("prediction_id", item.prediction_id)])
+        state["log"].log_label({"prediction_id": item.prediction_id, "label": item.label, "received_at": datetime.now(UTC)})
+        metrics.labels.inc()
+        return JSONResponse({"accepted": 1, "status": "accepted"}, status_code=202)
+
+    @app.post("/feedback/batch", response_model=FeedbackOut, status_code=202, responses=ERROR_RESPONSES, tags=["feedback"])
+    async def feedback_batch(batch: FeedbackBatchIn) -> Response:  # type: ignore[valid-type]
+        """Labels in bulk; all or nothing: one unknown id rejects the batch (and says which)."""
+        items = batch.labels  # type: ignore[attr-defined]
+        bad = [(f"labels[{i}].prediction_id", it.prediction_id) for i, it in enumerate(items) if not is_ours(it.prediction_id, key)]
+        if bad:
+            return unknown_ids(bad)
+        now = datetime.now(UTC)
+        for it in items:
+            state["log"].log_label({"prediction_id": it.prediction_id, "label": it.label, "received_at": now})
+        metrics.labels.inc(len(items))
+        return JSONResponse({"accepted": len(items), "status": "accepted"}, status_code=202)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "alive"}
+
+    @app.get("/ready", tags=["ops"], responses={503: {"model": ErrorOut}})
+    async def ready() -> Response:
+        """Readiness: 200 when a model is loaded, else 503 with the reason."""
+        model = holder.model
+        if model is None:
+            return not_ready()
+        pending = state["log"].pending() if state["log"] is not None else 0
+        return JSONResponse({"status": "ready", "model_name": model.name, "model_version": model.version, "served_by": "model", "log_pending": pending})
+
+    @app.get("/model", tags=["ops"], responses={503: {"model": ErrorOut}})
+    async def model_info() -> Response:
+        """Name, version, alias, training window, validation metrics and contract version."""
+        model = holder.model
+        if model is None:
+            return not_ready()
+        return JSONResponse(model.describe(contract))
+
+    @app.get("/contract", tags=["ops"])
+    async def contract_schema() -> dict[str, Any]:
+        """The JSON Schema of one record, derived from the contract."""
+        return json_schema(contract)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=True)
+    async def prom() -> Response:
+        """Prometheus exposition (all workers aggregated in multiprocess mode)."""
+        if state["log"] is not None:
+            metrics.set_pending(state["log"].pending())
+        data, ctype = metrics.exposition()
+        return Response(data, media_type=ctype)
+
+    return app

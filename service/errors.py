@@ -1,0 +1,126 @@
+"""Turn validation failures into answers a caller can act on, and count them.
+
+Every 4xx body has the same shape:
+    {"error": <code>, "message": <one sentence>,
+     "detail": [{"field", "kind", "expected", "received", "message"}]}
+`field` is a dotted path (`records[3].temp`), `expected` comes from the contract, `received` is
+the value that came (non-finite numbers as strings, long strings cut), `kind` is from a fixed set
+that is also the `kind` label of `driftlight_contract_violations_total`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from data_contracts.contract import Contract
+
+KINDS = (
+    "missing",
+    "extra_field",
+    "wrong_type",
+    "not_finite",
+    "out_of_range",
+    "unknown_category",
+    "unseen_category",
+    "bad_format",
+    "invalid_json",
+    "not_an_object",
+    "batch_size",
+    "invalid_value",
+)
+
+_TYPE_TO_KIND = {
+    "missing": "missing",
+    "extra_forbidden": "extra_field",
+    "finite_number": "not_finite",
+    "greater_than_equal": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "greater_than": "out_of_range",
+    "less_than": "out_of_range",
+    "literal_error": "unknown_category",
+    "timezone_aware": "bad_format",
+    "datetime_from_date_parsing": "bad_format",
+    "datetime_parsing": "bad_format",
+    "value_error": "bad_format",
+    "string_too_long": "invalid_value",
+    "string_too_short": "invalid_value",
+    "json_invalid": "invalid_json",
+    "model_attributes_type": "not_an_object",
+    "dict_type": "not_an_object",
+    "too_long": "batch_size",
+    "too_short": "batch_size",
+}
+
+
+def _received(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, str) and len(value) > 120:
+        return value[:120] + "…"
+    if isinstance(value, (dict, list)):
+        text = repr(value)
+        return text if len(text) <= 120 else text[:120] + "…"
+    return value
+
+
+def _path(loc: Sequence[Any]) -> str:
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "body"
+
+
+def describe_errors(
+    errors: Iterable[Mapping[str, Any]],
+    contract: Contract,
+    *,
+    expected_for: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One detail item per pydantic error; `expected_for` adds expectations for non-contract fields."""
+    extra = dict(expected_for or {})
+    names = set(contract.field_names)
+    items = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        etype = str(err.get("type", ""))
+        kind = _TYPE_TO_KIND.get(etype, "wrong_type" if etype.endswith("_type") or etype.endswith("_parsing") else "invalid_value")
+        leaf = next((p for p in reversed(loc) if isinstance(p, str) and p != "body"), None)
+        if leaf in names:
+            expected = contract.field(leaf).expected()
+        elif kind == "extra_field":
+            expected = "no such field: the contract's fields are " + ", ".join(contract.field_names)
+        elif leaf in extra:
+            expected = extra[leaf]
+        elif kind == "invalid_json":
+            expected = "a valid JSON document"
+        elif kind == "not_an_object":
+            expected = "a JSON object"
+        else:
+            expected = extra.get("*", "see the OpenAPI document at /docs")
+        received = None if kind in ("missing", "invalid_json") else _received(err.get("input"))
+        message = str(err.get("msg", ""))
+        if kind == "invalid_json":
+            message = f"malformed JSON: {(err.get('ctx') or {}).get('error', message)}"
+        field = "body" if kind == "invalid_json" else _path(loc)  # loc holds a character offset
+        items.append(
+            {"field": field, "kind": kind, "expected": expected, "received": received, "message": message}
+        )
+    return items
+
+
+def metric_field(path: str, contract: Contract) -> str:
+    """The bounded `field` label for a detail path: a contract field name, or a placeholder."""
+    leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    if leaf in contract.field_names:
+        return leaf
+    return "_other"
+
+
+def body(error: str, message: str, detail: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"error": error, "message": message, "detail": detail}

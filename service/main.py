@@ -1,0 +1,14 @@
+"""Entry point for uvicorn worker processes: `uvicorn service.main:app_from_env --factory`.
+
+Each worker builds its own settings from the environment (`DRIFTLIGHT_*`) here, at the edge;
+`driftlight serve` sets that environment from its options before starting the workers.
+"""
+
+from fastapi import FastAPI
+
+from driftlight.settings import Settings
+from service.app import create_app
+
+
+def app_from_env() -> FastAPI:
+    return create_app(Settings())

@@ -1,0 +1,648 @@
+"""The prediction log writer: takes served rows off the request path and into the store in batches.
+
+The request handler calls `PredictionLog.log_prediction` / `log_label`, which only append to an
+in-memory queue (no I/O, no lock, no logging). One daemon thread drains the queue in batches into a
+store (`driftlight.logstore.LogStore` or anything with the same two write methods).
+
+Nothing accepted is ever lost, whatever the store does:
+
+- a failed batch is kept and retried with exponential backoff; the store's writes are idempotent
+  (predictions: insert-or-ignore by id; labels: latest `received_at` wins), so a batch that was
+  committed but reported as failed is simply written again without duplicating anything;
+- while the store is down, rows accumulate in memory up to `max_memory_rows`; the oldest beyond
+  that are appended to a JSONL spool file (fsync'd), so memory stays bounded;
+- `stop()` writes what it can and spools the rest; the next `start()` in any process claims the
+  spool files (atomic rename, so two workers never take the same file) and writes them;
+- a row the store rejects as invalid (it can never succeed) is isolated by bisecting its batch and
+  kept in a `rejected-*.jsonl` file for a person to look at, instead of blocking the log forever.
+
+Spool files in `spool_dir` (`<state>-<pid>-<time_ns>-<random>.jsonl`, one `{"k": "p"|"l", "r": row}`
+per line, datetimes as `{"$dt": "<ISO-8601>"}`):
+
+- `spill-<pid>-…`   being appended by the live writer of process `pid`;
+- `ready-<pid>-…`   sealed, claimable by any process;
+- `claimed-<pid>-…` being written to the store by process `pid`;
+- `rejected-<pid>-…` rows the store refused as invalid (never replayed automatically).
+
+A `spill-`/`claimed-` file whose process is dead is claimable too (crash recovery).
+
+Guarantee and its limit: every accepted row ends up in the store exactly once, in a spool file, or
+in a rejected file - unless the process is killed hard (SIGKILL, OOM) while rows are still in
+memory: those (at most `max_memory_rows` plus one batch) are lost; spilled rows are not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import exc as sa_exc
+
+from driftlight.logstore import InvalidRowError
+
+log = logging.getLogger(__name__)
+
+PREDICTION = "prediction"
+LABEL = "label"
+# Short codes: they are written once per row into the queue and the spool.
+_P = "p"
+_L = "l"
+_KIND = {_P: PREDICTION, _L: LABEL}
+# Granularity (s) of waits during backoff: how quickly the writer notices memory pressure or stop().
+_WAIT_SLICE = 0.05
+# Warn again about an ongoing outage at most this often (s); every failure is still counted.
+_WARN_EVERY = 30.0
+
+
+class LogMetrics(Protocol):
+    """What the writer reports; the service wires Prometheus into this."""
+
+    def set_pending(self, n: int) -> None:
+        """Rows accepted but not yet in the store (queue + in flight + spooled)."""
+
+    def written(self, kind: str, n: int) -> None:
+        """`n` rows of `kind` ("prediction" | "label") committed to the store."""
+
+    def write_failed(self, kind: str) -> None:
+        """One failed write attempt of a `kind` batch (or one row rejected as invalid)."""
+
+    def spooled(self, kind: str, n: int) -> None:
+        """`n` rows of `kind` written to a spool file on disk."""
+
+
+class NullLogMetrics:
+    """A `LogMetrics` that records nothing (the default)."""
+
+    def set_pending(self, n: int) -> None:
+        pass
+
+    def written(self, kind: str, n: int) -> None:
+        pass
+
+    def write_failed(self, kind: str) -> None:
+        pass
+
+    def spooled(self, kind: str, n: int) -> None:
+        pass
+
+
+class RowStore(Protocol):
+    """The two idempotent writes the log needs (`LogStore` implements them)."""
+
+    def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+    def upsert_labels(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """True if `exc` says the rows themselves are bad (retrying cannot help).
+
+    Everything else - connection refused, timeouts, locks, a missing table - is treated as a store
+    outage and retried, because giving up on it would lose rows.
+    """
+    if isinstance(exc, InvalidRowError | sa_exc.DataError | sa_exc.IntegrityError):
+        return True
+    # A StatementError that is not a DBAPIError failed while binding parameters (Python side).
+    return isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
+
+
+# -- spool encoding --------------------------------------------------------------------------------
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return {"$dt": obj.isoformat()}
+    if isinstance(obj, date):
+        return obj.isoformat()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    # Better a string in the spool than a row lost because it could not be encoded.
+    return str(obj)
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "$dt" in obj:
+        return datetime.fromisoformat(obj["$dt"])
+    return obj
+
+
+def encode_record(code: str, row: Mapping[str, Any]) -> bytes:
+    """One spool line (with newline) for a row of kind code `p` or `l`."""
+    return json.dumps({"k": code, "r": row}, default=_encode, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_record(line: bytes) -> tuple[str, dict[str, Any]]:
+    """(kind code, row) from a spool line; datetimes come back as aware `datetime`s."""
+    rec = json.loads(line, object_hook=_decode)
+    if rec.get("k") not in _KIND or not isinstance(rec.get("r"), dict):
+        raise ValueError("not a spool record")
+    return rec["k"], rec["r"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make renames and new files survive an OS crash, not just a process crash.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _SpoolFile:
+    """A sealed spool file being written to the store, read forward in committed chunks."""
+
+    def __init__(self, path: Path, rows: int, *, own: bool) -> None:
+        self.path = path
+        self.rows_left = rows  # lines not yet committed (an estimate until read)
+        self.offset = 0  # bytes whose rows are committed
+        self.own = own  # spilled by this log (counts toward flush()) vs recovered
+
+    def read(self, n: int) -> tuple[list[tuple[str, dict[str, Any]]], int, list[bytes]]:
+        """Up to `n` records after the committed offset: (records, end offset, bad lines)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        bad: list[bytes] = []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            while len(out) < n:
+                line = fh.readline()
+                if not line:
+                    break
+                if not line.endswith(b"\n"):
+                    # Torn last line of a writer that crashed mid-append: its row was never
+                    # acknowledged as spooled, and the writer still held it in memory.
+                    bad.append(line)
+                    break
+                try:
+                    out.append(decode_record(line))
+                except ValueError:
+                    bad.append(line)
+            return out, fh.tell(), bad
+
+
+class _SpoolWriter:
+    """The active `spill-` segment: append-only, fsync'd after every append."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._fh = open(path, "ab")  # noqa: SIM115 - kept open across appends, closed in seal()
+
+    def append(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        data = b"".join(encode_record(code, row) for code, row in items)
+        self._fh.write(data)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.rows += data.count(b"\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class PredictionLog:
+    """Batched, off-request-path writer of predictions and labels into a store.
+
+    `batch_size`: rows per store call; `flush_interval` (s): how long a short batch waits for more
+    rows; `max_memory_rows`: rows held in memory before the oldest spill to `spool_dir`;
+    `retry_initial` / `retry_max` (s): backoff between failed attempts.
+    """
+
+    def __init__(
+        self,
+        store: RowStore,
+        *,
+        spool_dir: Path,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        max_memory_rows: int = 100_000,
+        retry_initial: float = 0.1,
+        retry_max: float = 5.0,
+        metrics: LogMetrics | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_memory_rows < batch_size:
+            raise ValueError(f"max_memory_rows ({max_memory_rows}) must be >= batch_size ({batch_size})")
+        if flush_interval <= 0 or retry_initial <= 0 or retry_max < retry_initial:
+            raise ValueError("need flush_interval > 0 and 0 < retry_initial <= retry_max (seconds)")
+        self.store = store
+        self.spool_dir = Path(spool_dir)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_memory_rows = max_memory_rows
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.metrics: LogMetrics = metrics or NullLogMetrics()
+
+        # Hot path state: deque.append is atomic under the GIL, so producers need no lock.
+        self._q: deque[tuple[str, Mapping[str, Any]]] = deque()
+        self._closed = False
+
+        # Writer state. `_lock` guards every mutation below (never held during a store call).
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._popped = 0  # rows ever taken off `_q`
+        self._done = 0  # of those, rows committed (or rejected); FIFO, so a prefix of `_popped`
+        self._held = 0  # rows out of `_q` but not yet in the store (in flight + spool files)
+        self._batch: list[tuple[str, Mapping[str, Any]]] | None = None
+        self._batch_src: _SpoolFile | None = None  # None: the batch came from memory
+        self._batch_end = 0  # offset in `_batch_src` once the batch is committed
+        self._batch_kinds_done: set[str] = set()
+        self._sources: deque[_SpoolFile] = deque()  # recovered files first, then own segments
+        self._spill: _SpoolWriter | None = None
+        self._flush_waiters = 0
+        self._stopping = False
+        self._stop_deadline = float("inf")
+        self._abandoned = False  # stop() took over from a writer stuck in a store call
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._outage_since: float | None = None
+        self._last_warning = 0.0
+        self._pid = os.getpid()
+
+    # -- hot path -------------------------------------------------------------------------------
+    def log_prediction(self, row: Mapping[str, Any]) -> None:
+        """Accept one prediction row (see `LogStore.insert_predictions`); O(1), no I/O, no lock.
+
+        The row is kept by reference: do not mutate it afterwards. Raises `RuntimeError` after
+        `stop()`.
+        """
+        if self._closed:
+            raise RuntimeError("PredictionLog is stopped: rows logged now would be lost")
+        self._q.append((_P, row))
+
+    def log_label(self, row: Mapping[str, Any]) -> None:
+        """Accept one label row (`prediction_id`, `label` 0/1, `received_at`); same cost as above."""
+        if self._closed:
+            raise RuntimeError("PredictionLog is stopped: rows logged now would be lost")
+        self._q.append((_L, row))
+
+    # -- control --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Claim spool files left by earlier processes, then start the writer thread."""
+        if self._thread is not None or self._closed:
+            raise RuntimeError("PredictionLog.start() may be called once, before stop()")
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        claimed = self._claim_spool_files()
+        with self._lock:
+            for src in claimed:
+                self._sources.append(src)
+                self._held += src.rows_left
+        if claimed:
+            log.info("recovering %d spooled rows from %d file(s)", sum(s.rows_left for s in claimed), len(claimed))
+        self._thread = threading.Thread(target=self._run, name="driftlight-predlog", daemon=True)
+        self._thread.start()
+
+    def pending(self) -> int:
+        """Rows accepted (or recovered) but not yet in the store: queue + in flight + spooled."""
+        with self._lock:
+            return len(self._q) + self._held
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until every row accepted before the call (and every recovered
+        spool row) is in the store. Returns False on timeout (e.g. the store is down)."""
+        with self._cv:
+            target = self._popped + len(self._q)
+            self._flush_waiters += 1
+        self._wake.set()
+        try:
+            with self._cv:
+                return self._cv.wait_for(lambda: self._flushed(target), timeout)
+        finally:
+            with self._lock:
+                self._flush_waiters -= 1
+
+    def _flushed(self, target: int) -> bool:
+        return self._done >= target and not any(not s.own for s in self._sources) and not self._abandoned
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting rows, write what the store takes within `timeout` s, spool the rest.
+
+        After it returns, every accepted row is in the store or in a `ready-` spool file (fsync'd)
+        that the next `start()` on this `spool_dir` writes. Idempotent.
+        """
+        if self._closed and self._thread is None:
+            return
+        self._closed = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            with self._lock:
+                self._stopping = True
+                self._stop_deadline = time.monotonic() + timeout
+            self._wake.set()
+            thread.join(timeout)
+        with self._lock:
+            if thread is not None and thread.is_alive():
+                # The writer is stuck in a store call past the deadline. Take over its state; if its
+                # call does commit later, the spooled copy is a harmless idempotent replay.
+                self._abandoned = True
+                log.error("prediction log writer did not finish within %.1f s; spooling its rows", timeout)
+            # Also catches rows a producer appended while stop() was closing the log.
+            self._spool_everything()
+            pending = len(self._q) + self._held
+        self.metrics.set_pending(pending)
+
+    # -- spool recovery -------------------------------------------------------------------------
+    def _claim_spool_files(self) -> list[_SpoolFile]:
+        claimed: list[_SpoolFile] = []
+        for path in sorted(self.spool_dir.glob("*.jsonl"), key=lambda p: p.name.split("-", 2)[-1]):
+            state, _, rest = path.name.partition("-")
+            pid_text, _, suffix = rest.partition("-")
+            if state not in ("ready", "spill", "claimed") or not pid_text.isdigit():
+                continue
+            if state != "ready" and (int(pid_text) == self._pid or _pid_alive(int(pid_text))):
+                continue  # a live writer owns it
+            target = path.with_name(f"claimed-{self._pid}-{suffix}")
+            try:
+                # Atomic: of several workers renaming the same file, exactly one succeeds.
+                os.rename(path, target)
+            except FileNotFoundError:
+                continue
+            with open(target, "rb") as fh:
+                rows = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+            claimed.append(_SpoolFile(target, rows, own=False))
+        if claimed:
+            _fsync_dir(self.spool_dir)
+        return claimed
+
+    def _new_spool_path(self, state: str) -> Path:
+        return self.spool_dir / f"{state}-{self._pid}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+
+    # -- writer thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                if not self._step():
+                    return
+            except Exception:  # a bug here must not silently stop the log
+                log.exception("prediction log writer error; continuing")
+                time.sleep(self.flush_interval)
+
+    def _step(self) -> bool:
+        """One writer iteration; False when the writer should exit."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._spill_excess()
+            pending = len(self._q) + self._held
+        self.metrics.set_pending(pending)
+        if self._batch is None and not self._next_batch():
+            with self._lock:
+                if self._stopping and not self._q and not self._sources and self._batch is None:
+                    self._spool_everything()  # nothing left; closes an empty active spill if any
+                    return False
+            return True
+        if self._stopping and time.monotonic() >= self._stop_deadline:
+            with self._lock:
+                self._spool_everything()
+            return False
+        if self._write_batch():
+            if self._outage_since is not None:
+                log.warning(
+                    "prediction log store is back after %d failed attempts (%.1f s)",
+                    self._failures,
+                    time.monotonic() - self._outage_since,
+                )
+            self._failures, self._outage_since = 0, None
+            return True
+        return self._backoff()
+
+    def _urgent(self) -> bool:
+        return self._stopping or self._flush_waiters > 0
+
+    def _next_batch(self) -> bool:
+        """Load the next batch: spool files first (FIFO), then memory. False if nothing to do."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            if self._spill is not None:
+                # Seal the active segment so rows spilled from now on land after it in order.
+                self._seal_spill()
+            while self._sources:
+                src = self._sources[0]
+                try:
+                    items, end, bad = src.read(self.batch_size)
+                except OSError:
+                    log.exception("cannot read spool file %s; moving it aside", src.path)
+                    self._drop_source(src, broken=True)
+                    continue
+                if bad:
+                    self._reject_lines(bad)
+                if items:
+                    self._batch, self._batch_src, self._batch_end = items, src, end
+                    self._batch_kinds_done = set()
+                    return True
+                # Every row of the file is committed: only now may it go.
+                self._drop_source(src, broken=False)
+        if len(self._q) < self.batch_size and not self._urgent():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+        with self._lock:
+            if self._abandoned:
+                return False
+            n = min(len(self._q), self.batch_size)
+            if n == 0:
+                return False
+            self._batch = [self._q.popleft() for _ in range(n)]
+            self._batch_src, self._batch_kinds_done = None, set()
+            self._popped += n
+            self._held += n
+        return True
+
+    def _drop_source(self, src: _SpoolFile, *, broken: bool) -> None:
+        self._sources.popleft()
+        if broken:
+            os.replace(src.path, src.path.with_name("broken-" + src.path.name))
+        else:
+            src.path.unlink(missing_ok=True)
+        _fsync_dir(self.spool_dir)
+        self._held -= max(src.rows_left, 0)
+        if src.own:
+            self._done += max(src.rows_left, 0)
+        self._cv.notify_all()
+
+    def _write_batch(self) -> bool:
+        """Write the in-flight batch; True once all of it is committed (or rejected)."""
+        assert self._batch is not None
+        for code in (_P, _L):
+            if code in self._batch_kinds_done:
+                continue
+            rows = [row for c, row in self._batch if c == code]
+            if rows:
+                kind = _KIND[code]
+                try:
+                    written = self._write_isolating(code, rows)
+                except Exception as exc:
+                    self.metrics.write_failed(kind)
+                    self._note_failure(kind, exc)
+                    return False
+                self.metrics.written(kind, written)
+            self._batch_kinds_done.add(code)
+        with self._lock:
+            if self._abandoned:
+                return True  # stop() already spooled this batch
+            n = len(self._batch)
+            if self._batch_src is None:
+                self._done += n
+            else:
+                self._batch_src.offset = self._batch_end
+                self._batch_src.rows_left -= n
+                if self._batch_src.own:
+                    self._done += n
+            self._held -= n
+            self._batch, self._batch_src = None, None
+            self._cv.notify_all()
+        return True
+
+    def _write_isolating(self, code: str, rows: list[Mapping[str, Any]]) -> int:
+        """Write `rows`; if the store calls some rows invalid, bisect to set exactly those aside.
+
+        Returns the number of rows passed to a successful write. Store outages propagate.
+        """
+        write = self.store.insert_predictions if code == _P else self.store.upsert_labels
+        try:
+            write(rows)
+            return len(rows)
+        except Exception as exc:
+            if not is_row_error(exc):
+                raise
+            if len(rows) == 1:
+                self._reject(code, rows[0], exc)
+                return 0
+        mid = len(rows) // 2
+        return self._write_isolating(code, rows[:mid]) + self._write_isolating(code, rows[mid:])
+
+    def _reject(self, code: str, row: Mapping[str, Any], exc: BaseException) -> None:
+        self.metrics.write_failed(_KIND[code])
+        log.error("prediction log: %s row rejected by the store, kept in %s: %s", _KIND[code], self.spool_dir, exc)
+        rec = json.loads(encode_record(code, row))
+        rec["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        self._append_rejected([json.dumps(rec).encode() + b"\n"])
+
+    def _reject_lines(self, lines: list[bytes]) -> None:
+        log.error("prediction log: %d unreadable spool line(s) kept in a rejected- file", len(lines))
+        self._append_rejected([line if line.endswith(b"\n") else line + b"\n" for line in lines])
+
+    def _append_rejected(self, lines: list[bytes]) -> None:
+        path = self._new_spool_path("rejected")
+        with open(path, "ab") as fh:
+            fh.write(b"".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _note_failure(self, kind: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._failures += 1
+        if self._outage_since is None:
+            self._outage_since = now
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            log.warning(
+                "prediction log: writing %s batch failed (attempt %d, %d rows pending); retrying: %s",
+                kind,
+                self._failures,
+                self.pending(),
+                exc,
+            )
+
+    def _backoff(self) -> bool:
+        """Sleep before the next attempt, spilling meanwhile; False if the writer should exit."""
+        delay = min(self.retry_max, self.retry_initial * 2 ** (self._failures - 1))
+        # Jitter so several workers do not hammer a recovering database in lockstep.
+        delay *= random.uniform(0.5, 1.0)
+        if self._stopping and time.monotonic() + delay >= self._stop_deadline:
+            with self._lock:
+                self._spool_everything()
+            return False
+        until = time.monotonic() + delay
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, _WAIT_SLICE))
+            with self._lock:
+                if self._abandoned:
+                    return False
+                self._spill_excess()
+        return True
+
+    # -- spooling (callers hold `_lock`) ---------------------------------------------------------
+    def _spill_excess(self) -> None:
+        in_memory = len(self._q) + (len(self._batch) if self._batch and self._batch_src is None else 0)
+        excess = min(in_memory - self.max_memory_rows, len(self._q))
+        if excess <= 0:
+            return
+        # The oldest queued rows: they are newer than the in-flight batch and older than the rest
+        # of the queue, so writing in-flight -> spool -> queue keeps the order flush() relies on.
+        items = [self._q.popleft() for _ in range(excess)]
+        self._popped += excess
+        self._held += excess
+        if self._spill is None:
+            self._spill = _SpoolWriter(self._new_spool_path("spill"))
+            _fsync_dir(self.spool_dir)
+        self._spill.append(items)
+        self._count_spooled(items)
+
+    def _seal_spill(self) -> None:
+        assert self._spill is not None
+        self._spill.close()
+        self._sources.append(_SpoolFile(self._spill.path, self._spill.rows, own=True))
+        self._spill = None
+
+    def _spool_everything(self) -> None:
+        """Hand everything not yet in the store to `ready-` files for the next start()."""
+        items: list[tuple[str, Mapping[str, Any]]] = []
+        if self._batch is not None and self._batch_src is None:
+            items += [(c, r) for c, r in self._batch if c not in self._batch_kinds_done]
+        items += [self._q.popleft() for _ in range(len(self._q))]
+        taken = len(items) - (len(self._batch) if self._batch is not None and self._batch_src is None else 0)
+        self._popped += taken
+        self._held += taken
+        # Done kinds of a half-written batch are in the store already.
+        if self._batch is not None and self._batch_src is None:
+            self._held -= len(self._batch) - sum(1 for c, _ in self._batch if c not in self._batch_kinds_done)
+        self._batch, self._batch_src = None, None
+        if items:
+            if self._spill is None:
+                self._spill = _SpoolWriter(self._new_spool_path("spill"))
+            self._spill.append(items)
+            self._count_spooled(items)
+        if self._spill is not None:
+            self._seal_spill()
+        handed = 0
+        while self._sources:
+            src = self._sources.popleft()
+            if src.rows_left <= 0 and src.path.exists() and src.path.stat().st_size == src.offset:
+                src.path.unlink()
+                continue
+            suffix = src.path.name.split("-", 2)[2]
+            os.replace(src.path, src.path.with_name(f"ready-{self._pid}-{suffix}"))
+            handed += 1
+        _fsync_dir(self.spool_dir)
+        if items or handed:
+            log.warning("prediction log: %d rows left in %s for the next start()", self._held, self.spool_dir)
+        self._cv.notify_all()
+
+    def _count_spooled(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        n_pred = sum(1 for c, _ in items if c == _P)
+        if n_pred:
+            self.metrics.spooled(PREDICTION, n_pred)
+        if len(items) - n_pred:
+            self.metrics.spooled(LABEL, len(items) - n_pred)

@@ -1,0 +1,89 @@
+"""Shared fixtures. Tests are an entry point: they set the process switches MLflow reads at import."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+FOLDER_MARKERS = ("unit", "data", "model", "integration", "drills")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the folder it lives in (tests/unit -> @pytest.mark.unit, ...)."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for name in FOLDER_MARKERS:
+            if name in parts:
+                item.add_marker(getattr(pytest.mark, name))
+
+
+@pytest.fixture(scope="session")
+def contract():
+    from data_contracts.contract import load_contract
+
+    return load_contract()
+
+
+@pytest.fixture(scope="session")
+def flights():
+    from training.data import load_flights
+
+    return load_flights()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, contract):
+    """A model trained the default way into a throwaway home (MLflow on SQLite): (settings, result)."""
+    from data_contracts.contract import contract_path
+    from driftlight.registry import registry_from_settings
+    from driftlight.settings import Settings
+    from training.train import TrainConfig, train
+
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home)
+    result = train(contract, registry_from_settings(settings), TrainConfig(), contract_yaml=contract_path().read_text())
+    return settings, result
+
+
+@pytest.fixture(scope="session")
+def bundle(trained):
+    from driftlight.registry import registry_from_settings
+
+    settings, result = trained
+    return registry_from_settings(settings).load(settings.model_name, result.version)
+
+
+@pytest.fixture
+def good_record(good_record_base) -> dict:
+    return dict(good_record_base)
+
+
+@pytest.fixture(scope="session")
+def good_record_base() -> dict:
+    """A valid record (contract fields, JSON form); tests get a fresh copy via `good_record`."""
+    return {
+        "time_hour": "2013-04-01T14:00:00Z",
+        "sched_dep_time": 1000,
+        "sched_arr_time": 1300,
+        "carrier": "UA",
+        "origin": "EWR",
+        "dest": "IAH",
+        "distance": 1400.0,
+        "temp": 50.0,
+        "dewp": 30.0,
+        "humid": 50.0,
+        "wind_dir": 200.0,
+        "wind_speed": 10.0,
+        "wind_gust": None,
+        "precip": 0.0,
+        "pressure": 1010.0,
+        "visib": 10.0,
+    }
