@@ -57,7 +57,11 @@ def start_server(settings: Any, log_path: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "driftlight.cli", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
+CLEAN_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown
+
+
 def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM, then wait for the graceful shutdown (which flushes the log); kill only on timeout."""
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout)
@@ -113,7 +117,7 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
     served = res.served + lat.served
     lat_ms = np.asarray(lat.latencies_ms)
     summary = {
-        "ok": served == logged and res.labels_accepted == labelled and not res.failed_requests and code == 0,
+        "ok": served == logged and res.labels_accepted == labelled and not res.failed_requests and code in CLEAN_EXIT,
         "model": {"version": result.version, "validation": m, "baseline": b, "champion": result.promoted},
         "replay_window": [start.isoformat(), end.isoformat()],
         "rows_sent": res.sent + lat.sent,

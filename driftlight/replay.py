@@ -103,7 +103,12 @@ def replay_frame(
         for a, b in _chunks(len(items), 1000):
             part = items[a:b]
             res.labels_sent += len(part)
-            r = http.post("/feedback/batch", json={"labels": part})
+            try:
+                r = http.post("/feedback/batch", json={"labels": part})
+            except httpx.HTTPError as exc:  # the server went away: these labels were not accepted
+                res.failed_requests += 1
+                res.errors.append(f"/feedback/batch: {type(exc).__name__}: {exc}")
+                continue
             if r.status_code == 202:
                 res.labels_accepted += int(r.json()["accepted"])
             else:
