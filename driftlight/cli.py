@@ -74,11 +74,14 @@ def train(
     from data_contracts.batch import ContractViolation
     from data_contracts.contract import contract_path, load_contract
     from driftlight.registry import registry_from_settings
-    from training.train import TrainConfig, train as run_train
+    from training.train import TrainConfig
+    from training.train import train as run_train
 
     settings = _settings(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)
-    config = TrainConfig(start=_parse_date(start, "--from"), end=_parse_date(end, "--to"), validation_days=validation_days, seed=seed)
+    config = TrainConfig(
+        start=_parse_date(start, "--from"), end=_parse_date(end, "--to"), validation_days=validation_days, seed=seed
+    )
     try:
         config.check()
         result = run_train(
@@ -197,7 +200,9 @@ def demo(
     from driftlight.demo import run_demo
 
     settings = _settings(home=home or Path(".driftlight/demo"), port=port)
-    summary = run_demo(settings, _parse_date(start, "--from"), _parse_date(end, "--to"), echo=(lambda m: None) if as_json else typer.echo)
+    summary = run_demo(
+        settings, _parse_date(start, "--from"), _parse_date(end, "--to"), echo=(lambda m: None) if as_json else typer.echo
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     if not summary["ok"]:

@@ -111,7 +111,9 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
         echo("4/4 stopping the server (SIGTERM: the log is flushed) ...")
         code = stop_server(proc)
 
-    store = LogStore(settings.resolved_log_store_url, contract, [str(n) for n in build_features(contract).get_feature_names_out()])
+    store = LogStore(
+        settings.resolved_log_store_url, contract, [str(n) for n in build_features(contract).get_feature_names_out()]
+    )
     logged, labelled = store.count_predictions(), store.count_labels()
     store.dispose()
     served = res.served + lat.served
@@ -138,7 +140,8 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
         f"  (baseline {b['roc_auc']:.3f} / {b['pr_auc']:.3f} / {b['brier']:.3f})\n"
         f"  rows served / logged  {served} / {logged}\n"
         f"  labels sent / stored  {res.labels_sent} / {labelled}   ({res.unlabelled} cancelled flights have no label)\n"
-        f"  /predict over HTTP    p50 {summary['predict_p50_ms']:.2f} ms, p99 {summary['predict_p99_ms']:.2f} ms (client side, sequential)\n"
+        f"  /predict over HTTP    p50 {summary['predict_p50_ms']:.2f} ms, p99 {summary['predict_p99_ms']:.2f} ms"
+        " (client side, sequential)\n"
         f"  took {summary['seconds']} s; stores and server log in {settings.home}\n"
         f"  {'OK: nothing lost' if summary['ok'] else 'MISMATCH: see above'}"
     )

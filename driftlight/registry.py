@@ -149,7 +149,10 @@ class MlflowRegistry:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
             mlflow.set_tags(dict(tags or {}))
             with tempfile.TemporaryDirectory() as tmp:
-                for rel, text in {**artifacts, "driftlight/metadata.json": json.dumps(bundle.metadata, indent=2, sort_keys=True)}.items():
+                for rel, text in {
+                    **artifacts,
+                    "driftlight/metadata.json": json.dumps(bundle.metadata, indent=2, sort_keys=True),
+                }.items():
                     p = Path(tmp) / rel
                     p.parent.mkdir(parents=True, exist_ok=True)
                     p.write_text(text, encoding="utf-8")
@@ -206,7 +209,9 @@ class MlflowRegistry:
     def versions(self, name: str) -> list[ModelVersion]:
         out = []
         for mv in self.client.search_model_versions(f"name='{name}'"):
-            out.append(ModelVersion(name, str(mv.version), run_id=mv.run_id, aliases=tuple(mv.aliases or ()), tags=dict(mv.tags or {})))
+            out.append(
+                ModelVersion(name, str(mv.version), run_id=mv.run_id, aliases=tuple(mv.aliases or ()), tags=dict(mv.tags or {}))
+            )
         return sorted(out, key=lambda m: int(m.version))
 
 

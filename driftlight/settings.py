@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     max_batch: int = Field(1000, ge=1, le=100_000, description="largest batch accepted by /predict/batch")
     id_secret: SecretStr | None = Field(None, description="HMAC key that signs prediction ids (shared by workers)")
-    metrics_dir: Path | None = Field(None, description="Prometheus multiprocess folder; default <home>/prometheus when workers > 1")
+    metrics_dir: Path | None = Field(
+        None, description="Prometheus multiprocess folder; default <home>/prometheus when workers > 1"
+    )
 
     # Prediction log
     log_store_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/predictions.db")

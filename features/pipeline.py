@@ -39,7 +39,7 @@ MISSING_INDICATORS = ("wind_gust", "pressure", "wind_dir", "temp")
 def build_features(contract: Contract) -> FlightFeatures:
     """A `FlightFeatures` wired to `contract`'s fields (unfitted)."""
     hhmm = [f.name for f in contract.fields if f.format == "hhmm"]
-    dep, arr = (hhmm + ["sched_dep_time", "sched_arr_time"])[:2]
+    dep, arr = [*hhmm, "sched_dep_time", "sched_arr_time"][:2]
     numeric = [f.name for f in contract.numeric_fields if f.format != "hhmm"]
     categorical = [f.name for f in contract.category_fields]
     route = ("origin", "dest") if {"origin", "dest"} <= set(categorical) else None
@@ -60,7 +60,5 @@ def build_pipeline(contract: Contract, *, seed: int = 0, model_params: Mapping[s
     """The unfitted served Pipeline: ("features", FlightFeatures) -> ("model", booster)."""
     feats = build_features(contract)
     params = {**DEFAULT_MODEL_PARAMS, **(model_params or {})}
-    model = HistGradientBoostingClassifier(
-        categorical_features=np.asarray(feats.categorical_mask()), random_state=seed, **params
-    )
+    model = HistGradientBoostingClassifier(categorical_features=np.asarray(feats.categorical_mask()), random_state=seed, **params)
     return Pipeline([("features", feats), ("model", model)])

@@ -10,7 +10,6 @@ functions close over the app-scoped objects instead of resolving `Depends` on ev
 because the single-record path is measured in microseconds.
 """
 
-
 import logging
 import os
 import threading
@@ -111,7 +110,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.hist = {e: metrics.latency.labels(e) for e in (*ENDPOINTS, "other")}
-        self.counts = {(e, o): metrics.requests.labels(e, o) for e in (*ENDPOINTS, "other") for o in ("ok", "client_error", "server_error")}
+        self.counts = {
+            (e, o): metrics.requests.labels(e, o) for e in (*ENDPOINTS, "other") for o in ("ok", "client_error", "server_error")
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -246,7 +247,15 @@ def create_app(
             503,
             "no_model",
             "no model is loaded",
-            [{"field": "model", "kind": "unavailable", "expected": "a champion model", "received": None, "message": holder.load_error or ""}],
+            [
+                {
+                    "field": "model",
+                    "kind": "unavailable",
+                    "expected": "a champion model",
+                    "received": None,
+                    "message": holder.load_error or "",
+                }
+            ],
         )
 
     def warnings_for(rec: Mapping[str, Any], model: LoadedModel) -> list[str]:
@@ -258,7 +267,9 @@ def create_app(
                 out.append(f"{name}={value!r} is not in the contract's known categories: served as unknown to the model")
         return out
 
-    def log_row(pid: str, rec: Mapping[str, Any], p: float, late: bool, x: Any, warns: list[str], model: LoadedModel, now: datetime) -> None:
+    def log_row(
+        pid: str, rec: Mapping[str, Any], p: float, late: bool, x: Any, warns: list[str], model: LoadedModel, now: datetime
+    ) -> None:
         state["log"].log_prediction(
             {
                 "prediction_id": pid,
@@ -293,7 +304,15 @@ def create_app(
                 415,
                 "unsupported_media_type",
                 f"send the body as application/json (got content-type {ctype or 'none'!r})",
-                [{"field": "content-type", "kind": "bad_format", "expected": "application/json", "received": ctype or None, "message": "wrong content type"}],
+                [
+                    {
+                        "field": "content-type",
+                        "kind": "bad_format",
+                        "expected": "application/json",
+                        "received": ctype or None,
+                        "message": "wrong content type",
+                    }
+                ],
             )
         if request.url.path in PREDICT_ENDPOINTS:
             for d in detail:
@@ -353,17 +372,38 @@ def create_app(
             n_late += late
             pid = new_id(key)
             log_row(pid, rec, p, late, x, warns, model, now)
-            out.append({"prediction_id": pid, "probability": p, "late": late, "threshold": model.threshold, "model_name": model.name, "model_version": model.version, "warnings": warns})
+            out.append(
+                {
+                    "prediction_id": pid,
+                    "probability": p,
+                    "late": late,
+                    "threshold": model.threshold,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "warnings": warns,
+                }
+            )
         metrics.predictions.labels(model.version, "late", "model").inc(n_late)
         metrics.predictions.labels(model.version, "on_time", "model").inc(len(recs) - n_late)
-        return JSONResponse({"model_name": model.name, "model_version": model.version, "threshold": model.threshold, "predictions": out})
+        return JSONResponse(
+            {"model_name": model.name, "model_version": model.version, "threshold": model.threshold, "predictions": out}
+        )
 
     def unknown_ids(ids: list[tuple[str, str]]) -> JSONResponse:
         return error(
             404,
             "unknown_prediction_id",
             "no prediction was issued with this id",
-            [{"field": f, "kind": "unknown_id", "expected": "an id returned by /predict", "received": errors._received(v), "message": "unknown prediction_id"} for f, v in ids],
+            [
+                {
+                    "field": f,
+                    "kind": "unknown_id",
+                    "expected": "an id returned by /predict",
+                    "received": errors._received(v),
+                    "message": "unknown prediction_id",
+                }
+                for f, v in ids
+            ],
         )
 
     @app.post("/feedback", response_model=FeedbackOut, status_code=202, responses=ERROR_RESPONSES, tags=["feedback"])
@@ -379,7 +419,9 @@ def create_app(
     async def feedback_batch(batch: FeedbackBatchIn) -> Response:  # type: ignore[valid-type]
         """Labels in bulk; all or nothing: one unknown id rejects the batch (and says which)."""
         items = batch.labels  # type: ignore[attr-defined]
-        bad = [(f"labels[{i}].prediction_id", it.prediction_id) for i, it in enumerate(items) if not is_ours(it.prediction_id, key)]
+        bad = [
+            (f"labels[{i}].prediction_id", it.prediction_id) for i, it in enumerate(items) if not is_ours(it.prediction_id, key)
+        ]
         if bad:
             return unknown_ids(bad)
         now = datetime.now(UTC)
@@ -400,7 +442,15 @@ def create_app(
         if model is None:
             return not_ready()
         pending = state["log"].pending() if state["log"] is not None else 0
-        return JSONResponse({"status": "ready", "model_name": model.name, "model_version": model.version, "served_by": "model", "log_pending": pending})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model_name": model.name,
+                "model_version": model.version,
+                "served_by": "model",
+                "log_pending": pending,
+            }
+        )
 
     @app.get("/model", tags=["ops"], responses={503: {"model": ErrorOut}})
     async def model_info() -> Response:

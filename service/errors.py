@@ -89,7 +89,9 @@ def describe_errors(
     for err in errors:
         loc = tuple(err.get("loc", ()))
         etype = str(err.get("type", ""))
-        kind = _TYPE_TO_KIND.get(etype, "wrong_type" if etype.endswith("_type") or etype.endswith("_parsing") else "invalid_value")
+        kind = _TYPE_TO_KIND.get(
+            etype, "wrong_type" if etype.endswith("_type") or etype.endswith("_parsing") else "invalid_value"
+        )
         leaf = next((p for p in reversed(loc) if isinstance(p, str) and p != "body"), None)
         if leaf in names:
             expected = contract.field(leaf).expected()
@@ -108,9 +110,7 @@ def describe_errors(
         if kind == "invalid_json":
             message = f"malformed JSON: {(err.get('ctx') or {}).get('error', message)}"
         field = "body" if kind == "invalid_json" else _path(loc)  # loc holds a character offset
-        items.append(
-            {"field": field, "kind": kind, "expected": expected, "received": received, "message": message}
-        )
+        items.append({"field": field, "kind": kind, "expected": expected, "received": received, "message": message})
     return items
 
 

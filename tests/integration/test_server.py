@@ -60,7 +60,7 @@ def server(trained, pg_url, tmp_path):
         }
     )
     env = {**os.environ, **settings_env(s), "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "wb")
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - held open for the server's lifetime
     proc = subprocess.Popen([sys.executable, "-m", "driftlight.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{s.port}"
     try:
@@ -86,7 +86,7 @@ def wait_pending_zero(url: str, timeout: float = 90.0) -> float:
 
 
 def test_store_outage_during_replay_loses_nothing(server, contract, flights):
-    url, proc, s = server
+    url, _, s = server
     day = select_window(flights, contract, date(2013, 4, 1), date(2013, 4, 2))
     first, second = day.iloc[:600], day.iloc[600:1200]
     a = replay_frame(url, first, contract, batch_size=50)

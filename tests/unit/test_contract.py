@@ -26,7 +26,9 @@ def test_every_field_is_fully_specified(contract):
         if f.type == "category":
             assert f.categories and f.unseen in ("reject", "flag"), f.name
     # the names are the dataset's own
-    assert {"carrier", "origin", "dest", "sched_dep_time", "time_hour", "distance", "temp", "wind_speed"} <= set(contract.field_names)
+    assert {"carrier", "origin", "dest", "sched_dep_time", "time_hour", "distance", "temp", "wind_speed"} <= set(
+        contract.field_names
+    )
 
 
 def test_no_post_event_column_is_a_field(contract):
@@ -37,7 +39,10 @@ def test_no_post_event_column_is_a_field(contract):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["fields"].append({"name": "dep_delay", "type": "number", "min": 0, "max": 1, "description": "x"}), "leakage"),
+        (
+            lambda d: d["fields"].append({"name": "dep_delay", "type": "number", "min": 0, "max": 1, "description": "x"}),
+            "leakage",
+        ),
         (lambda d: d["fields"][1].update(type="float"), "type must be one of"),
         (lambda d: d["fields"][1].pop("min"), "need min and max"),
         (lambda d: d["fields"][1].pop("description"), "description is required"),

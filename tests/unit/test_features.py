@@ -19,7 +19,11 @@ def frame(good_record_base):
     rows = []
     for i, carrier in enumerate(["UA"] * 12 + ["AA"] * 12 + ["B6"] * 2):
         r = dict(good_record_base)
-        r.update(carrier=carrier, time_hour=pd.Timestamp("2013-01-04T03:00:00Z") + pd.Timedelta(days=i), temp=None if i == 0 else 40.0 + i)
+        r.update(
+            carrier=carrier,
+            time_hour=pd.Timestamp("2013-01-04T03:00:00Z") + pd.Timedelta(days=i),
+            temp=None if i == 0 else 40.0 + i,
+        )
         rows.append(r)
     return pd.DataFrame(rows)
 
