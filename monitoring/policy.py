@@ -1,0 +1,184 @@
+"""The green / yellow / red policy: a pure function from a window's signals to a verdict.
+
+Metric, threshold and verdict are kept apart: the monitor computes `Signal`s (values only), the
+`PolicySettings` (from a YAML policy file) say where each signal's warning and critical thresholds
+are, and `decide` maps failed checks to yellow (any warning) or red (any critical), then applies
+hysteresis against the recent history so the light does not flap between adjacent windows:
+an escalation shows at once, a de-escalation only after `clear_after` consecutive calmer windows.
+
+No I/O here; `load_policy` is the only function that reads a file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Status = Literal["green", "yellow", "red", "not_enough_data"]
+Severity = Literal["warning", "critical"]
+_RANK = {"green": 0, "yellow": 1, "red": 2}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One measured value of a window: e.g. ("psi", "temp", 0.31) or ("roc_auc_drop", None, 0.05)."""
+
+    signal: str
+    feature: str | None
+    value: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Thresholds for one signal (optionally for matching features): value beyond `critical` is red."""
+
+    signal: str
+    warning: float | None = None
+    critical: float | None = None
+    direction: Literal["above", "below"] = "above"
+    features: str = "*"  # fnmatch pattern on the feature name ("" matches window-level signals)
+    why: str = ""
+
+    def matches(self, s: Signal) -> bool:
+        return s.signal == self.signal and fnmatch.fnmatchcase(s.feature or "", self.features or "*")
+
+    def breached(self, value: float, threshold: float | None) -> bool:
+        if threshold is None or value is None or math.isnan(value):
+            return False
+        return value > threshold if self.direction == "above" else value < threshold
+
+
+@dataclass(frozen=True)
+class Reason:
+    signal: str
+    feature: str | None
+    value: float
+    threshold: float
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    rules: tuple[Rule, ...]
+    clear_after: int = 2
+    min_rows: int = 500
+    owner: str = "ml-oncall"
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    raw_status: Status
+    reasons: tuple[Reason, ...]
+    held_by_hysteresis: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reasons"] = [asdict(r) for r in self.reasons]
+        return d
+
+    def top_reasons(self, n: int = 5) -> list[Reason]:
+        return list(self.reasons[:n])
+
+
+def evaluate_signals(signals: Iterable[Signal], rules: Sequence[Rule]) -> list[Reason]:
+    """Every breached threshold as a `Reason`, most severe and largest excess first.
+
+    The first matching rule per signal wins, so a feature-specific rule placed before a generic
+    one overrides it.
+    """
+    out: list[tuple[float, Reason]] = []
+    for s in signals:
+        rule = next((r for r in rules if r.matches(s)), None)
+        if rule is None:
+            continue
+        for sev, thr in (("critical", rule.critical), ("warning", rule.warning)):
+            if rule.breached(s.value, thr):
+                assert thr is not None
+                excess = abs(s.value - thr) / (abs(thr) if thr else 1.0)
+                where = f" of {s.feature}" if s.feature else ""
+                cmp = ">" if rule.direction == "above" else "<"
+                msg = f"{s.signal}{where} = {s.value:.4g} {cmp} {sev} threshold {thr:g}"
+                if s.detail:
+                    msg += f" ({s.detail})"
+                out.append(
+                    ((0 if sev == "critical" else 1, -excess), Reason(s.signal, s.feature, float(s.value), float(thr), sev, msg))
+                )  # type: ignore[arg-type]
+                break
+    out.sort(key=lambda t: t[0])  # type: ignore[arg-type,return-value]
+    return [r for _, r in out]
+
+
+def decide(
+    signals: Iterable[Signal],
+    settings: PolicySettings,
+    history: Sequence[Status] = (),
+    *,
+    rows: int | None = None,
+) -> Verdict:
+    """The verdict of one window given the *raw* statuses of the previous windows (oldest first).
+
+    The light shown is the worst raw status over this window and the previous `clear_after - 1`
+    judged windows: an escalation shows at once; stepping down takes `clear_after` calm windows
+    in a row, so a quiet window between two noisy ones does not flip the light.
+    """
+    if rows is not None and rows < settings.min_rows:
+        return Verdict("not_enough_data", "not_enough_data", (), notes=(f"{rows} rows < min_rows {settings.min_rows}",))
+    reasons = evaluate_signals(signals, settings.rules)
+    raw: Status = "red" if any(r.severity == "critical" for r in reasons) else "yellow" if reasons else "green"
+    recent = [h for h in history if h in _RANK][-(settings.clear_after - 1) :] if settings.clear_after > 1 else []
+    shown = worst([raw, *recent])
+    if shown == raw:
+        return Verdict(raw, raw, tuple(reasons))
+    note = f"held at {shown}: stepping down needs {settings.clear_after} calm windows in a row"
+    return Verdict(shown, raw, tuple(reasons), held_by_hysteresis=True, notes=(note,))
+
+
+def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
+    rules = []
+    for raw in doc.get("rules") or ():
+        unknown = set(raw) - {"signal", "warning", "critical", "direction", "features", "why"}
+        if unknown:
+            raise ValueError(f"policy rule {raw.get('signal')!r}: unknown keys {sorted(unknown)}")
+        rule = Rule(**raw)
+        if rule.direction not in ("above", "below"):
+            raise ValueError(f"policy rule {rule.signal}: direction must be above or below")
+        if rule.warning is None and rule.critical is None:
+            raise ValueError(f"policy rule {rule.signal}: needs a warning or a critical threshold")
+        if rule.warning is not None and rule.critical is not None and rule.breached(rule.warning, rule.critical):
+            raise ValueError(f"policy rule {rule.signal}: the warning threshold is beyond the critical one")
+        rules.append(rule)
+    hyst = doc.get("hysteresis") or {}
+    notify = doc.get("notify") or {}
+    return PolicySettings(
+        rules=tuple(rules),
+        clear_after=int(hyst.get("clear_after", 2)),
+        min_rows=int(doc.get("min_rows", 500)),
+        owner=str(notify.get("owner", "ml-oncall")),
+        webhook_url=notify.get("webhook_url"),
+    )
+
+
+def default_policy_path() -> Path:
+    return Path(__file__).with_name("policy.yaml")
+
+
+def load_policy(path: str | Path | None = None) -> PolicySettings:
+    p = Path(path) if path is not None else default_policy_path()
+    with open(p, encoding="utf-8") as fh:
+        return parse_policy(yaml.safe_load(fh))
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    judged = [s for s in statuses if s in _RANK]
+    return max(judged, key=_RANK.__getitem__) if judged else "not_enough_data"

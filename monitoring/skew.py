@@ -1,0 +1,80 @@
+"""Training-serving skew at the row level (Zinkevich rule #37).
+
+The prediction log keeps, for every prediction, the raw inputs the caller sent and the features
+the service actually served (`f_<name>` columns, rule #29). Here the training code path
+(`FlightFeatures.transform`, the batch path used by `Pipeline.fit`) recomputes the features from
+the logged raw inputs, and each feature is compared with what was served. Any mismatch means
+serving computed something training would not have: a serving-side lookup, a hot patch, a
+different library version, or a fast path that drifted from the batch path.
+
+Distribution-level skew (served features against the training distribution) is drift of the
+`f_` columns against the frozen profile, computed by the drift module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class FeatureSkew:
+    feature: str
+    rows: int
+    mismatches: int
+    mismatch_rate: float
+    examples: tuple[dict[str, Any], ...]  # up to 3: prediction_id, served, recomputed
+
+
+@dataclass(frozen=True)
+class SkewReport:
+    rows: int
+    features: tuple[FeatureSkew, ...]
+
+    @property
+    def max_mismatch_rate(self) -> float:
+        return max((f.mismatch_rate for f in self.features), default=0.0)
+
+    def worst(self, n: int = 5) -> list[FeatureSkew]:
+        return sorted((f for f in self.features if f.mismatches), key=lambda f: -f.mismatch_rate)[:n]
+
+
+def row_level_skew(
+    transformer: Any,
+    window: pd.DataFrame,
+    input_columns: Sequence[str],
+    *,
+    rtol: float = 1e-9,
+    id_column: str = "prediction_id",
+    max_examples: int = 3,
+) -> SkewReport:
+    """Compare served `f_*` columns of `window` with `transformer.transform(window[input_columns])`.
+
+    Values equal within `rtol` (relative) count as matching; NaN matches NaN only.
+    """
+    names = [str(n) for n in transformer.get_feature_names_out()]
+    if window.empty:
+        return SkewReport(0, tuple(FeatureSkew(n, 0, 0, 0.0, ()) for n in names))
+    recomputed = transformer.transform(window[list(input_columns)])
+    out = []
+    ids = window[id_column].to_numpy() if id_column in window else np.arange(len(window))
+    for j, name in enumerate(names):
+        col = f"f_{name}"
+        if col not in window:
+            continue
+        served = pd.to_numeric(window[col], errors="coerce").to_numpy(dtype="float64")
+        again = recomputed[:, j]
+        both_nan = np.isnan(served) & np.isnan(again)
+        close = np.isclose(served, again, rtol=rtol, atol=0.0)
+        bad = ~(close | both_nan)
+        n_bad = int(bad.sum())
+        examples = tuple(
+            {"prediction_id": str(ids[i]), "served": float(served[i]), "recomputed": float(again[i])}
+            for i in np.flatnonzero(bad)[:max_examples]
+        )
+        out.append(FeatureSkew(name, len(window), n_bad, n_bad / len(window), examples))
+    return SkewReport(len(window), tuple(out))

@@ -1,0 +1,98 @@
+"""Performance estimates, quality detectors and row-level skew on small, known inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from monitoring.performance import expected_auc, window_performance
+from monitoring.quality import quality_signals, reference_for
+from monitoring.skew import row_level_skew
+
+
+def test_expected_auc_known_answers():
+    # labels drawn as Bernoulli(p): with p in {0, 1} the labels are certain and AUC is 1
+    assert expected_auc(np.array([0.0, 0.0, 1.0, 1.0])) == 1.0
+    # all scores tied: every pair is a coin flip
+    assert expected_auc(np.full(10, 0.3)) == pytest.approx(0.5)
+
+
+def test_expected_auc_matches_simulation():
+    rng = np.random.default_rng(0)
+    p = rng.beta(2, 6, size=3000)
+    sims = [roc_auc_score(rng.random(p.size) < p, p) for _ in range(200)]
+    assert expected_auc(p) == pytest.approx(np.mean(sims), abs=0.005)
+
+
+def test_window_performance_with_missing_labels():
+    p = np.array([0.9, 0.8, 0.2, 0.1, 0.5, 0.4])
+    y = np.array([1, 1, 0, 0, np.nan, np.nan])
+    perf = window_performance(p, y, threshold=0.5, label_lag_s=np.array([10, 20, 30, 40, np.nan, np.nan]))
+    assert perf.labelled == 4 and perf.label_coverage == pytest.approx(4 / 6)
+    assert perf.roc_auc == 1.0 and perf.f1 == 1.0 and perf.label_rate == 0.5
+    assert perf.median_label_lag_s == 25.0
+
+
+@pytest.fixture(scope="module")
+def ref_and_window():
+    rng = np.random.default_rng(1)
+    n = 4000
+    frame = pd.DataFrame(
+        {
+            "temp": rng.normal(40, 10, n),
+            "pressure": np.where(rng.random(n) < 0.1, np.nan, rng.normal(1015, 8, n)),
+            "carrier": rng.choice(["AA", "UA", "B6"], n),
+        }
+    )
+    refs = [
+        reference_for(frame, "temp", "numeric", "degF"),
+        reference_for(frame, "pressure", "numeric", "millibars"),
+        reference_for(frame, "carrier", "categorical"),
+    ]
+    window = frame.sample(2000, random_state=2).reset_index(drop=True)
+    return refs, window
+
+
+def values(signals, name, feature):
+    return next(s.value for s in signals if s.signal == name and s.feature == feature)
+
+
+def test_quality_is_quiet_on_the_reference_itself(ref_and_window):
+    refs, window = ref_and_window
+    sig = quality_signals(refs, window)
+    assert abs(values(sig, "missing_rate_increase", "pressure")) < 0.03
+    assert values(sig, "unit_change", "temp") == 0.0 and values(sig, "unseen_category_rate", "carrier") == 0.0
+
+
+def test_quality_catches_what_drift_tests_miss(ref_and_window):
+    refs, window = ref_and_window
+    w = window.assign(temp=(window["temp"] - 32) * 5 / 9)
+    assert values(quality_signals(refs, w), "unit_change", "temp") == 1.0
+    w = window.copy()
+    w.loc[w.sample(frac=0.4, random_state=0).index, "pressure"] = np.nan
+    assert values(quality_signals(refs, w), "missing_rate_increase", "pressure") > 0.25
+    w = window.assign(carrier=np.where(np.arange(len(window)) % 4 == 0, "ZZ", window["carrier"]))
+    assert values(quality_signals(refs, w), "unseen_category_rate", "carrier") == pytest.approx(0.25)
+    w = window.assign(temp=41.0)
+    assert values(quality_signals(refs, w), "stuck_value_share", "temp") > 0.9
+
+
+def test_row_level_skew_finds_a_serving_bug(contract, flights, bundle):
+    from training.data import contract_frame
+
+    feats = bundle.pipeline.named_steps["features"]
+    raw = contract_frame(contract, flights.iloc[:500]).reset_index(drop=True)
+    served = pd.DataFrame(feats.transform(raw), columns=[f"f_{n}" for n in feats.get_feature_names_out()])
+    window = pd.concat([raw, served], axis=1).assign(prediction_id=[f"id{i}" for i in range(len(raw))])
+    clean = row_level_skew(feats, window, feats.input_columns())
+    assert clean.max_mismatch_rate == 0.0
+    # a serving-side bug: departure hour taken from UTC instead of local time on 10 % of rows
+    bug = window.copy()
+    rows = bug.index[::10]
+    bug.loc[rows, "f_dep_hour"] = bug.loc[rows, "f_dep_hour"] + 5
+    report = row_level_skew(feats, bug, feats.input_columns())
+    [worst] = report.worst(1)
+    assert worst.feature == "dep_hour" and worst.mismatch_rate == pytest.approx(0.1)
+    assert worst.examples[0]["prediction_id"] == "id0"
