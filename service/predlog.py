@@ -33,6 +33,7 @@ memory: those (at most `max_memory_rows` plus one batch) are lost; spilled rows 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -188,8 +189,8 @@ class _SpoolFile:
                 if not line:
                     break
                 if not line.endswith(b"\n"):
-                    # Torn last line of a writer that crashed mid-append: its row was never
-                    # acknowledged as spooled, and the writer still held it in memory.
+                    # Torn last line of a writer killed mid-append. Those rows died with the
+                    # process; keep the fragment for a person (it goes to a rejected- file).
                     bad.append(line)
                     break
                 try:
@@ -205,13 +206,21 @@ class _SpoolWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "ab")  # noqa: SIM115 - kept open across appends, closed in seal()
 
     def append(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Append records durably; on failure the file is cut back so no torn line is left."""
         data = b"".join(encode_record(code, row) for code, row in items)
-        self._fh.write(data)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        size = self._fh.tell()
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._fh.truncate(size)
+            raise
         self.rows += data.count(b"\n")
 
     def close(self) -> None:
@@ -264,6 +273,7 @@ class PredictionLog:
         self._popped = 0  # rows ever taken off `_q`
         self._done = 0  # of those, rows committed (or rejected); FIFO, so a prefix of `_popped`
         self._held = 0  # rows out of `_q` but not yet in the store (in flight + spool files)
+        self._handed_off = 0  # rows left in `ready-` files by stop() for the next start()
         self._batch: list[tuple[str, Mapping[str, Any]]] | None = None
         self._batch_src: _SpoolFile | None = None  # None: the batch came from memory
         self._batch_end = 0  # offset in `_batch_src` once the batch is committed
@@ -277,7 +287,8 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._outage_since: float | None = None
-        self._last_warning = 0.0
+        self._last_warning = -_WARN_EVERY
+        self._last_spill_error = -_WARN_EVERY
         self._pid = os.getpid()
 
     # -- hot path -------------------------------------------------------------------------------
@@ -316,7 +327,7 @@ class PredictionLog:
     def pending(self) -> int:
         """Rows accepted (or recovered) but not yet in the store: queue + in flight + spooled."""
         with self._lock:
-            return len(self._q) + self._held
+            return len(self._q) + self._held + self._handed_off
 
     def flush(self, timeout: float) -> bool:
         """Wait up to `timeout` s until every row accepted before the call (and every recovered
@@ -348,7 +359,8 @@ class PredictionLog:
         if thread is not None:
             with self._lock:
                 self._stopping = True
-                self._stop_deadline = time.monotonic() + timeout
+                # Leave the last fifth of the budget for writing the spool file.
+                self._stop_deadline = time.monotonic() + 0.8 * timeout
             self._wake.set()
             thread.join(timeout)
         with self._lock:
@@ -359,7 +371,7 @@ class PredictionLog:
                 log.error("prediction log writer did not finish within %.1f s; spooling its rows", timeout)
             # Also catches rows a producer appended while stop() was closing the log.
             self._spool_everything()
-            pending = len(self._q) + self._held
+            pending = len(self._q) + self._held + self._handed_off
         self.metrics.set_pending(pending)
 
     # -- spool recovery -------------------------------------------------------------------------
@@ -404,7 +416,7 @@ class PredictionLog:
             if self._abandoned:
                 return False
             self._spill_excess()
-            pending = len(self._q) + self._held
+            pending = len(self._q) + self._held + self._handed_off
         self.metrics.set_pending(pending)
         if self._batch is None and not self._next_batch():
             with self._lock:
@@ -581,6 +593,9 @@ class PredictionLog:
                 if self._abandoned:
                     return False
                 self._spill_excess()
+                pending = len(self._q) + self._held + self._handed_off
+            # Keep the gauge moving during a long outage (retry_max can be seconds).
+            self.metrics.set_pending(pending)
         return True
 
     # -- spooling (callers hold `_lock`) ---------------------------------------------------------
@@ -592,12 +607,21 @@ class PredictionLog:
         # The oldest queued rows: they are newer than the in-flight batch and older than the rest
         # of the queue, so writing in-flight -> spool -> queue keeps the order flush() relies on.
         items = [self._q.popleft() for _ in range(excess)]
+        try:
+            if self._spill is None:
+                self._spill = _SpoolWriter(self._new_spool_path("spill"))
+                _fsync_dir(self.spool_dir)
+            self._spill.append(items)
+        except OSError:
+            # Disk full or unwritable: keep the rows in memory (over the bound) rather than lose them.
+            self._q.extendleft(reversed(items))
+            now = time.monotonic()
+            if now - self._last_spill_error >= _WARN_EVERY:
+                self._last_spill_error = now
+                log.exception("prediction log: cannot spill to %s; keeping %d rows in memory", self.spool_dir, len(self._q))
+            return
         self._popped += excess
         self._held += excess
-        if self._spill is None:
-            self._spill = _SpoolWriter(self._new_spool_path("spill"))
-            _fsync_dir(self.spool_dir)
-        self._spill.append(items)
         self._count_spooled(items)
 
     def _seal_spill(self) -> None:
@@ -607,37 +631,49 @@ class PredictionLog:
         self._spill = None
 
     def _spool_everything(self) -> None:
-        """Hand everything not yet in the store to `ready-` files for the next start()."""
-        items: list[tuple[str, Mapping[str, Any]]] = []
-        if self._batch is not None and self._batch_src is None:
-            items += [(c, r) for c, r in self._batch if c not in self._batch_kinds_done]
-        items += [self._q.popleft() for _ in range(len(self._q))]
-        taken = len(items) - (len(self._batch) if self._batch is not None and self._batch_src is None else 0)
-        self._popped += taken
-        self._held += taken
-        # Done kinds of a half-written batch are in the store already.
-        if self._batch is not None and self._batch_src is None:
-            self._held -= len(self._batch) - sum(1 for c, _ in self._batch if c not in self._batch_kinds_done)
-        self._batch, self._batch_src = None, None
+        """Hand everything not yet in the store to `ready-` files for the next start().
+
+        If the spool cannot be written (disk full), the rows stay in memory and OSError propagates.
+        """
+        memory_batch = self._batch if self._batch is not None and self._batch_src is None else []
+        # Kinds of a half-written batch that are already committed need no spooling.
+        items = [(c, r) for c, r in memory_batch if c not in self._batch_kinds_done]
+        queued = list(self._q)
+        items += queued
+        if not items and self._spill is None and not self._sources:
+            if memory_batch:  # fully committed, its bookkeeping cut short by an abandon
+                self._held -= len(memory_batch)
+                self._batch = None
+            return
         if items:
             if self._spill is None:
                 self._spill = _SpoolWriter(self._new_spool_path("spill"))
             self._spill.append(items)
             self._count_spooled(items)
+        # Only now that the rows are on disk do they leave memory. Producers are closed out by
+        # now; any row appended after the copy above stays queued for the next call.
+        for _ in range(len(queued)):
+            self._q.popleft()
+        self._popped += len(queued)
+        # A batch read from a spool file is still in that file (its offset was not advanced).
+        self._batch, self._batch_src = None, None
         if self._spill is not None:
             self._seal_spill()
         handed = 0
         while self._sources:
             src = self._sources.popleft()
-            if src.rows_left <= 0 and src.path.exists() and src.path.stat().st_size == src.offset:
-                src.path.unlink()
+            if src.rows_left <= 0:
+                src.path.unlink(missing_ok=True)
                 continue
+            # Rows before `offset` are committed already; replaying them is an idempotent no-op.
             suffix = src.path.name.split("-", 2)[2]
             os.replace(src.path, src.path.with_name(f"ready-{self._pid}-{suffix}"))
-            handed += 1
+            handed += src.rows_left
         _fsync_dir(self.spool_dir)
-        if items or handed:
-            log.warning("prediction log: %d rows left in %s for the next start()", self._held, self.spool_dir)
+        # Everything out of the queue is now committed or in a handed-off file.
+        self._held = 0
+        self._handed_off += handed
+        log.warning("prediction log: %d rows left in %s for the next start()", handed, self.spool_dir)
         self._cv.notify_all()
 
     def _count_spooled(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

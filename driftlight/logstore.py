@@ -1,0 +1,490 @@
+"""The prediction log's SQL store: two tables derived from the contract, written idempotently.
+
+`LogStore` is the only code that knows the log's SQL schema. It is SQLAlchemy 2.x Core (no ORM)
+and speaks SQLite (the embedded default) and PostgreSQL (`postgresql+psycopg://`).
+
+- `predictions`: one row per served prediction: id, serving metadata, one column per contract field
+  (named exactly like the field) and one `f_<feature>` column per served feature (Zinkevich #29:
+  log the features the model actually saw, so training/serving skew can be measured).
+- `labels`: one row per prediction id, the latest known outcome. No foreign key on purpose: a label
+  can arrive before its prediction row has been flushed by the batched writer.
+
+Writes are idempotent so the writer can retry a batch after any failure without duplicating rows:
+predictions are `INSERT ... ON CONFLICT (prediction_id) DO NOTHING`; labels are upserts in which the
+label with the latest `received_at` wins (a later label is a correction; a replayed older one is a
+no-op). Datetimes are stored as naive UTC and handed back as timezone-aware UTC.
+
+Nothing happens at import: the engine is created in `LogStore.__init__` (no connection is opened
+until first use) and the SQLite parent folder is made only by `create_schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from data_contracts.contract import Contract, FieldSpec
+
+# Columns every prediction row has, before the contract fields and the features.
+FIXED_PREDICTION_COLUMNS = (
+    "prediction_id",
+    "served_at",
+    "event_time",
+    "model_name",
+    "model_version",
+    "probability",
+    "late",
+    "warnings",
+)
+FEATURE_PREFIX = "f_"
+ID_LENGTH = 64
+CATEGORY_LENGTH = 32
+# PostgreSQL truncates identifiers longer than this silently; refuse them instead.
+MAX_IDENTIFIER_LENGTH = 63
+# Any constant works: it only has to be the same in every process that creates the schema.
+_SCHEMA_LOCK_KEY = 0x647269667431  # "drift1"
+
+
+class InvalidRowError(ValueError):
+    """A row cannot be stored as given (missing key, wrong type, naive datetime).
+
+    Retrying cannot help, unlike a store outage: the writer isolates such rows instead of retrying.
+    """
+
+
+class SchemaMismatchError(RuntimeError):
+    """The existing tables lack columns the current contract or feature list needs."""
+
+
+def to_utc_naive(value: Any) -> datetime:
+    """A timezone-aware `datetime` (or ISO-8601 string with an offset) as naive UTC.
+
+    Raises `InvalidRowError` for naive datetimes: guessing their zone is how skew starts.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidRowError(f"expected an ISO-8601 timestamp, got {value!r}") from exc
+    if not isinstance(value, datetime):
+        raise InvalidRowError(f"expected a datetime, got {type(value).__name__} {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidRowError(f"expected a timezone-aware datetime, got naive {value.isoformat()}")
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _to_float(value: Any) -> float | None:
+    out = float(value)
+    # SQLite turns NaN into NULL and PostgreSQL stores 'NaN': make both mean "missing".
+    return None if math.isnan(out) else out
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidRowError(f"expected an integer, got {value!r}")
+        return int(value)
+    return int(value)
+
+
+def _to_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _id_of(row: Any) -> Any:
+    return row.get("prediction_id") if isinstance(row, Mapping) else row
+
+
+def _column_type(spec: FieldSpec) -> Any:
+    return {
+        "number": Float(),
+        "integer": Integer(),
+        "category": String(CATEGORY_LENGTH),
+        "timestamp": DateTime(),
+    }[spec.type]
+
+
+class LogStore:
+    """The SQL store of the prediction log (SQLite or PostgreSQL).
+
+    `url` is a SQLAlchemy URL (`sqlite:///path.db`, `postgresql+psycopg://user@host/db`);
+    `feature_names` are the served features in model order, each stored as a `f_<name>` float.
+    Thread-safe: the engine pools connections, each method uses its own.
+    """
+
+    def __init__(self, url: str, contract: Contract, feature_names: Sequence[str]) -> None:
+        self.url = make_url(url)
+        self.dialect: str = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"log store URL {self.url.render_as_string(hide_password=True)!r}: "
+                "only sqlite:/// and postgresql+psycopg:// are supported"
+            )
+        self.contract = contract
+        self.feature_names = tuple(feature_names)
+        self._field_specs = tuple(contract.fields)
+        self._feature_columns = tuple(FEATURE_PREFIX + name for name in self.feature_names)
+        self._check_names()
+
+        self.metadata = MetaData()
+        self.predictions = Table(
+            "predictions",
+            self.metadata,
+            Column("prediction_id", String(ID_LENGTH), primary_key=True),
+            Column("served_at", DateTime(), nullable=False),
+            Column("event_time", DateTime(), nullable=False),
+            Column("model_name", String(128)),
+            Column("model_version", String(32)),
+            Column("probability", Float()),
+            Column("late", Integer()),
+            Column("warnings", Text()),
+            # Contract fields are nullable in the table even when the contract forbids null: the
+            # request model enforces the contract; the log must never refuse a served row.
+            *(Column(spec.name, _column_type(spec)) for spec in self._field_specs),
+            *(Column(col, Float()) for col in self._feature_columns),
+            Index("ix_predictions_event_time", "event_time"),
+            Index("ix_predictions_served_at", "served_at"),
+        )
+        self.labels = Table(
+            "labels",
+            self.metadata,
+            Column("prediction_id", String(ID_LENGTH), primary_key=True),
+            Column("label", Integer(), nullable=False),
+            Column("received_at", DateTime(), nullable=False),
+        )
+        self.engine = self._create_engine()
+        # SQLite keeps DATETIME as text: store exactly what SQLAlchemy's own DateTime would bind, so
+        # reads and range filters through the Core types see the same format.
+        dialect = self.engine.dialect
+        self._bind_datetime: Callable[[Any], Any] = DateTime().dialect_impl(dialect).bind_processor(dialect) or _identity
+        self._input_converters = tuple(self._converter(spec) for spec in self._field_specs)
+        self._insert_predictions = self._build_prediction_insert()
+        self._insert_predictions_sql = self._compile_positional(self._insert_predictions, self.predictions)
+        self._upsert_labels = self._build_label_upsert()
+
+    # -- construction --------------------------------------------------------------------------
+    def _check_names(self) -> None:
+        names = [*FIXED_PREDICTION_COLUMNS, *(s.name for s in self._field_specs), *self._feature_columns]
+        dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+        if dupes:
+            raise ValueError(f"prediction log columns collide: {dupes} (contract field vs fixed or feature column)")
+        too_long = [n for n in names if len(n) > MAX_IDENTIFIER_LENGTH]
+        if too_long:
+            raise ValueError(f"column names longer than {MAX_IDENTIFIER_LENGTH} characters: {too_long}")
+
+    def _create_engine(self) -> Engine:
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "postgresql":
+            # pre_ping: after a database restart the pool holds dead connections; test each checkout
+            # (one round trip per batch) instead of failing the first batch after every outage.
+            kwargs["pool_pre_ping"] = True
+            if "connect_timeout" not in self.url.query:
+                # Bound how long a writer can hang on an unreachable server (seconds).
+                kwargs["connect_args"] = {"connect_timeout": 5}
+            # Positional placeholders, so rows can be bound as tuples (see _compile_positional).
+            kwargs["paramstyle"] = "format"
+        engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    def _converter(self, spec: FieldSpec) -> Callable[[Any], Any]:
+        if spec.type == "number":
+            return _to_float
+        if spec.type == "integer":
+            return _to_int
+        if spec.type == "timestamp":
+            bind = self._bind_datetime
+            return lambda value: bind(to_utc_naive(value))
+        return str
+
+    def _compile_positional(self, stmt: Any, table: Table) -> str:
+        """The dialect's SQL text for `stmt` with one positional placeholder per table column.
+
+        Rows are then bound as plain tuples through `exec_driver_sql`: measured here, SQLAlchemy's
+        per-row parameter processing for an executemany of 56 columns (~25 us/row) cost more than
+        SQLite's insert itself. The SQL text is still generated by Core from the Table.
+        """
+        keys = [c.key for c in table.columns]
+        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=keys)
+        order = [compiled.binds[name].key for name in compiled.positiontup or ()]
+        if order != keys:  # would only change with a SQLAlchemy upgrade: fail loudly, not misalign
+            raise RuntimeError(f"unexpected bind order for {table.name}: {order[:5]}... vs {keys[:5]}...")
+        return compiled.string
+
+    def _build_prediction_insert(self) -> Any:
+        ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.predictions)
+        # Plain executemany on both dialects, bound as tuples (see _compile_positional). Measured
+        # here, 200k rows of 56 columns in batches of 500: SQLite ~27k rows/s; PostgreSQL ~10k
+        # rows/s, bound by the server's CPU on this 2-vCPU machine. SQLAlchemy does not use
+        # "insertmanyvalues" on psycopg without RETURNING; opting in by adding RETURNING gave
+        # ~3.9k rows/s, because psycopg re-parses each 28,000-placeholder statement text.
+        return ins.on_conflict_do_nothing(index_elements=["prediction_id"])
+
+    def _build_label_upsert(self) -> Any:
+        ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.labels)
+        # The latest received_at wins: a correction replaces the label, a replayed older label (a
+        # retried batch, a spool file recovered late) does not undo a correction.
+        return ins.on_conflict_do_update(
+            index_elements=["prediction_id"],
+            set_={"label": ins.excluded.label, "received_at": ins.excluded.received_at},
+            where=ins.excluded.received_at >= self.labels.c.received_at,
+        )
+
+    # -- schema ---------------------------------------------------------------------------------
+    def create_schema(self) -> None:
+        """Create the tables and indexes if missing (idempotent, safe to race from many workers).
+
+        Raises `SchemaMismatchError` if existing tables lack a column the contract now needs.
+        """
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog;
+                # serialise schema creation across processes for this transaction.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            for table in self.metadata.sorted_tables:
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+        self._check_columns()
+
+    def _check_columns(self) -> None:
+        insp = inspect(self.engine)
+        for table in self.metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in have]
+            if missing:
+                raise SchemaMismatchError(
+                    f"table {table.name!r} exists but lacks columns {missing}: the contract or the "
+                    "feature list changed since it was created. Migrate it (ALTER TABLE ADD COLUMN) "
+                    "or point the log at a new database."
+                )
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _prediction_values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """One prediction row as a tuple in `predictions` column order (bound values)."""
+        dt = self._bind_datetime
+        try:
+            pid = str(row["prediction_id"])
+            if len(pid) > ID_LENGTH:
+                raise InvalidRowError(f"prediction_id longer than {ID_LENGTH} characters")
+            values: list[Any] = [
+                pid,
+                dt(to_utc_naive(row["served_at"])),
+                dt(to_utc_naive(row["event_time"])),
+                # str(): an MLflow version is often an int, and PostgreSQL refuses an int for a
+                # varchar, an error that retrying could never fix.
+                _to_str(row["model_name"]),
+                _to_str(row["model_version"]),
+                _to_float(row["probability"]),
+                int(row["late"]),
+                json.dumps(list(warnings)) if (warnings := row.get("warnings")) else "[]",
+            ]
+            inputs = row.get("inputs") or {}
+            for spec, conv in zip(self._field_specs, self._input_converters, strict=True):
+                value = inputs.get(spec.name)
+                values.append(None if value is None else conv(value))
+            # The widest part of the row, so inlined: `v != v` is the NaN test (NaN -> NULL).
+            get = (row.get("features") or {}).get
+            values += [None if v is None or v != v else float(v) for v in map(get, self.feature_names)]
+        except InvalidRowError as exc:
+            raise InvalidRowError(f"prediction {_id_of(row)!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidRowError(f"prediction {_id_of(row)!r}: {type(exc).__name__}: {exc}") from None
+        return tuple(values)
+
+    def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert prediction rows in one transaction; ids already stored are skipped.
+
+        Each row: `prediction_id` (str), `served_at` and `event_time` (aware datetimes),
+        `model_name`, `model_version`, `probability` (0-1), `late` (0/1), `warnings` (list[str]),
+        `inputs` (contract field -> value or None), `features` (feature name -> float; NaN is
+        stored as NULL). Returns the number of rows newly inserted. Raises `InvalidRowError`
+        before touching the database if any row cannot be flattened.
+        """
+        if not rows:
+            return 0
+        params = [self._prediction_values(r) for r in rows]
+        with self.engine.begin() as conn:
+            # preserve_rowcount: SQLAlchemy otherwise drops an executemany's rowcount on psycopg.
+            conn = conn.execution_options(preserve_rowcount=True)
+            result = conn.exec_driver_sql(self._insert_predictions_sql, params)
+            return max(result.rowcount, 0)
+
+    def upsert_labels(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert or correct labels in one transaction: the label with the latest received_at wins.
+
+        Each row: `prediction_id` (str), `label` (0/1), `received_at` (aware datetime). The same
+        label sent again is a no-op in effect. Returns the number of rows inserted or updated.
+        """
+        if not rows:
+            return 0
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            try:
+                p = {
+                    "prediction_id": str(r["prediction_id"]),
+                    "label": int(r["label"]),
+                    "received_at": to_utc_naive(r["received_at"]),
+                }
+            except InvalidRowError as exc:
+                raise InvalidRowError(f"label {_id_of(r)!r}: {exc}") from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InvalidRowError(f"label {_id_of(r)!r}: {type(exc).__name__}: {exc}") from None
+            # One statement must not touch the same id twice (PostgreSQL refuses it in a
+            # multi-row upsert): keep the latest label per id within the batch.
+            prev = latest.get(p["prediction_id"])
+            if prev is None or p["received_at"] >= prev["received_at"]:
+                latest[p["prediction_id"]] = p
+        with self.engine.begin() as conn:
+            result = conn.execution_options(preserve_rowcount=True).execute(self._upsert_labels, list(latest.values()))
+            return max(result.rowcount, 0)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def count_predictions(self) -> int:
+        """Number of prediction rows stored."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self.predictions)).scalar_one())
+
+    def count_labels(self) -> int:
+        """Number of label rows stored (one per prediction id)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self.labels)).scalar_one())
+
+    def iter_predictions(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        by: Literal["event_time", "served_at"] = "event_time",
+        chunksize: int = 50_000,
+        with_labels: bool = True,
+    ) -> Iterator[pd.DataFrame]:
+        """Stream the predictions with `start <= by < end` as DataFrames of at most `chunksize` rows.
+
+        `start`/`end` are aware datetimes (None = unbounded). Rows come ordered by `by`, then id.
+        Columns: the `predictions` columns (`warnings` decoded to lists) and, with `with_labels`,
+        `label` (nullable Int64) and `received_at` from a LEFT JOIN on labels. Datetime columns
+        are timezone-aware UTC. Integer columns are pandas nullable `Int64`. Rows are fetched in
+        chunks (a server-side cursor on PostgreSQL, SQLite's lazy cursor), so memory holds one
+        chunk, not the window. An empty window yields one empty frame with the columns.
+        """
+        if by not in ("event_time", "served_at"):
+            raise ValueError(f"by must be 'event_time' or 'served_at', got {by!r}")
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+        p, lab = self.predictions, self.labels
+        cols: list[Any] = list(p.columns)
+        stmt_from: Any = p
+        if with_labels:
+            cols += [lab.c.label, lab.c.received_at]
+            stmt_from = p.outerjoin(lab, lab.c.prediction_id == p.c.prediction_id)
+        stmt = select(*cols).select_from(stmt_from)
+        key = p.c[by]
+        if start is not None:
+            stmt = stmt.where(key >= to_utc_naive(start))
+        if end is not None:
+            stmt = stmt.where(key < to_utc_naive(end))
+        stmt = stmt.order_by(key, p.c.prediction_id)
+        names = [c.name for c in cols]
+        dtypes = self._frame_dtypes(cols)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=chunksize).execute(stmt)
+            empty = True
+            for part in result.partitions(chunksize):
+                empty = False
+                yield _frame(part, names, dtypes)
+            if empty:
+                yield _frame([], names, dtypes)
+
+    @staticmethod
+    def _frame_dtypes(cols: Sequence[Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for c in cols:
+            if isinstance(c.type, DateTime):
+                out[c.name] = "datetime"
+            elif isinstance(c.type, Integer):
+                out[c.name] = "Int64"
+            elif isinstance(c.type, Float):
+                out[c.name] = "float64"
+            elif c.name == "warnings":
+                out[c.name] = "json"
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """True if the store answers a trivial query now (never raises)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def dispose(self) -> None:
+        """Close all pooled connections (call at shutdown; the store can be used again after)."""
+        self.engine.dispose()
+
+
+def _frame(rows: Sequence[Any], names: list[str], dtypes: Mapping[str, str]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(list(rows), columns=names)
+    for name, kind in dtypes.items():
+        if kind == "datetime":
+            df[name] = pd.to_datetime(df[name]).dt.tz_localize("UTC")
+        elif kind == "json":
+            df[name] = [json.loads(v) if v is not None else [] for v in df[name]]
+        else:
+            df[name] = df[name].astype(kind)
+    return df
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the monitor read while the writer writes; NORMAL is durable across process crashes
+    # in WAL mode (only an OS crash can lose the last commits); busy_timeout (ms) makes concurrent
+    # writers (several workers) wait for the lock instead of failing at once.
+    # wal_autocheckpoint (pages, ~40 MB) and cache_size (-KiB, 32 MiB per connection): random ids
+    # scatter index writes, and the default 1000-page checkpoints rewrote the same pages over and
+    # over; measured here on 200k rows: 20.9k -> 29.0k rows/s.
+    cur = dbapi_conn.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "busy_timeout=5000",
+        "wal_autocheckpoint=10000",
+        "cache_size=-32768",
+    ):
+        cur.execute(f"PRAGMA {pragma}")
+    cur.close()
