@@ -42,6 +42,7 @@ class ModelBundle:
     pipeline: Any
     baseline: Any
     metadata: Mapping[str, Any]
+    profile: Mapping[str, Any] | None = None  # monitoring.profile.ReferenceProfile.to_dict()
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,10 @@ class MlflowRegistry:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
             mlflow.set_tags(dict(tags or {}))
             with tempfile.TemporaryDirectory() as tmp:
-                for rel, text in {
-                    **artifacts,
-                    "driftlight/metadata.json": json.dumps(bundle.metadata, indent=2, sort_keys=True),
-                }.items():
+                files = {**artifacts, "driftlight/metadata.json": json.dumps(bundle.metadata, indent=2, sort_keys=True)}
+                if bundle.profile is not None:
+                    files["driftlight/profile.json"] = json.dumps(bundle.profile)
+                for rel, text in files.items():
                     p = Path(tmp) / rel
                     p.parent.mkdir(parents=True, exist_ok=True)
                     p.write_text(text, encoding="utf-8")
@@ -199,19 +200,44 @@ class MlflowRegistry:
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
         mv = self.client.get_model_version(name, version)
-        pipeline = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        # Resolve through *this* registry's client: `models:/…` URIs go through MLflow's
+        # process-global registry URI, which another registry object may have pointed elsewhere
+        # (a test caught a model loaded from the wrong store that way).
+        pipeline = mlflow.sklearn.load_model(self.client.get_model_version_download_uri(name, version))
+        # MLflow 3 stores a logged model outside the run's artifact folder; `runs:/` resolves it
+        # through the tracking URI, which was set to this registry's at the top of this method.
         baseline = mlflow.sklearn.load_model(f"runs:/{mv.run_id}/baseline")
+        profile = None
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(mv.run_id, "driftlight/metadata.json", tmp)
             metadata = json.loads(Path(path).read_text(encoding="utf-8"))
-        return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata)
+            names = {a.path for a in self.client.list_artifacts(mv.run_id, "driftlight")}
+            if "driftlight/profile.json" in names:
+                ppath = self.client.download_artifacts(mv.run_id, "driftlight/profile.json", tmp)
+                profile = json.loads(Path(ppath).read_text(encoding="utf-8"))
+        return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile)
 
     def versions(self, name: str) -> list[ModelVersion]:
-        out = []
-        for mv in self.client.search_model_versions(f"name='{name}'"):
-            out.append(
-                ModelVersion(name, str(mv.version), run_id=mv.run_id, aliases=tuple(mv.aliases or ()), tags=dict(mv.tags or {}))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model_aliases = self.client.get_registered_model(name).aliases or {}
+        except MlflowException:  # no such model yet
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in model_aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        # search_model_versions does not fill in aliases in MLflow 3: take them from the model.
+        out = [
+            ModelVersion(
+                name,
+                str(mv.version),
+                run_id=mv.run_id,
+                aliases=tuple(sorted(by_version.get(str(mv.version), ()))),
+                tags=dict(mv.tags or {}),
             )
+            for mv in self.client.search_model_versions(f"name='{name}'")
+        ]
         return sorted(out, key=lambda m: int(m.version))
 
 
