@@ -188,6 +188,70 @@ def replay(
         raise typer.Exit(1)
 
 
+def _seconds(value: str, option: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except (ValueError, IndexError):
+        typer.echo(f"{option}: expected a duration such as 60s, 15m, 1h; got {value!r}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def monitor(
+    start: Annotated[str | None, typer.Option("--from", help="first local day of the window (event time)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="last local day of the window (event time)")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="loop: run every 60s / 5m / 1h over the last --window of traffic (by served_at)")
+    ] = None,
+    window: Annotated[str, typer.Option(help="with --every: how much recent traffic each run judges")] = "15m",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="with --every: serve the monitor's Prometheus gauges on this port")
+    ] = None,
+    max_runs: Annotated[int | None, typer.Option(help="with --every: stop after this many runs")] = None,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="write Evidently's HTML report beside the JSON summary")] = True,
+    policy: Annotated[Path | None, typer.Option(help="policy YAML (default: monitoring/policy.yaml)")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Judge a window of the prediction log: drift, quality, skew, performance -> green / yellow / red."""
+    import logging
+
+    from driftlight.monitor_job import Monitor, loop
+
+    settings = _settings(home=home)
+    try:
+        mon = Monitor(settings, policy)
+    except (LookupError, ValueError, OSError) as exc:
+        typer.echo(f"monitor: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if every is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        loop(
+            mon, _seconds(every, "--every"), _seconds(window, "--window"), metrics_port=metrics_port, max_runs=max_runs, html=html
+        )
+        return
+    if start is None or end is None:
+        typer.echo("monitor: give --from and --to (local days), or --every for the loop", err=True)
+        raise typer.Exit(2)
+    res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html)
+    v = res.verdict
+    lines = [f"{v.status.upper()} for {start}..{end}: {res.rows} rows, {res.performance.labelled} labelled"]
+    lines += [f"  - [{r.severity}] {r.message}" for r in v.top_reasons(8)]
+    lines += [f"  ({n})" for n in v.notes]
+    if res.performance.labelled:
+        lines.append(
+            f"  realised ROC AUC {res.performance.roc_auc:.3f} (validation {mon.ctx.validation_auc:.3f}),"
+            f" late rate {res.performance.label_rate:.1%}"
+        )
+    lines += [f"  report: {p}" for p in res.reports.values()]
+    if res.retrain_request:
+        lines.append(f"  retrain requested: {res.retrain_request}")
+    _out(res.as_dict(), as_json, "\n".join(lines))
+
+
 @app.command()
 def demo(
     home: HomeOpt = None,

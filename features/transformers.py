@@ -75,6 +75,12 @@ def _days_to_holiday_vec(ordinals: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(nxt, prv).astype("float64"), HOLIDAY_CAP_DAYS)
 
 
+# Features that are functions of the event date alone: their distribution in a window is the
+# window's calendar (which days it covers), not a property of the data, so the monitor does not
+# test them for drift (a week of control days always "drifts" in days-to-holiday).
+CALENDAR_FEATURES = ("day_of_week", "weekend", "days_to_holiday")
+
+
 class FlightFeatures(TransformerMixin, BaseEstimator):
     """Derive model features from raw contract fields.
 

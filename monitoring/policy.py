@@ -43,11 +43,17 @@ class Rule:
     warning: float | None = None
     critical: float | None = None
     direction: Literal["above", "below"] = "above"
-    features: str = "*"  # fnmatch pattern on the feature name ("" matches window-level signals)
+    features: str | tuple[str, ...] = "*"  # fnmatch pattern(s) on the feature name
     why: str = ""
+    # Ranking among reasons of the same severity: diagnostic signals (a unit change, skew, an
+    # unseen category) explain *why* and come before generic drift, which says only *that*.
+    priority: int = 1
 
     def matches(self, s: Signal) -> bool:
-        return s.signal == self.signal and fnmatch.fnmatchcase(s.feature or "", self.features or "*")
+        if s.signal != self.signal:
+            return False
+        patterns = (self.features,) if isinstance(self.features, str) else self.features
+        return any(fnmatch.fnmatchcase(s.feature or "", p or "*") for p in patterns)
 
     def breached(self, value: float, threshold: float | None) -> bool:
         if threshold is None or value is None or math.isnan(value):
@@ -112,7 +118,10 @@ def evaluate_signals(signals: Iterable[Signal], rules: Sequence[Rule]) -> list[R
                 if s.detail:
                     msg += f" ({s.detail})"
                 out.append(
-                    ((0 if sev == "critical" else 1, -excess), Reason(s.signal, s.feature, float(s.value), float(thr), sev, msg))
+                    (
+                        (0 if sev == "critical" else 1, rule.priority, -excess),
+                        Reason(s.signal, s.feature, float(s.value), float(thr), sev, msg),
+                    )
                 )  # type: ignore[arg-type]
                 break
     out.sort(key=lambda t: t[0])  # type: ignore[arg-type,return-value]
@@ -147,9 +156,11 @@ def decide(
 def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
     rules = []
     for raw in doc.get("rules") or ():
-        unknown = set(raw) - {"signal", "warning", "critical", "direction", "features", "why"}
+        unknown = set(raw) - {"signal", "warning", "critical", "direction", "features", "why", "priority"}
         if unknown:
             raise ValueError(f"policy rule {raw.get('signal')!r}: unknown keys {sorted(unknown)}")
+        if isinstance(raw.get("features"), list):
+            raw = {**raw, "features": tuple(str(p) for p in raw["features"])}
         rule = Rule(**raw)
         if rule.direction not in ("above", "below"):
             raise ValueError(f"policy rule {rule.signal}: direction must be above or below")

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +39,18 @@ from service.model import LoadedModel, frame_from_records
 
 log = logging.getLogger("driftlight.service")
 
-ENDPOINTS = ("/predict", "/predict/batch", "/feedback", "/feedback/batch", "/health", "/ready", "/model", "/metrics", "/contract")
+ENDPOINTS = (
+    "/predict",
+    "/predict/batch",
+    "/feedback",
+    "/feedback/batch",
+    "/health",
+    "/ready",
+    "/model",
+    "/metrics",
+    "/contract",
+    "/status",
+)
 PREDICT_ENDPOINTS = ("/predict", "/predict/batch")
 
 
@@ -135,6 +147,10 @@ class MetricsMiddleware:
             self.hist[endpoint].observe(perf_counter() - t0)
             outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
             self.counts[(endpoint, outcome)].inc()
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
 
 
 def load_model(registry: Registry, settings: Settings) -> LoadedModel:
@@ -464,6 +480,33 @@ def create_app(
     async def contract_schema() -> dict[str, Any]:
         """The JSON Schema of one record, derived from the contract."""
         return json_schema(contract)
+
+    @app.get("/status", tags=["ops"])
+    async def status() -> Response:
+        """The latest monitor verdict (green / yellow / red) with its reasons, from the run store."""
+        if state.get("runs") is None:
+            from driftlight.runs import RunStore
+
+            state["runs"] = RunStore(settings.resolved_log_store_url)
+        try:
+            latest = await run_in_threadpool(state["runs"].latest)
+        except Exception as exc:  # the store is down: say so, do not fail
+            return JSONResponse({"status": "unknown", "reason": f"run store unavailable: {type(exc).__name__}"}, status_code=503)
+        if latest is None:
+            return JSONResponse({"status": "unknown", "reason": "no monitor run yet: run `driftlight monitor`"})
+        return JSONResponse(
+            {
+                "status": latest["status"],
+                "raw_status": latest["raw_status"],
+                "reasons": latest["reasons"],
+                "finished_at": latest["finished_at"].isoformat(),
+                "window": [_iso(latest["window_start"]), _iso(latest["window_end"])],
+                "window_by": latest["window_by"],
+                "model_version": latest["model_version"],
+                "rows": latest["rows"],
+                "reports": latest["summary"].get("reports", {}),
+            }
+        )
 
     @app.get("/metrics", tags=["ops"], include_in_schema=True)
     async def prom() -> Response:

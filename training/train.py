@@ -26,6 +26,7 @@ from features.baseline import HistoricalRateBaseline
 from features.pipeline import build_pipeline
 from training.data import contract_frame, load_flights, load_report, select_window
 from training.evaluate import Metrics, best_f1_threshold, evaluate, slice_metrics
+from training.reference import monitoring_reference
 
 DEFAULT_START = date(2013, 1, 1)
 DEFAULT_END = date(2013, 3, 31)
@@ -116,6 +117,8 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
     model_m = evaluate(y_val, p_val, threshold)
     base_m = evaluate(y_val, b_val, best_f1_threshold(y_val, b_val))
     slices = slice_metrics(y_val, p_val, val["origin"].to_numpy(), threshold)
+    p_fit = pipeline.predict_proba(X_fit)[:, 1]
+    monitoring, profile = monitoring_reference(contract, fit, p_fit, config.seed, pipeline.named_steps["features"])
     metadata = {
         "contract": {"name": contract.name, "version": contract.version},
         "window": {"start": config.start.isoformat(), "end": config.end.isoformat()},
@@ -129,9 +132,10 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
         "input_columns": list(pipeline.named_steps["features"].input_columns()),
         "feature_names": [str(n) for n in pipeline.named_steps["features"].get_feature_names_out()],
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "monitoring": monitoring,
     }
     return FitOutcome(
-        bundle=ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata),
+        bundle=ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile),
         model=model_m,
         baseline=base_m,
         slices=slices,

@@ -1,0 +1,153 @@
+"""Where monitor runs and retrain requests are kept: two small tables beside the prediction log.
+
+Each monitor run stores its window, row counts, every signal, the verdict and its reasons, and the
+paths of its reports, so `GET /status` on the service (any worker) and the next run's hysteresis
+read the same history. A red verdict records a retrain request that the closed-loop job consumes.
+Same SQLAlchemy URL as the log (SQLite by default, PostgreSQL in compose).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+monitor_runs = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("finished_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("window_start", sa.DateTime),
+    sa.Column("window_end", sa.DateTime),
+    sa.Column("window_by", sa.String(16)),
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("rows", sa.Integer),
+    sa.Column("labelled", sa.Integer),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("raw_status", sa.String(20), nullable=False),
+    sa.Column("reasons", sa.Text),  # JSON list
+    sa.Column("summary", sa.Text),  # JSON object: signals, performance, report paths
+)
+
+retrain_requests = sa.Table(
+    "retrain_requests",
+    metadata,
+    sa.Column("request_id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("reasons", sa.Text),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | running | done | refused
+)
+
+
+def _naive_utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+class RunStore:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if not self._ready:
+            metadata.create_all(self.engine, checkfirst=True)
+            self._ready = True
+
+    def record_run(
+        self,
+        *,
+        window_start: datetime | None,
+        window_end: datetime | None,
+        window_by: str,
+        model_version: str | None,
+        rows: int,
+        labelled: int,
+        status: str,
+        raw_status: str,
+        reasons: list[Mapping[str, Any]],
+        summary: Mapping[str, Any],
+    ) -> str:
+        self._ensure()
+        run_id = uuid.uuid4().hex
+        with self.engine.begin() as c:
+            c.execute(
+                monitor_runs.insert().values(
+                    run_id=run_id,
+                    finished_at=_naive_utc(datetime.now(UTC)),
+                    window_start=_naive_utc(window_start),
+                    window_end=_naive_utc(window_end),
+                    window_by=window_by,
+                    model_version=model_version,
+                    rows=rows,
+                    labelled=labelled,
+                    status=status,
+                    raw_status=raw_status,
+                    reasons=json.dumps(list(reasons), default=str),
+                    summary=json.dumps(summary, default=str),
+                )
+            )
+        return run_id
+
+    def recent_raw_statuses(self, n: int = 10) -> list[str]:
+        """Raw statuses of the last `n` runs, oldest first (the policy's hysteresis history)."""
+        self._ensure()
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(monitor_runs.c.raw_status).order_by(monitor_runs.c.finished_at.desc()).limit(n)).all()
+        return [r[0] for r in reversed(rows)]
+
+    def latest(self) -> dict[str, Any] | None:
+        self._ensure()
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(monitor_runs).order_by(monitor_runs.c.finished_at.desc()).limit(1)).mappings().first()
+        if row is None:
+            return None
+        out = dict(row)
+        out["reasons"] = json.loads(out["reasons"] or "[]")
+        out["summary"] = json.loads(out["summary"] or "{}")
+        return out
+
+    def request_retrain(self, run_id: str, model_version: str | None, reasons: list[Mapping[str, Any]]) -> str:
+        self._ensure()
+        rid = uuid.uuid4().hex
+        with self.engine.begin() as c:
+            c.execute(
+                retrain_requests.insert().values(
+                    request_id=rid,
+                    created_at=_naive_utc(datetime.now(UTC)),
+                    run_id=run_id,
+                    model_version=model_version,
+                    reasons=json.dumps(list(reasons), default=str),
+                    state="pending",
+                )
+            )
+        return rid
+
+    def pending_retrains(self) -> list[dict[str, Any]]:
+        self._ensure()
+        with self.engine.connect() as c:
+            rows = (
+                c.execute(
+                    sa.select(retrain_requests)
+                    .where(retrain_requests.c.state == "pending")
+                    .order_by(retrain_requests.c.created_at)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def dispose(self) -> None:
+        self.engine.dispose()

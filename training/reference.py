@@ -1,0 +1,100 @@
+"""What training freezes for the monitor: reference days, no-drift control days, quality reference.
+
+The fit window's local days are split, with a seeded draw, into reference days (two thirds) and
+control days (one third). The reference describes "normal" for the monitor; the control days are
+real traffic from the same period that the monitor must call green (the false-alarm check). Days,
+not rows, are drawn because every flight in the same hour at an airport shares one weather
+observation: rows of one day are not independent (TARGETS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_contracts.contract import Contract
+from features.transformers import CALENDAR_FEATURES
+from monitoring.profile import build_profile
+from monitoring.quality import reference_for
+from training.data import contract_frame, local_dates
+
+CONTROL_SHARE = 1 / 3
+
+
+def split_days(contract: Contract, frame: pd.DataFrame, seed: int) -> tuple[list[str], list[str]]:
+    """(reference days, control days) as ISO dates, a seeded draw over the local days of `frame`."""
+    days = sorted({d.isoformat() for d in local_dates(frame, contract)})
+    rng = np.random.default_rng(seed)
+    n_control = round(len(days) * CONTROL_SHARE)
+    control = set(rng.choice(days, size=n_control, replace=False).tolist()) if n_control else set()
+    return [d for d in days if d not in control], sorted(control)
+
+
+def on_days(contract: Contract, frame: pd.DataFrame, days: list[str]) -> pd.DataFrame:
+    wanted = set(days)
+    mask = local_dates(frame, contract).map(lambda d: d.isoformat() in wanted)
+    return frame[mask.to_numpy()]
+
+
+def quality_reference(contract: Contract, frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """JSON form of `monitoring.quality.FieldReference` for every non-timestamp contract field."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in contract.fields:
+        if f.type == "timestamp":
+            continue
+        ref = reference_for(frame, f.name, "numeric" if f.is_numeric else "categorical", f.unit)
+        d = asdict(ref)
+        d["categories"] = sorted(d["categories"])
+        d["quantiles"] = list(d["quantiles"])
+        out[f.name] = d
+    return out
+
+
+PREDICTION_COLUMN = "probability"
+
+
+def derived_features(contract: Contract, transformer: Any) -> list[str]:
+    """Served features that are not a raw field passed through, a category code or a pure calendar
+    function of the date: their drift is distribution-level skew (e.g. a local hour computed in
+    UTC) rather than a copy of input drift or of the window's calendar."""
+    cats = {n for n, m in zip(transformer.get_feature_names_out(), transformer.categorical_mask(), strict=True) if m}
+    skip = set(contract.field_names) | cats | set(CALENDAR_FEATURES)
+    return [str(n) for n in transformer.get_feature_names_out() if n not in skip]
+
+
+def drift_profile(
+    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output."""
+    frame = contract_frame(contract, ref).reset_index(drop=True)
+    names = [str(n) for n in transformer.get_feature_names_out()]
+    X = transformer.transform(contract_frame(contract, ref))
+    derived = derived_features(contract, transformer)
+    for name in derived:
+        frame[f"f_{name}"] = X[:, names.index(name)]
+    frame[PREDICTION_COLUMN] = probabilities
+    numeric = [f.name for f in contract.numeric_fields] + [f"f_{n}" for n in derived] + [PREDICTION_COLUMN]
+    categorical = [f.name for f in contract.category_fields]
+    return build_profile(frame, numeric, categorical, seed=seed).to_dict()
+
+
+def monitoring_reference(
+    contract: Contract, fit: pd.DataFrame, probabilities: np.ndarray, seed: int, transformer: Any | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the monitoring section of the model's metadata, the drift profile), both JSON-safe."""
+    ref_days, control_days = split_days(contract, fit, seed)
+    ref = on_days(contract, fit, ref_days)
+    ref_p = probabilities[fit.index.isin(ref.index)]
+    profile = drift_profile(contract, ref, transformer, ref_p, seed) if transformer is not None else None
+    section = {
+        "reference_days": ref_days,
+        "control_days": control_days,
+        "reference_rows": len(ref),
+        "label_rate": float(ref["late"].mean()),
+        "mean_prediction": float(ref_p.mean()) if ref_p.size else None,
+        "quality_reference": quality_reference(contract, ref),
+    }
+    return section, profile
