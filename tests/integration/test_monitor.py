@@ -110,3 +110,25 @@ def test_too_few_rows_is_not_judged(served, contract, control_rows):
 def test_status_before_any_run(served):
     _, client = served
     assert client.get("/status").json()["status"] == "unknown"
+
+
+def test_monitor_loop_exports_gauges(served, contract, control_rows):
+    import socket
+
+    import httpx
+
+    from driftlight.monitor_job import loop
+
+    s, client = served
+    send(client, contract, control_rows)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # one run over the last hour of traffic by served_at (the rows above were served just now)
+    loop(Monitor(s), every_s=0.1, window_s=3600, metrics_port=port, max_runs=1)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert "driftlight_monitor_status 0.0" in text
+    assert f"driftlight_monitor_rows {float(len(control_rows))}" in text
+    assert 'driftlight_monitor_psi{feature="temp"}' in text
+    assert 'driftlight_monitor_missing_rate_increase{feature="pressure"}' in text
+    assert client.get("/status").json()["window_by"] == "served_at"
