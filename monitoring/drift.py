@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from monitoring.profile import CategoryProfile, NumericProfile, ReferenceProfile, category_counts, numeric_counts
+from monitoring.sampling import Reservoir
 
 KS_MAX_ROWS = 50_000  # KS on a seeded subsample of larger windows: D's error is ~1/sqrt(n)
 
@@ -140,12 +141,13 @@ class DriftResult:
         return sorted(self.features, key=lambda f: -f.psi_excess)[:n]
 
 
-def numeric_drift(prof: NumericProfile, values: np.ndarray, threshold: float) -> FeatureDrift:
-    counts = numeric_counts(values, prof)
+def numeric_drift(prof: NumericProfile, counts: np.ndarray, sample: np.ndarray, threshold: float) -> FeatureDrift:
+    """Drift of one numeric column from its bin `counts` (frozen bins) and a sample of its values
+    (all of them up to KS_MAX_ROWS, else a seeded reservoir) for KS and Wasserstein."""
     n = int(counts.sum())
     cur = counts / max(n, 1)
     ref = np.asarray(prof.shares)
-    d, p = ks_statistic(np.asarray(prof.sample), values)
+    d, p = ks_statistic(np.asarray(prof.sample), sample)
     value = psi(ref, cur)
     excess = psi_excess(value, ref, n)
     return FeatureDrift(
@@ -157,7 +159,7 @@ def numeric_drift(prof: NumericProfile, values: np.ndarray, threshold: float) ->
         d,
         p,
         jensen_shannon(ref, cur),
-        wasserstein_scaled(np.asarray(prof.sample), values, prof.std),
+        wasserstein_scaled(np.asarray(prof.sample), sample, prof.std),
         None,
         threshold,
         excess > threshold,
@@ -166,8 +168,8 @@ def numeric_drift(prof: NumericProfile, values: np.ndarray, threshold: float) ->
     )
 
 
-def categorical_drift(prof: CategoryProfile, values: pd.Series, threshold: float) -> FeatureDrift:
-    counts = category_counts(values, prof)
+def categorical_drift(prof: CategoryProfile, counts: np.ndarray, threshold: float) -> FeatureDrift:
+    """Drift of one categorical column from its counts (categories, __missing__, __unseen__)."""
     n = int(counts.sum())
     cur = counts / max(n, 1)
     ref = np.asarray(prof.shares)
@@ -192,6 +194,61 @@ def categorical_drift(prof: CategoryProfile, values: pd.Series, threshold: float
     )
 
 
+class DriftAccumulator:
+    """Bin counts and value samples gathered chunk by chunk: memory is bounded by the profile's
+    bins and the sample size, not by the window."""
+
+    def __init__(self, profile: ReferenceProfile, *, sample_size: int = KS_MAX_ROWS, seed: int = 0) -> None:
+        self.profile = profile
+        self.rows = 0
+        self.counts = {p.name: np.zeros(p.n_bins) for p in profile.numeric}
+        self.counts.update({c.name: np.zeros(len(c.categories) + 2) for c in profile.categorical})
+        self.samples = {p.name: Reservoir(sample_size, seed) for p in profile.numeric}
+        self.present: set[str] = set()
+
+    def add(self, window: pd.DataFrame) -> None:
+        self.rows += len(window)
+        for prof in self.profile.numeric:
+            if prof.name in window:
+                self.present.add(prof.name)
+                vals = pd.to_numeric(window[prof.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                self.counts[prof.name] += numeric_counts(vals, prof)
+                self.samples[prof.name].add(vals)
+        for cprof in self.profile.categorical:
+            if cprof.name in window:
+                self.present.add(cprof.name)
+                col = window[cprof.name]
+                self.counts[cprof.name] += category_counts(col.astype("object").where(col.notna(), None), cprof)
+
+    def result(
+        self,
+        thresholds: DriftThresholds | None = None,
+        *,
+        importance: Mapping[str, float] | None = None,
+        min_rows: int = 200,
+    ) -> DriftResult:
+        thr = thresholds or DriftThresholds()
+        if self.rows < min_rows:
+            return DriftResult("not_enough_data", self.rows, (), None, None)
+        feats = [
+            numeric_drift(p, self.counts[p.name], self.samples[p.name].values, thr.for_feature(p.name))
+            for p in self.profile.numeric
+            if p.name in self.present
+        ]
+        feats += [
+            categorical_drift(c, self.counts[c.name], thr.for_feature(c.name))
+            for c in self.profile.categorical
+            if c.name in self.present
+        ]
+        share = float(np.mean([f.drifted for f in feats])) if feats else None
+        score = None
+        if importance and feats:
+            w = np.array([max(float(importance.get(f.feature, 0.0)), 0.0) for f in feats])
+            if w.sum() > 0:
+                score = float(np.sum(w * np.array([f.psi_excess for f in feats])) / w.sum())
+        return DriftResult("judged", self.rows, tuple(feats), share, score)
+
+
 def compute_drift(
     profile: ReferenceProfile,
     window: pd.DataFrame,
@@ -200,23 +257,7 @@ def compute_drift(
     importance: Mapping[str, float] | None = None,
     min_rows: int = 200,
 ) -> DriftResult:
-    """Drift of every profiled column present in `window`; fewer than `min_rows` rows: not judged."""
-    thr = thresholds or DriftThresholds()
-    if len(window) < min_rows:
-        return DriftResult("not_enough_data", len(window), (), None, None)
-    feats: list[FeatureDrift] = []
-    for prof in profile.numeric:
-        if prof.name in window:
-            vals = pd.to_numeric(window[prof.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-            feats.append(numeric_drift(prof, vals, thr.for_feature(prof.name)))
-    for cprof in profile.categorical:
-        if cprof.name in window:
-            col = window[cprof.name]
-            feats.append(categorical_drift(cprof, col.astype("object").where(col.notna(), None), thr.for_feature(cprof.name)))
-    share = float(np.mean([f.drifted for f in feats])) if feats else None
-    score = None
-    if importance and feats:
-        w = np.array([max(float(importance.get(f.feature, 0.0)), 0.0) for f in feats])
-        if w.sum() > 0:
-            score = float(np.sum(w * np.array([f.psi_excess for f in feats])) / w.sum())
-    return DriftResult("judged", len(window), tuple(feats), share, score)
+    """Drift of every profiled column present in `window` (one chunk); fewer than `min_rows`: not judged."""
+    acc = DriftAccumulator(profile)
+    acc.add(window)
+    return acc.result(thresholds, importance=importance, min_rows=min_rows)

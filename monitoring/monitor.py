@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 
 from data_contracts.contract import Contract
-from monitoring.drift import DriftResult, compute_drift
+from monitoring.drift import DriftAccumulator, DriftResult
 from monitoring.performance import Performance, window_performance
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
 from monitoring.profile import ReferenceProfile
-from monitoring.quality import FieldReference, quality_signals, references_from_mapping
-from monitoring.skew import SkewReport, row_level_skew
+from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping
+from monitoring.skew import FeatureSkew, SkewReport, row_level_skew
 
 log = logging.getLogger("driftlight.monitor")
 
@@ -81,71 +81,132 @@ class WindowSignals:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-def compute_signals(
-    ctx: ModelContext,
-    contract: Contract,
-    window: pd.DataFrame,
-    *,
-    min_labels: int = 300,
-) -> WindowSignals:
-    """All signals of one window (a frame from `LogStore.iter_predictions`, labels joined)."""
-    sig: list[Signal] = []
-    fields = [f.name for f in contract.fields]
-    drift = None
-    if ctx.drift_profile is not None and len(window):
-        drift = compute_drift(ctx.drift_profile, window, min_rows=1)
-        sig += drift_signals(drift)
-    sig += quality_signals(ctx.quality_reference, window[fields] if len(window) else window)
-    skew = (
-        row_level_skew(ctx.transformer, window, ctx.transformer.input_columns())
-        if len(window)
-        else row_level_skew(ctx.transformer, window, [])
-    )
-    sig += [Signal("skew_mismatch_rate", f.feature, f.mismatch_rate, f"{f.mismatches} of {f.rows} rows") for f in skew.features]
-    labels = window["label"].astype("float64").to_numpy() if "label" in window else np.full(len(window), np.nan)
-    lag = None
-    if "received_at" in window and len(window):
-        lag = (window["received_at"] - window["served_at"]).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
-    perf = window_performance(
-        window["probability"].to_numpy(dtype="float64") if len(window) else np.array([]),
-        labels,
-        float(ctx.metadata.get("threshold", 0.5)),
-        label_lag_s=lag,
-    )
-    if perf.labelled >= min_labels and not math.isnan(perf.roc_auc):
-        sig.append(
-            Signal(
-                "roc_auc_drop",
-                None,
-                ctx.validation_auc - perf.roc_auc,
-                f"AUC {perf.roc_auc:.3f} on {perf.labelled} labels vs validation {ctx.validation_auc:.3f}",
-            )
+class WindowAccumulator:
+    """All window statistics, gathered chunk by chunk from the log.
+
+    Memory is bounded by the profile's bins, the per-column value samples (50,000), the distinct
+    values per field, a row sample for the HTML report, and 24 bytes per row for performance
+    (probability, label, label lag), not by the width of the window's rows.
+    """
+
+    def __init__(
+        self, ctx: ModelContext, contract: Contract, *, sample_size: int = 50_000, report_rows: int = 20_000, seed: int = 0
+    ) -> None:
+        self.ctx = ctx
+        self.contract = contract
+        self.fields = [f.name for f in contract.fields]
+        self.drift = DriftAccumulator(ctx.drift_profile, sample_size=sample_size, seed=seed) if ctx.drift_profile else None
+        self.quality = QualityAccumulator(ctx.quality_reference, sample_size=sample_size, seed=seed)
+        self.names = [str(n) for n in ctx.transformer.get_feature_names_out()]
+        self.skew_bad = dict.fromkeys(self.names, 0)
+        self.skew_examples: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
+        self.rows = 0
+        self.last_event: pd.Timestamp | None = None
+        self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._report_rows = report_rows
+        self._sample: pd.DataFrame | None = None
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        if chunk.empty:
+            return
+        self.rows += len(chunk)
+        if self.drift is not None:
+            self.drift.add(chunk)
+        self.quality.add(chunk[[c for c in self.fields if c in chunk]])
+        skew = row_level_skew(self.ctx.transformer, chunk, self.ctx.transformer.input_columns())
+        for f in skew.features:
+            self.skew_bad[f.feature] += f.mismatches
+            self.skew_examples[f.feature] = (self.skew_examples[f.feature] + list(f.examples))[:3]
+        labels = chunk["label"].astype("float64").to_numpy() if "label" in chunk else np.full(len(chunk), np.nan)
+        lag = np.full(len(chunk), np.nan)
+        if "received_at" in chunk:
+            lag = (chunk["received_at"] - chunk["served_at"]).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
+        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag))
+        last = pd.Timestamp(chunk["event_time"].max())
+        self.last_event = last if self.last_event is None else max(self.last_event, last)
+        keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
+        self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
+        if len(self._sample) > self._report_rows:
+            self._sample = self._sample.nsmallest(self._report_rows, "_key")
+
+    @property
+    def report_sample(self) -> pd.DataFrame:
+        """A seeded random sample of the window's raw fields (for Evidently's HTML report)."""
+        if self._sample is None:
+            return pd.DataFrame(columns=self.fields)
+        return self._sample.drop(columns="_key")
+
+    def finish(self, *, min_labels: int = 300) -> WindowSignals:
+        ctx = self.ctx
+        sig: list[Signal] = []
+        drift = self.drift.result(min_rows=1) if self.drift is not None and self.rows else None
+        if drift is not None:
+            sig += drift_signals(drift)
+        sig += self.quality.signals()
+        skew = SkewReport(
+            self.rows,
+            tuple(
+                FeatureSkew(
+                    n,
+                    self.rows,
+                    self.skew_bad[n],
+                    self.skew_bad[n] / self.rows if self.rows else 0.0,
+                    tuple(self.skew_examples[n]),
+                )
+                for n in self.names
+            ),
         )
-        sig.append(
-            Signal(
-                "label_rate_shift",
-                None,
-                abs(perf.label_rate - ctx.reference_label_rate),
-                f"late rate {perf.label_rate:.1%} vs {ctx.reference_label_rate:.1%}",
+        if self.rows:
+            sig += [
+                Signal("skew_mismatch_rate", f.feature, f.mismatch_rate, f"{f.mismatches} of {f.rows} rows")
+                for f in skew.features
+            ]
+        p = np.concatenate([x[0] for x in self._perf]) if self._perf else np.array([])
+        y = np.concatenate([x[1] for x in self._perf]) if self._perf else np.array([])
+        lag = np.concatenate([x[2] for x in self._perf]) if self._perf else np.array([])
+        perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag)
+        if perf.labelled >= min_labels and not math.isnan(perf.roc_auc):
+            sig.append(
+                Signal(
+                    "roc_auc_drop",
+                    None,
+                    ctx.validation_auc - perf.roc_auc,
+                    f"AUC {perf.roc_auc:.3f} on {perf.labelled} labels vs validation {ctx.validation_auc:.3f}",
+                )
             )
-        )
-    if not math.isnan(perf.expected_roc_auc):
-        sig.append(
-            Signal(
-                "expected_roc_auc_drop",
-                None,
-                ctx.validation_auc - perf.expected_roc_auc,
-                "label-free estimate, assumes calibration",
+            sig.append(
+                Signal(
+                    "label_rate_shift",
+                    None,
+                    abs(perf.label_rate - ctx.reference_label_rate),
+                    f"late rate {perf.label_rate:.1%} vs {ctx.reference_label_rate:.1%}",
+                )
             )
-        )
-    if len(window):
-        last_event = pd.Timestamp(window["event_time"].max()).tz_convert(contract.timezone).date()
-        sig.append(
-            Signal(
-                "model_age_days", None, float((last_event - ctx.trained_through).days), f"trained through {ctx.trained_through}"
+        if not math.isnan(perf.expected_roc_auc):
+            sig.append(
+                Signal(
+                    "expected_roc_auc_drop",
+                    None,
+                    ctx.validation_auc - perf.expected_roc_auc,
+                    "label-free estimate, assumes calibration",
+                )
             )
-        )
-    return WindowSignals(rows=len(window), signals=tuple(sig), performance=perf, skew=skew, drift=drift)
+        if self.last_event is not None:
+            last_day = self.last_event.tz_convert(self.contract.timezone).date()
+            sig.append(
+                Signal(
+                    "model_age_days", None, float((last_day - ctx.trained_through).days), f"trained through {ctx.trained_through}"
+                )
+            )
+        return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift)
+
+
+def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame, *, min_labels: int = 300) -> WindowSignals:
+    """All signals of one in-memory window (a frame shaped like `LogStore.iter_predictions` output)."""
+    acc = WindowAccumulator(ctx, contract)
+    acc.add(window)
+    return acc.finish(min_labels=min_labels)
 
 
 def drift_signals(drift: DriftResult) -> list[Signal]:
@@ -186,12 +247,6 @@ class MonitorResult:
         }
 
 
-def read_window(store: Any, start: datetime | None, end: datetime | None, by: str, *, chunksize: int = 50_000) -> pd.DataFrame:
-    """The window as one frame (read in chunks)."""
-    parts = [c for c in store.iter_predictions(start, end, by=by, chunksize=chunksize) if len(c)]
-    return pd.concat(parts, ignore_index=True) if parts else next(store.iter_predictions(start, end, by=by))
-
-
 def notify_owner(verdict: Verdict, policy: PolicySettings, payload: Mapping[str, Any]) -> None:
     """Yellow and red notify the owner: always a log line; a webhook POST when configured."""
     top = "; ".join(r.message for r in verdict.top_reasons(3))
@@ -219,9 +274,12 @@ def run_window(
     html: bool = False,
     reference_frame: pd.DataFrame | None = None,
     record: bool = True,
+    chunksize: int = 50_000,
 ) -> MonitorResult:
-    window = read_window(store, start, end, by)
-    ws = compute_signals(ctx, contract, window)
+    acc = WindowAccumulator(ctx, contract)
+    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
+        acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
+    ws = acc.finish()
     history = runs.recent_raw_statuses(policy.clear_after) if record else []
     verdict = decide(ws.signals, policy, history, rows=ws.rows)
     reports: dict[str, str] = {}
@@ -235,12 +293,12 @@ def run_window(
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
         reports_dir.mkdir(parents=True, exist_ok=True)
         jpath = reports_dir / f"monitor-{stamp}.json"
-        if html and reference_frame is not None and len(window):
+        if html and reference_frame is not None and ws.rows:
             from monitoring.report import write_html_report
 
             num = [f.name for f in contract.numeric_fields]
             cat = [f.name for f in contract.category_fields]
-            ev = write_html_report(reference_frame, window, num, cat, reports_dir / f"monitor-{stamp}.html")
+            ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"monitor-{stamp}.html")
             reports["html"] = ev["path"]
             summary["evidently"] = {k: v for k, v in ev.items() if k != "path"}
         reports["json"] = str(jpath)

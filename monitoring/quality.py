@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.policy import Signal
+from monitoring.sampling import Reservoir
 
 # Conversions a caller might apply upstream, by the contract's unit name.
 CONVERSIONS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {
@@ -87,39 +88,77 @@ def _unit_change(ref: FieldReference, values: np.ndarray) -> tuple[float, str]:
     return 0.0, ""
 
 
-def quality_signals(references: Sequence[FieldReference], window: pd.DataFrame) -> list[Signal]:
-    """Quality signals of `window` (raw contract fields) against `references`."""
-    out: list[Signal] = []
-    n = len(window)
-    if n == 0:
+class QualityAccumulator:
+    """Quality statistics gathered chunk by chunk (memory bounded by the sample size and the
+    number of distinct values per field, not by the window)."""
+
+    def __init__(self, references: Sequence[FieldReference], *, sample_size: int = 50_000, seed: int = 0) -> None:
+        self.references = list(references)
+        self.n = 0
+        self.missing = {r.name: 0 for r in self.references}
+        self.beyond = {r.name: 0 for r in self.references}
+        self.unseen = {r.name: 0 for r in self.references}
+        self.absent = {r.name: False for r in self.references}
+        self.counts: dict[str, pd.Series] = {r.name: pd.Series(dtype="float64") for r in self.references}
+        self.samples = {r.name: Reservoir(sample_size, seed) for r in self.references if r.kind == "numeric"}
+
+    def add(self, window: pd.DataFrame) -> None:
+        self.n += len(window)
+        for ref in self.references:
+            if ref.name not in window:
+                self.absent[ref.name] = True
+                continue
+            col = window[ref.name]
+            self.missing[ref.name] += int(col.isna().sum())
+            present = col.dropna()
+            if present.empty:
+                continue
+            self.counts[ref.name] = self.counts[ref.name].add(present.value_counts(), fill_value=0)
+            if ref.kind == "numeric":
+                v = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64")
+                if ref.min is not None and ref.max is not None:
+                    self.beyond[ref.name] += int(np.sum((v < ref.min) | (v > ref.max)))
+                self.samples[ref.name].add(v)
+            else:
+                self.unseen[ref.name] += int((~present.astype(str).isin(ref.categories)).sum())
+
+    def signals(self) -> list[Signal]:
+        out: list[Signal] = []
+        if self.n == 0:
+            return out
+        for ref in self.references:
+            name = ref.name
+            if self.absent[name]:
+                out.append(Signal("missing_rate_increase", name, 1.0 - ref.missing_rate, "column absent"))
+                continue
+            miss = self.missing[name] / self.n
+            out.append(
+                Signal("missing_rate_increase", name, miss - ref.missing_rate, f"{miss:.1%} missing vs {ref.missing_rate:.1%}")
+            )
+            present = self.n - self.missing[name]
+            if present == 0:
+                continue
+            top = float(self.counts[name].max()) / present
+            out.append(
+                Signal("stuck_value_share", name, top - ref.top_share, f"{top:.1%} of values equal vs {ref.top_share:.1%}")
+            )
+            if ref.kind == "numeric":
+                if ref.min is not None and ref.max is not None:
+                    out.append(
+                        Signal("beyond_reference_rate", name, self.beyond[name] / present, f"outside [{ref.min:g}, {ref.max:g}]")
+                    )
+                flag, why = _unit_change(ref, self.samples[name].values)
+                out.append(Signal("unit_change", name, flag, why))
+            else:
+                out.append(Signal("unseen_category_rate", name, self.unseen[name] / present, ""))
         return out
-    for ref in references:
-        if ref.name not in window:
-            out.append(Signal("missing_rate_increase", ref.name, 1.0 - ref.missing_rate, "column absent"))
-            continue
-        col = window[ref.name]
-        miss = float(col.isna().mean())
-        out.append(
-            Signal("missing_rate_increase", ref.name, miss - ref.missing_rate, f"{miss:.1%} missing vs {ref.missing_rate:.1%}")
-        )
-        present = col.dropna()
-        if present.empty:
-            continue
-        top = float(present.value_counts(normalize=True).iloc[0])
-        out.append(
-            Signal("stuck_value_share", ref.name, top - ref.top_share, f"{top:.1%} of values equal vs {ref.top_share:.1%}")
-        )
-        if ref.kind == "numeric":
-            v = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64")
-            if ref.min is not None and ref.max is not None:
-                beyond = float(np.mean((v < ref.min) | (v > ref.max)))
-                out.append(Signal("beyond_reference_rate", ref.name, beyond, f"outside [{ref.min:g}, {ref.max:g}]"))
-            flag, why = _unit_change(ref, v)
-            out.append(Signal("unit_change", ref.name, flag, why))
-        else:
-            unseen = float((~present.astype(str).isin(ref.categories)).mean())
-            out.append(Signal("unseen_category_rate", ref.name, unseen, ""))
-    return out
+
+
+def quality_signals(references: Sequence[FieldReference], window: pd.DataFrame) -> list[Signal]:
+    """Quality signals of `window` (raw contract fields) against `references` (one chunk)."""
+    acc = QualityAccumulator(references)
+    acc.add(window)
+    return acc.signals()
 
 
 def references_from_mapping(doc: Mapping[str, Mapping[str, object]]) -> list[FieldReference]:

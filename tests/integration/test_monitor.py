@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from driftlight.monitor_job import Monitor
 from driftlight.replay import replay_frame
 from service.app import create_app
-from training.data import select_window
+from training.data import select_window, window_bounds
 from training.reference import on_days
 
 
@@ -132,3 +132,21 @@ def test_monitor_loop_exports_gauges(served, contract, control_rows):
     assert 'driftlight_monitor_psi{feature="temp"}' in text
     assert 'driftlight_monitor_missing_rate_increase{feature="pressure"}' in text
     assert client.get("/status").json()["window_by"] == "served_at"
+
+
+def test_streaming_in_small_chunks_gives_the_same_verdict(served, contract, flights, control_rows):
+    """The window is folded chunk by chunk (bounded memory); chunk size must not change any number."""
+    from dataclasses import asdict
+
+    from monitoring.monitor import run_window
+
+    s, client = served
+    send(client, contract, select_window(flights, contract, date(2013, 4, 1), date(2013, 4, 3)))
+    mon = Monitor(s)
+    lo, hi = window_bounds(date(2013, 4, 1), date(2013, 4, 3), contract.timezone)
+    kw = dict(ctx=mon.ctx, contract=contract, store=mon.store, runs=mon.runs, policy=mon.policy, start=lo, end=hi, record=False)
+    whole = run_window(**kw, chunksize=100_000)
+    chunked = run_window(**kw, chunksize=300)
+    assert whole.rows == chunked.rows > 2500
+    assert [asdict(r) for r in whole.verdict.reasons] == [asdict(r) for r in chunked.verdict.reasons]
+    assert whole.performance == chunked.performance

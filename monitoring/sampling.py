@@ -1,0 +1,34 @@
+"""A seeded reservoir sample that is built chunk by chunk, so a window never has to sit in memory.
+
+Every value gets a random key; the reservoir keeps the `size` values with the smallest keys seen
+so far. For the same seed and the same chunks the sample is the same; a window no larger than
+`size` is kept whole, so statistics over it are exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Reservoir:
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0)
+        self._values = np.empty(0)
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype="float64")
+        v = v[~np.isnan(v)]
+        if v.size == 0:
+            return
+        keys = np.concatenate([self._keys, self._rng.random(v.size)])
+        vals = np.concatenate([self._values, v])
+        if keys.size > self.size:
+            keep = np.argpartition(keys, self.size - 1)[: self.size]
+            keys, vals = keys[keep], vals[keep]
+        self._keys, self._values = keys, vals
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values
