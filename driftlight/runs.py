@@ -48,6 +48,16 @@ retrain_requests = sa.Table(
 )
 
 
+contract_violations = sa.Table(
+    "contract_violations",
+    metadata,
+    sa.Column("bucket_start", sa.DateTime, primary_key=True),  # the minute (UTC) they were seen in
+    sa.Column("field", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+
 def _naive_utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
@@ -148,6 +158,36 @@ class RunStore:
                 .all()
             )
         return [dict(r) for r in rows]
+
+    def add_violations(self, counts: Mapping[tuple[datetime, str, str], int]) -> None:
+        """Add per-minute violation counts (upsert: count = count + new)."""
+        if not counts:
+            return
+        self._ensure()
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        rows = [{"bucket_start": _naive_utc(b), "field": f, "kind": k, "count": n} for (b, f, k), n in counts.items()]
+        stmt = insert(contract_violations)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["bucket_start", "field", "kind"],
+            set_={"count": contract_violations.c["count"] + stmt.excluded["count"]},
+        )
+        with self.engine.begin() as c:
+            c.execute(stmt, rows)
+
+    def violations_between(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+        """Violations seen at the door in [start, end], by (field, kind)."""
+        self._ensure()
+        t = contract_violations
+        q = (
+            sa.select(t.c.field, t.c.kind, sa.func.sum(t.c["count"]))
+            .where(t.c.bucket_start >= _naive_utc(start).replace(second=0, microsecond=0), t.c.bucket_start <= _naive_utc(end))
+            .group_by(t.c.field, t.c.kind)
+        )
+        with self.engine.connect() as c:
+            return {(f, k): int(n) for f, k, n in c.execute(q).all()}
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -102,6 +102,7 @@ class WindowAccumulator:
         self.skew_examples: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
         self.rows = 0
         self.last_event: pd.Timestamp | None = None
+        self.served_range: tuple[datetime, datetime] | None = None
         self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._report_rows = report_rows
         self._sample: pd.DataFrame | None = None
@@ -123,6 +124,10 @@ class WindowAccumulator:
         if "received_at" in chunk:
             lag = (chunk["received_at"] - chunk["served_at"]).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
         self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag))
+        lo, hi = chunk["served_at"].min().to_pydatetime(), chunk["served_at"].max().to_pydatetime()
+        self.served_range = (
+            (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
+        )
         last = pd.Timestamp(chunk["event_time"].max())
         self.last_event = last if self.last_event is None else max(self.last_event, last)
         keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
@@ -209,6 +214,22 @@ def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame,
     return acc.finish(min_labels=min_labels)
 
 
+def violation_signals(violations: Mapping[tuple[str, str], int], served_rows: int) -> list[Signal]:
+    """Per contract field: requests rejected for it / all requests that arrived (served + rejected)."""
+    total = sum(violations.values())
+    arrived = served_rows + total
+    by_field: dict[str, int] = {}
+    for (name, _kind), n in violations.items():
+        by_field[name] = by_field.get(name, 0) + n
+    return [
+        Signal(
+            "contract_violation_rate", name, n / arrived, ", ".join(f"{k}: {c}" for (f, k), c in violations.items() if f == name)
+        )
+        for name, n in sorted(by_field.items())
+        if arrived
+    ]
+
+
 def drift_signals(drift: DriftResult) -> list[Signal]:
     """Map a `DriftResult` to policy signals: bias-corrected PSI per column, share of drifted columns."""
     out = []
@@ -280,11 +301,17 @@ def run_window(
     for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
     ws = acc.finish()
+    # Rejected requests never reach the log: count the ones seen at the door while this window's
+    # traffic was served (by served_at: the window itself; by event time: its rows' serving span).
+    span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
+    violations = runs.violations_between(*span) if span is not None and hasattr(runs, "violations_between") else {}
+    signals = (*ws.signals, *violation_signals(violations, ws.rows))
     history = runs.recent_raw_statuses(policy.clear_after) if record else []
-    verdict = decide(ws.signals, policy, history, rows=ws.rows)
+    verdict = decide(signals, policy, history, rows=ws.rows + sum(violations.values()))
     reports: dict[str, str] = {}
     summary = {
-        "signals": [asdict(s) for s in ws.signals],
+        "signals": [asdict(s) for s in signals],
+        "violations": {f"{f}:{k}": n for (f, k), n in violations.items()},
         "performance": ws.performance.as_dict(),
         "skew_worst": [asdict(f) for f in ws.skew.worst(3)],
         "notes": list(verdict.notes),

@@ -178,7 +178,7 @@ def create_app(
     ts_field = contract.timestamp_field
     key = settings.id_key
     flagged = {f.name: frozenset(f.categories) for f in contract.category_fields if f.unseen == "flag"}
-    state: dict[str, Any] = {"log": prediction_log, "registry": registry}
+    state: dict[str, Any] = {"log": prediction_log, "registry": registry, "runs": None, "violations": None}
 
     BatchIn = create_model(
         "PredictBatchIn",
@@ -230,10 +230,19 @@ def create_app(
                 metrics=metrics,
             )
         state["log"].start()
+        if state["violations"] is None:
+            from driftlight.runs import RunStore
+            from service.violations import ViolationCounter
+
+            if state["runs"] is None:
+                state["runs"] = RunStore(settings.resolved_log_store_url)
+            state["violations"] = ViolationCounter(state["runs"])
+        state["violations"].start()
         try:
             yield
         finally:
             state["log"].stop()
+            state["violations"].stop()
             limiter.restore_original_limits()
             if multiprocess_dir():
                 from prometheus_client import multiprocess
@@ -332,7 +341,10 @@ def create_app(
             )
         if request.url.path in PREDICT_ENDPOINTS:
             for d in detail:
-                violation.labels(errors.metric_field(d["field"], contract), d["kind"]).inc()
+                name = errors.metric_field(d["field"], contract)
+                violation.labels(name, d["kind"]).inc()
+                if state["violations"] is not None:  # kept for the monitor: rejected rows never reach the log
+                    state["violations"].add(name, d["kind"])
         if "invalid_json" in kinds:
             return error(400, "invalid_json", "the body is not valid JSON", detail)
         if "batch_size" in kinds and any(d["field"] in ("records", "labels") and d["received"] is not None for d in detail):

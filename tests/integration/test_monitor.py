@@ -150,3 +150,36 @@ def test_streaming_in_small_chunks_gives_the_same_verdict(served, contract, flig
     assert whole.rows == chunked.rows > 2500
     assert [asdict(r) for r in whole.verdict.reasons] == [asdict(r) for r in chunked.verdict.reasons]
     assert whole.performance == chunked.performance
+
+
+def test_schema_change_rejected_at_the_door_still_turns_the_light_red(served, contract, control_rows):
+    """A field renamed upstream: every request is a 4xx, nothing reaches the log, the monitor still sees it."""
+    from datetime import UTC, datetime, timedelta
+
+    s, client = served
+
+    def renamed(rec):
+        rec = dict(rec)
+        rec["temperature"] = rec.pop("temp")
+        return rec
+
+    res = replay_frame("", control_rows.head(800), contract, batch_size=1, client=client, transform=renamed)
+    assert res.served == 0 and res.rejected == 800
+    assert client.app.state.runtime["violations"].flush()
+    now = datetime.now(UTC)
+    mon = Monitor(s)
+    from monitoring.monitor import run_window
+
+    out = run_window(
+        ctx=mon.ctx,
+        contract=contract,
+        store=mon.store,
+        runs=mon.runs,
+        policy=mon.policy,
+        start=now - timedelta(hours=1),
+        end=now + timedelta(minutes=1),
+        by="served_at",
+    )
+    assert out.verdict.status == "red"
+    top = {(r.signal, r.feature) for r in out.verdict.top_reasons(3)}
+    assert ("contract_violation_rate", "temp") in top and ("contract_violation_rate", "_other") in top

@@ -1,0 +1,61 @@
+"""Contract violations seen at the door, kept for the monitor.
+
+A rejected request never reaches the prediction log, so the monitor could not see an upstream
+schema change or a caller sending garbage. The handler counts each violation in memory by
+(minute, field, kind) — a dict increment under a lock, off any I/O — and a background thread adds
+the counts to the `contract_violations` table every few seconds (and at shutdown). If the store is
+down the counts stay in memory and are added on the next attempt: nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger("driftlight.service")
+
+
+class ViolationCounter:
+    def __init__(self, store: Any, interval: float = 5.0) -> None:
+        self.store = store
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[datetime, str, str]] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, field: str, kind: str, n: int = 1) -> None:
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        with self._lock:
+            self._counts[(minute, field, kind)] += n
+
+    def flush(self) -> bool:
+        with self._lock:
+            batch, self._counts = self._counts, Counter()
+        if not batch:
+            return True
+        try:
+            self.store.add_violations(batch)
+            return True
+        except Exception as exc:  # store down: put the counts back for the next attempt
+            with self._lock:
+                self._counts.update(batch)
+            log.warning("could not store contract-violation counts (%s); will retry", type(exc).__name__)
+            return False
+
+    def start(self) -> None:
+        def run() -> None:
+            while not self._stop.wait(self.interval):
+                self.flush()
+
+        self._thread = threading.Thread(target=run, name="violation-counter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 1)
+        self.flush()
