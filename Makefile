@@ -38,6 +38,7 @@ format: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.bench_monitor
 
 # Regenerate the checked-in contract JSON Schema and OpenAPI document after a reviewed change.
 snapshots: setup
