@@ -310,6 +310,18 @@ def create_app(
             }
         )
 
+    def prediction_body(pid: str, p: float, late: bool, warns: list[str], model: LoadedModel) -> dict[str, Any]:
+        """One prediction as the API returns it (PredictionOut), single or in a batch."""
+        return {
+            "prediction_id": pid,
+            "probability": p,
+            "late": late,
+            "threshold": model.threshold,
+            "model_name": model.name,
+            "model_version": model.version,
+            "warnings": warns,
+        }
+
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = errors.describe_errors(
@@ -371,17 +383,7 @@ def create_app(
         pid = new_id(key)
         log_row(pid, rec, p, late, x, warns, model, datetime.now(UTC))
         metrics.predictions.labels(model.version, "late" if late else "on_time", "model").inc()
-        return JSONResponse(
-            {
-                "prediction_id": pid,
-                "probability": p,
-                "late": late,
-                "threshold": model.threshold,
-                "model_name": model.name,
-                "model_version": model.version,
-                "warnings": warns,
-            }
-        )
+        return JSONResponse(prediction_body(pid, p, late, warns, model))
 
     @app.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES, tags=["predict"])
     async def predict_batch(batch: BatchIn) -> Response:  # type: ignore[valid-type]
@@ -400,17 +402,7 @@ def create_app(
             n_late += late
             pid = new_id(key)
             log_row(pid, rec, p, late, x, warns, model, now)
-            out.append(
-                {
-                    "prediction_id": pid,
-                    "probability": p,
-                    "late": late,
-                    "threshold": model.threshold,
-                    "model_name": model.name,
-                    "model_version": model.version,
-                    "warnings": warns,
-                }
-            )
+            out.append(prediction_body(pid, p, late, warns, model))
         metrics.predictions.labels(model.version, "late", "model").inc(n_late)
         metrics.predictions.labels(model.version, "on_time", "model").inc(len(recs) - n_late)
         return JSONResponse(
