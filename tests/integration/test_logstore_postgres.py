@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from data_contracts.contract import load_contract
 from driftlight.logstore import LogStore
 from service.predlog import PredictionLog
+from tests.rows import contract_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -38,16 +39,7 @@ T0 = datetime(2013, 6, 1, 10, tzinfo=UTC)
 
 def make_prediction(i: int, prefix: str = "p") -> dict[str, Any]:
     event_time = T0 + timedelta(hours=i)
-    inputs: dict[str, Any] = {}
-    for spec in CONTRACT.fields:
-        if spec.type == "timestamp":
-            inputs[spec.name] = event_time
-        elif spec.type == "category":
-            inputs[spec.name] = spec.categories[i % len(spec.categories)]
-        elif spec.type == "integer":
-            inputs[spec.name] = int(spec.min or 0) + i % 60
-        else:
-            inputs[spec.name] = None if spec.nullable and i % 5 == 0 else float(spec.min or 0) + 0.5
+    inputs = contract_inputs(CONTRACT, i, event_time, 0.5)
     return {
         "prediction_id": f"{prefix}{i:08d}",
         "served_at": T0 + timedelta(days=30, seconds=i),

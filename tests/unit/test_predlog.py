@@ -31,6 +31,7 @@ from sqlalchemy import select, text
 from data_contracts.contract import load_contract
 from driftlight.logstore import FIXED_PREDICTION_COLUMNS, LogStore, SchemaMismatchError
 from service.predlog import PredictionLog, decode_record, encode_record
+from tests.rows import contract_inputs
 
 CONTRACT = load_contract()
 FEATURES = ("dep_hour", "arr_hour", "distance", "temp", "temp_missing", "carrier_code")
@@ -49,16 +50,7 @@ def make_prediction(
 ) -> dict[str, Any]:
     """A realistic prediction row whose inputs are derived from the contract."""
     event_time = event_time or T0 + timedelta(hours=i)
-    inputs: dict[str, Any] = {}
-    for spec in CONTRACT.fields:
-        if spec.type == "timestamp":
-            inputs[spec.name] = event_time
-        elif spec.type == "category":
-            inputs[spec.name] = spec.categories[i % len(spec.categories)]
-        elif spec.type == "integer":
-            inputs[spec.name] = int(spec.min or 0) + i % 60
-        else:
-            inputs[spec.name] = None if spec.nullable and i % 5 == 0 else float(spec.min or 0) + 1.5
+    inputs = contract_inputs(CONTRACT, i, event_time, 1.5)
     return {
         "prediction_id": f"{prefix}{i:08d}",
         "served_at": served_at or datetime.now(UTC),
@@ -532,7 +524,7 @@ def test_spool_of_a_killed_process_is_recovered(store: LogStore, spool: Path, tm
         from datetime import UTC, datetime
         from pathlib import Path
         from sqlalchemy import exc
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).resolve().parents[2])!r}]
         from test_predlog import make_prediction
         from service.predlog import PredictionLog
 
