@@ -22,7 +22,16 @@ class Reservoir:
         v = v[~np.isnan(v)]
         if v.size == 0:
             return
-        keys = np.concatenate([self._keys, self._rng.random(v.size)])
+        new_keys = self._rng.random(v.size)
+        if v.size > 2 * self.size:
+            # Only the `size` smallest keys overall survive, so a new key above the (1.5x expected)
+            # cut can never make it when enough keys fall below it: a cheap comparison instead of
+            # a partition over the whole chunk. Exact: checked by the count before it is used.
+            cut = min(1.0, 1.5 * self.size / v.size)
+            below = new_keys < cut
+            if int(below.sum()) >= self.size:
+                new_keys, v = new_keys[below], v[below]
+        keys = np.concatenate([self._keys, new_keys])
         vals = np.concatenate([self._values, v])
         if keys.size > self.size:
             keep = np.argpartition(keys, self.size - 1)[: self.size]
