@@ -82,6 +82,9 @@ class MonitorGauges:
         self.drifted = Gauge(
             "driftlight_monitor_drifted_share", "Share of profiled columns over their drift threshold", registry=r
         )
+        self.weighted = Gauge(
+            "driftlight_monitor_weighted_drift_score", "PSI excess weighted by the model's permutation importance", registry=r
+        )
         self.rows = Gauge("driftlight_monitor_rows", "Rows in the latest window", registry=r)
         self.last = Gauge("driftlight_monitor_last_run_timestamp_seconds", "Unix time of the latest run", registry=r)
         self.reasons = Gauge("driftlight_monitor_reasons", "Reasons in the latest verdict, by severity", ["severity"], registry=r)
@@ -99,6 +102,8 @@ class MonitorGauges:
                 self.missing.labels(s["feature"]).set(s["value"])
             elif s["signal"] == "drifted_feature_share":
                 self.drifted.set(s["value"])
+            elif s["signal"] == "weighted_drift_score":
+                self.weighted.set(s["value"])
 
 
 def loop(

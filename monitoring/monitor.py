@@ -59,6 +59,11 @@ class ModelContext:
         return references_from_mapping(self.metadata["monitoring"]["quality_reference"])
 
     @property
+    def importance(self) -> Mapping[str, float]:
+        """Permutation importance of the raw fields, from training (empty for older models)."""
+        return self.metadata.get("monitoring", {}).get("importance", {})
+
+    @property
     def validation_auc(self) -> float:
         return float(self.metadata["validation_metrics"]["roc_auc"])
 
@@ -145,9 +150,13 @@ class WindowAccumulator:
     def finish(self, *, min_labels: int = 300) -> WindowSignals:
         ctx = self.ctx
         sig: list[Signal] = []
-        drift = self.drift.result(min_rows=1) if self.drift is not None and self.rows else None
+        drift = self.drift.result(min_rows=1, importance=ctx.importance) if self.drift is not None and self.rows else None
         if drift is not None:
             sig += drift_signals(drift)
+            if drift.weighted_score is not None:  # informational: no policy rule acts on it
+                sig.append(
+                    Signal("weighted_drift_score", None, drift.weighted_score, "PSI excess weighted by permutation importance")
+                )
         sig += self.quality.signals()
         skew = SkewReport(
             self.rows,

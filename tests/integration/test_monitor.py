@@ -131,6 +131,7 @@ def test_monitor_loop_exports_gauges(served, contract, control_rows):
     assert f"driftlight_monitor_rows {float(len(control_rows))}" in text
     assert 'driftlight_monitor_psi{feature="temp"}' in text
     assert 'driftlight_monitor_missing_rate_increase{feature="pressure"}' in text
+    assert "driftlight_monitor_weighted_drift_score " in text
     assert client.get("/status").json()["window_by"] == "served_at"
 
 
@@ -183,3 +184,40 @@ def test_schema_change_rejected_at_the_door_still_turns_the_light_red(served, co
     assert out.verdict.status == "red"
     top = {(r.signal, r.feature) for r in out.verdict.top_reasons(3)}
     assert ("contract_violation_rate", "temp") in top and ("contract_violation_rate", "_other") in top
+
+
+def test_red_notifies_the_owner_through_the_webhook(served, contract, flights):
+    """Yellow and red POST the verdict to the configured webhook (a local server here)."""
+    import dataclasses
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s, client = served
+        send(client, contract, select_window(flights, contract, date(2013, 7, 1), date(2013, 7, 2)))
+        mon = Monitor(s)
+        mon.policy = dataclasses.replace(
+            mon.policy, webhook_url=f"http://127.0.0.1:{server.server_port}/hook", owner="flights-team"
+        )
+        res = mon.run_days(date(2013, 7, 1), date(2013, 7, 2), html=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.verdict.status == "red"
+    [msg] = received
+    assert msg["owner"] == "flights-team" and msg["status"] == "red" and msg["run_id"] == res.run_id
+    assert any(r["feature"] == "temp" for r in msg["reasons"])
