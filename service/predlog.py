@@ -412,12 +412,8 @@ class PredictionLog:
 
     def _step(self) -> bool:
         """One writer iteration; False when the writer should exit."""
-        with self._lock:
-            if self._abandoned:
-                return False
-            self._spill_excess()
-            pending = len(self._q) + self._held + self._handed_off
-        self.metrics.set_pending(pending)
+        if not self._refresh_pending():
+            return False
         if self._batch is None and not self._next_batch():
             with self._lock:
                 if self._stopping and not self._q and not self._sources and self._batch is None:
@@ -589,13 +585,19 @@ class PredictionLog:
         until = time.monotonic() + delay
         while (left := until - time.monotonic()) > 0:
             time.sleep(min(left, _WAIT_SLICE))
-            with self._lock:
-                if self._abandoned:
-                    return False
-                self._spill_excess()
-                pending = len(self._q) + self._held + self._handed_off
-            # Keep the gauge moving during a long outage (retry_max can be seconds).
-            self.metrics.set_pending(pending)
+            # Keep spilling and the gauge moving during a long outage (retry_max can be seconds).
+            if not self._refresh_pending():
+                return False
+        return True
+
+    def _refresh_pending(self) -> bool:
+        """Spill past the memory bound and publish the pending gauge; False once abandoned."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._spill_excess()
+            pending = len(self._q) + self._held + self._handed_off
+        self.metrics.set_pending(pending)
         return True
 
     # -- spooling (callers hold `_lock`) ---------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Test rows shaped by the contract (shared by the log store's unit and PostgreSQL tests)."""
+"""Test rows shaped by the contract, and a recording metrics fake (shared by the log tests)."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -21,3 +23,29 @@ def contract_inputs(contract: Contract, i: int, event_time: datetime, number: fl
         else:
             inputs[spec.name] = None if spec.nullable and i % 5 == 0 else float(spec.min or 0) + number
     return inputs
+
+
+class RecordingMetrics:
+    """A `LogMetrics` that keeps totals (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.written_rows: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.spooled_rows: Counter[str] = Counter()
+        self.last_pending = -1
+
+    def set_pending(self, n: int) -> None:
+        self.last_pending = n
+
+    def written(self, kind: str, n: int) -> None:
+        with self.lock:
+            self.written_rows[kind] += n
+
+    def write_failed(self, kind: str) -> None:
+        with self.lock:
+            self.failed[kind] += 1
+
+    def spooled(self, kind: str, n: int) -> None:
+        with self.lock:
+            self.spooled_rows[kind] += n

@@ -12,7 +12,6 @@ import math
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from data_contracts.contract import load_contract
 from driftlight.logstore import LogStore
 from service.predlog import PredictionLog
-from tests.rows import contract_inputs
+from tests.rows import RecordingMetrics, contract_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -65,29 +64,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.written_rows: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
-        self.spooled_rows: Counter[str] = Counter()
-
-    def set_pending(self, n: int) -> None:
-        pass
-
-    def written(self, kind: str, n: int) -> None:
-        with self.lock:
-            self.written_rows[kind] += n
-
-    def write_failed(self, kind: str) -> None:
-        with self.lock:
-            self.failed[kind] += 1
-
-    def spooled(self, kind: str, n: int) -> None:
-        with self.lock:
-            self.spooled_rows[kind] += n
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +180,7 @@ def test_round_trip_idempotency_windows_and_labels(store: LogStore) -> None:
 
 def test_a_real_outage_loses_and_duplicates_nothing(store: LogStore, database: tuple[Engine, str], tmp_path: Path) -> None:
     admin, name = database
-    metrics = Metrics()
+    metrics = RecordingMetrics()
     plog = PredictionLog(
         store,
         spool_dir=tmp_path / "spool",

@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from sqlalchemy import select, text
 from data_contracts.contract import load_contract
 from driftlight.logstore import FIXED_PREDICTION_COLUMNS, LogStore, SchemaMismatchError
 from service.predlog import PredictionLog, decode_record, encode_record
-from tests.rows import contract_inputs
+from tests.rows import RecordingMetrics, contract_inputs
 
 CONTRACT = load_contract()
 FEATURES = ("dep_hour", "arr_hour", "distance", "temp", "temp_missing", "carrier_code")
@@ -142,32 +141,6 @@ class FlakyStore:
         if lose_ack:
             raise _outage()
         return n
-
-
-class RecordingMetrics:
-    """A `LogMetrics` that keeps totals (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.written_rows: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()
-        self.spooled_rows: Counter[str] = Counter()
-        self.last_pending = -1
-
-    def set_pending(self, n: int) -> None:
-        self.last_pending = n
-
-    def written(self, kind: str, n: int) -> None:
-        with self.lock:
-            self.written_rows[kind] += n
-
-    def write_failed(self, kind: str) -> None:
-        with self.lock:
-            self.failed[kind] += 1
-
-    def spooled(self, kind: str, n: int) -> None:
-        with self.lock:
-            self.spooled_rows[kind] += n
 
 
 class NullStore:
