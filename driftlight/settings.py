@@ -8,7 +8,6 @@ naming the variable. Embedded defaults (SQLite, local files under `home`) need n
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -76,8 +75,3 @@ class Settings(BaseSettings):
         if self.id_secret is not None:
             return self.id_secret.get_secret_value().encode()
         return _DEV_ID_SECRET.encode()
-
-
-def random_secret() -> str:
-    """A fresh secret for `.env` files (`driftlight` never invents one silently in prod)."""
-    return secrets.token_urlsafe(32)

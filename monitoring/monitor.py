@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -378,13 +378,3 @@ def run_window(
         reports=reports,
         retrain_request=request,
     )
-
-
-def windows_between(start: date, end: date, every: timedelta) -> Sequence[tuple[date, date]]:
-    out = []
-    cur = start
-    while cur <= end:
-        nxt = min(end, cur + every - timedelta(days=1))
-        out.append((cur, nxt))
-        cur = nxt + timedelta(days=1)
-    return out

@@ -29,6 +29,8 @@ KINDS = (
     "not_an_object",
     "batch_size",
     "invalid_value",
+    "unknown_id",  # /feedback: an id this service never issued
+    "unavailable",  # no model loaded (503)
 )
 
 _TYPE_TO_KIND = {

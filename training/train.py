@@ -227,7 +227,3 @@ def train(
         seconds=round(time.perf_counter() - t0, 2),
         window=(config.start.isoformat(), config.end.isoformat()),
     )
-
-
-def summarise(values: np.ndarray) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "p50": float(np.median(values))}

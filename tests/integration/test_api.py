@@ -19,6 +19,7 @@ from driftlight.logstore import LogStore
 from driftlight.registry import InMemoryRegistry
 from driftlight.settings import Settings
 from service.app import create_app
+from service.errors import KINDS
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def detail_of(resp) -> list[dict]:
     assert set(body) == {"error", "message", "detail"}, body
     for d in body["detail"]:
         assert {"field", "kind", "expected", "received", "message"} <= set(d)
+        assert d["kind"] in KINDS  # a bounded set: it is also the metric's `kind` label
     return body["detail"]
 
 
