@@ -121,6 +121,8 @@ class MlflowRegistry:
     """`Registry` over an MLflow tracking server or local store (`sqlite:///…` + artifact folder)."""
 
     def __init__(self, tracking_uri: str, artifact_root: str | None = None, experiment: str = "driftlight") -> None:
+        # Entry points set this; the guard covers library use (a notebook building a registry):
+        # MLflow's telemetry thread would try the network, and it reads the flag at import.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
         from mlflow import MlflowClient
