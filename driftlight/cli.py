@@ -203,6 +203,9 @@ def _seconds(value: str, option: str) -> float:
 def monitor(
     start: Annotated[str | None, typer.Option("--from", help="first local day of the window (event time)")] = None,
     end: Annotated[str | None, typer.Option("--to", help="last local day of the window (event time)")] = None,
+    by: Annotated[
+        str, typer.Option(help="with --from/--to: event_time (the flights' own time) or served_at (wall clock)")
+    ] = "event_time",
     every: Annotated[
         str | None, typer.Option(help="loop: run every 60s / 5m / 1h over the last --window of traffic (by served_at)")
     ] = None,
@@ -236,7 +239,10 @@ def monitor(
     if start is None or end is None:
         typer.echo("monitor: give --from and --to (local days), or --every for the loop", err=True)
         raise typer.Exit(2)
-    res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html)
+    if by not in ("event_time", "served_at"):
+        typer.echo(f"monitor: --by must be event_time or served_at, got {by!r}", err=True)
+        raise typer.Exit(2)
+    res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html, by=by)
     v = res.verdict
     lines = [f"{v.status.upper()} for {start}..{end}: {res.rows} rows, {res.performance.labelled} labelled"]
     lines += [f"  - [{r.severity}] {r.message}" for r in v.top_reasons(8)]

@@ -59,9 +59,10 @@ class Monitor:
             reference_frame=self.reference,
         )
 
-    def run_days(self, first: date, last: date, *, html: bool = True) -> MonitorResult:
+    def run_days(self, first: date, last: date, *, html: bool = True, by: str = "event_time") -> MonitorResult:
+        """Judge local days `first`..`last` of event time (a replay of 2013) or of `served_at` (live traffic)."""
         lo, hi = window_bounds(first, last, self.contract.timezone)
-        return self.run(lo, hi, by="event_time", html=html)
+        return self.run(lo, hi, by=by, html=html)
 
 
 class MonitorGauges:

@@ -221,3 +221,25 @@ def test_red_notifies_the_owner_through_the_webhook(served, contract, flights):
     [msg] = received
     assert msg["owner"] == "flights-team" and msg["status"] == "red" and msg["run_id"] == res.run_id
     assert any(r["feature"] == "temp" for r in msg["reasons"])
+
+
+def test_monitor_cli_by_served_at(served, contract, control_rows):
+    """`driftlight monitor --from today --to today --by served_at --json` judges what was served today."""
+    import json
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from typer.testing import CliRunner
+
+    from driftlight.cli import app, settings_env
+
+    s, client = served
+    send(client, contract, control_rows)
+    today = datetime.now(ZoneInfo(contract.timezone)).date().isoformat()
+    env = settings_env(s)
+    r = CliRunner().invoke(app, ["monitor", "--from", today, "--to", today, "--by", "served_at", "--no-html", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["by"] == "served_at" and out["rows"] == len(control_rows) and out["status"] == "green"
+    bad = CliRunner().invoke(app, ["monitor", "--from", today, "--to", today, "--by", "wall"], env=env)
+    assert bad.exit_code == 2 and "--by must be" in bad.output
