@@ -384,6 +384,45 @@ class LogStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.labels)).scalar_one())
 
+    def labelled_event_range(self) -> tuple[datetime, datetime] | None:
+        """(earliest, latest) event time among predictions that have a label, UTC; None if none."""
+        p, lab = self.predictions, self.labels
+        q = select(func.min(p.c.event_time), func.max(p.c.event_time)).select_from(
+            p.join(lab, lab.c.prediction_id == p.c.prediction_id)
+        )
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(q).one()
+        if lo is None:
+            return None
+        return _as_utc(lo), _as_utc(hi)
+
+    def shadow_frame(
+        self, start: datetime | None, end: datetime | None, *, by: Literal["event_time", "served_at"] = "event_time"
+    ) -> pd.DataFrame:
+        """Served vs shadow probability (and the label, if known) of the window's shadow-scored rows.
+
+        Columns: `probability`, `shadow_probability`, `shadow_version`, `label` (nullable Int64).
+        """
+        from driftlight.runs import shadow_predictions as sh
+
+        p, lab = self.predictions, self.labels
+        stmt = select(p.c.probability, sh.c.probability.label("shadow_probability"), sh.c.model_version, lab.c.label).select_from(
+            p.join(sh, sh.c.prediction_id == p.c.prediction_id).outerjoin(lab, lab.c.prediction_id == p.c.prediction_id)
+        )
+        key = p.c[by]
+        if start is not None:
+            stmt = stmt.where(key >= to_utc_naive(start))
+        if end is not None:
+            stmt = stmt.where(key < to_utc_naive(end))
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+        except Exception:  # no shadow table yet (shadow scoring never ran against this store)
+            rows = []
+        df = pd.DataFrame.from_records(rows, columns=["probability", "shadow_probability", "shadow_version", "label"])
+        df["label"] = df["label"].astype("Int64")
+        return df
+
     def iter_predictions(
         self,
         start: datetime | None,
@@ -457,6 +496,11 @@ class LogStore:
     def dispose(self) -> None:
         """Close all pooled connections (call at shutdown; the store can be used again after)."""
         self.engine.dispose()
+
+
+def _as_utc(value: Any) -> datetime:
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _frame(rows: Sequence[Any], names: list[str], dtypes: Mapping[str, str]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,25 @@ class Monitor:
         version = registry.alias_version(settings.model_name, settings.model_alias)
         if version is None:
             raise LookupError(f"no {settings.model_name}@{settings.model_alias}: run `driftlight train` first")
-        bundle = registry.load(settings.model_name, version)
-        self.ctx = ModelContext.from_bundle(settings.model_name, version, bundle)
+        self.registry = registry
+        self._load(version)
         names = [str(n) for n in build_features(self.contract).get_feature_names_out()]
         self.store = LogStore(settings.resolved_log_store_url, self.contract, names)
         self.runs = RunStore(settings.resolved_log_store_url)
+
+    def _load(self, version: str) -> None:
+        bundle = self.registry.load(self.settings.model_name, version)
+        self.ctx = ModelContext.from_bundle(self.settings.model_name, version, bundle)
         self.reference = reference_frame_from_profile(self.ctx.drift_profile) if self.ctx.drift_profile else None
+
+    def refresh(self) -> bool:
+        """Judge against the current champion: reload its context if the alias moved. True if it did."""
+        version = self.registry.alias_version(self.settings.model_name, self.settings.model_alias)
+        if version is None or version == self.ctx.version:
+            return False
+        log.info("monitor: champion moved v%s -> v%s; judging against the new reference", self.ctx.version, version)
+        self._load(version)
+        return True
 
     def run(self, start: datetime | None, end: datetime | None, *, by: str = "event_time", html: bool = True) -> MonitorResult:
         return run_window(
@@ -115,8 +129,12 @@ def loop(
     metrics_port: int | None,
     max_runs: int | None = None,
     html: bool = False,
+    on_red: Callable[[], int] | None = None,
 ) -> None:
-    """Every `every_s` seconds, judge the last `window_s` seconds of traffic (by served_at)."""
+    """Every `every_s` seconds, judge the last `window_s` seconds of traffic (by served_at).
+
+    `on_red` runs when a run records a retrain request (the CLI passes a retrain in its own process).
+    """
     gauges = MonitorGauges()
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -133,6 +151,9 @@ def loop(
             log.info(
                 "monitor: %s (%d rows) %s", res.verdict.status, res.rows, "; ".join(r.message for r in res.verdict.top_reasons(3))
             )
+            if res.retrain_request and on_red is not None:
+                log.info("monitor: retrain requested (%s); retrain exited with %s", res.retrain_request, on_red())
+            monitor.refresh()
         except Exception as exc:  # keep the loop alive; the gauge's timestamp shows staleness
             log.error("monitor run failed: %s", exc)
         n += 1

@@ -72,6 +72,7 @@ class Registry(Protocol):
     def alias_version(self, name: str, alias: str) -> str | None: ...
     def load(self, name: str, version: str) -> ModelBundle: ...
     def versions(self, name: str) -> list[ModelVersion]: ...
+    def record_evidence(self, name: str, version: str, evidence: Mapping[str, Any], tags: Mapping[str, str]) -> None: ...
 
 
 class InMemoryRegistry:
@@ -82,6 +83,7 @@ class InMemoryRegistry:
         self._bundles: dict[tuple[str, str], ModelBundle] = {}
         self._aliases: dict[tuple[str, str], str] = {}
         self.logged: list[dict[str, Any]] = []
+        self.evidence: list[dict[str, Any]] = []
 
     def register(self, name, bundle, *, params, metrics, artifacts, tags=None, input_example=None):  # type: ignore[no-untyped-def]
         with self._lock:
@@ -107,6 +109,10 @@ class InMemoryRegistry:
     def load(self, name: str, version: str) -> ModelBundle:
         with self._lock:
             return self._bundles[(name, version)]
+
+    def record_evidence(self, name: str, version: str, evidence: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        with self._lock:
+            self.evidence.append({"name": name, "version": version, "evidence": dict(evidence), "tags": dict(tags)})
 
     def versions(self, name: str) -> list[ModelVersion]:
         with self._lock:
@@ -218,6 +224,19 @@ class MlflowRegistry:
                 ppath = self.client.download_artifacts(mv.run_id, "driftlight/profile.json", tmp)
                 profile = json.loads(Path(ppath).read_text(encoding="utf-8"))
         return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile)
+
+    def record_evidence(self, name: str, version: str, evidence: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """Keep a gate decision with the model version: tags on the version, and on its run a JSON
+        artifact (the full evidence) plus the numeric metrics under `gate_`."""
+        mv = self.client.get_model_version(name, version)
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, str(v)[:5000])
+        stamp = str(evidence.get("decided_at", "")).replace(":", "").replace("-", "") or "decision"
+        self.client.log_dict(mv.run_id, json.loads(json.dumps(dict(evidence), default=str)), f"driftlight/gate-{stamp}.json")
+        for side in ("champion", "challenger"):
+            for k, v in (evidence.get(side) or {}).get("metrics", {}).items():
+                if isinstance(v, int | float) and v == v:
+                    self.client.log_metric(mv.run_id, f"gate_{side}_{k}", float(v))
 
     def versions(self, name: str) -> list[ModelVersion]:
         from mlflow.exceptions import MlflowException

@@ -86,10 +86,13 @@ def replay_frame(
     on_progress: Callable[[int], None] | None = None,
     window: tuple[str, str] = ("", ""),
     timeout: float = 30.0,
+    rate: float | None = None,
 ) -> ReplayResult:
     """Send the rows of `frame` (contract fields + `late`) to the API at `base_url`.
 
     `transform` may rewrite each JSON record before sending (drills use it to inject faults).
+    `rate` caps the pace in records per second (a demo stack's steady trickle); None = as fast as
+    the API answers.
     """
     own = client is None
     http = client or httpx.Client(base_url=base_url, timeout=timeout)
@@ -156,6 +159,10 @@ def replay_frame(
             flush_due(force=False)
             if on_progress is not None:
                 on_progress(len(records))
+            if rate:
+                ahead = res.sent / rate - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
         flush_due(force=True)
     finally:
         if own:

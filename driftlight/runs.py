@@ -44,9 +44,37 @@ retrain_requests = sa.Table(
     sa.Column("run_id", sa.String(32)),
     sa.Column("model_version", sa.String(32)),
     sa.Column("reasons", sa.Text),
-    sa.Column("state", sa.String(16), nullable=False),  # pending | running | done | refused
+    sa.Column("state", sa.String(16), nullable=False),  # pending | running | done | refused | failed | cooldown
 )
 
+
+# Every change (or refused change) of the served model, with its evidence: promotions by the gate,
+# refusals and their reasons, forced promotions, rollbacks, failed retrains. MLflow holds the same
+# evidence on the challenger's run; this table is what /status and the year replay read.
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    sa.Column("event_id", sa.String(32), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, index=True),  # the caller's clock (event time in a replay)
+    sa.Column("recorded_at", sa.DateTime, nullable=False),  # wall clock
+    sa.Column("action", sa.String(24), nullable=False),  # promoted | refused | forced | rollback | failed | cooldown
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("from_version", sa.String(32)),
+    sa.Column("to_version", sa.String(32)),
+    sa.Column("request_id", sa.String(32)),
+    sa.Column("reasons", sa.Text),  # JSON list of strings
+    sa.Column("evidence", sa.Text),  # JSON object: metrics of both models, windows, checks
+)
+
+# Shadow scores: the `shadow_alias` model's probability for a served prediction (never returned).
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("prediction_id", sa.String(64), primary_key=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("scored_at", sa.DateTime, nullable=False),
+)
 
 contract_violations = sa.Table(
     "contract_violations",
@@ -111,11 +139,18 @@ class RunStore:
             )
         return run_id
 
-    def recent_raw_statuses(self, n: int = 10) -> list[str]:
-        """Raw statuses of the last `n` runs, oldest first (the policy's hysteresis history)."""
+    def recent_raw_statuses(self, n: int = 10, model_version: str | None = None) -> list[str]:
+        """Raw statuses of the last `n` runs, oldest first (the policy's hysteresis history).
+
+        With `model_version`, only that model's runs: a newly promoted model is not held red by the
+        windows that condemned its predecessor.
+        """
         self._ensure()
+        q = sa.select(monitor_runs.c.raw_status).order_by(monitor_runs.c.finished_at.desc()).limit(n)
+        if model_version is not None:
+            q = q.where(monitor_runs.c.model_version == model_version)
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(monitor_runs.c.raw_status).order_by(monitor_runs.c.finished_at.desc()).limit(n)).all()
+            rows = c.execute(q).all()
         return [r[0] for r in reversed(rows)]
 
     def latest(self) -> dict[str, Any] | None:
@@ -158,6 +193,98 @@ class RunStore:
                 .all()
             )
         return [dict(r) for r in rows]
+
+    def set_retrain_state(self, request_ids: list[str], state: str) -> None:
+        """pending -> running -> done | refused | failed | cooldown."""
+        if not request_ids:
+            return
+        self._ensure()
+        with self.engine.begin() as c:
+            c.execute(retrain_requests.update().where(retrain_requests.c.request_id.in_(request_ids)).values(state=state))
+
+    def retrain_requests(self) -> list[dict[str, Any]]:
+        self._ensure()
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(retrain_requests).order_by(retrain_requests.c.created_at)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def record_event(
+        self,
+        action: str,
+        *,
+        model_name: str,
+        from_version: str | None,
+        to_version: str | None,
+        reasons: list[str],
+        evidence: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        at: datetime | None = None,
+    ) -> str:
+        self._ensure()
+        eid = uuid.uuid4().hex
+        now = _naive_utc(datetime.now(UTC))
+        with self.engine.begin() as c:
+            c.execute(
+                model_events.insert().values(
+                    event_id=eid,
+                    at=_naive_utc(at) or now,
+                    recorded_at=now,
+                    action=action,
+                    model_name=model_name,
+                    from_version=from_version,
+                    to_version=to_version,
+                    request_id=request_id,
+                    reasons=json.dumps(list(reasons)),
+                    evidence=json.dumps(dict(evidence or {}), default=str),
+                )
+            )
+        return eid
+
+    def events(self, actions: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Model events, oldest first (by the caller's clock), JSON columns decoded."""
+        self._ensure()
+        q = sa.select(model_events).order_by(model_events.c.at, model_events.c.recorded_at)
+        if actions:
+            q = q.where(model_events.c.action.in_(actions))
+        with self.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["reasons"] = json.loads(d["reasons"] or "[]")
+            d["evidence"] = json.loads(d["evidence"] or "{}")
+            out.append(d)
+        return out
+
+    def add_shadow_scores(self, rows: list[Mapping[str, Any]]) -> None:
+        """Store shadow scores (idempotent: a retried batch does not duplicate)."""
+        if not rows:
+            return
+        self._ensure()
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        now = _naive_utc(datetime.now(UTC))
+        values = [{**r, "scored_at": now} for r in rows]
+        with self.engine.begin() as c:
+            c.execute(insert(shadow_predictions).on_conflict_do_nothing(index_elements=["prediction_id"]), values)
+
+    def shadow_scores(self, prediction_ids: list[str]) -> dict[str, tuple[str, float]]:
+        """prediction_id -> (shadow model version, probability) for the ids that have one."""
+        if not prediction_ids:
+            return {}
+        self._ensure()
+        t = shadow_predictions
+        out: dict[str, tuple[str, float]] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(prediction_ids), 5000):
+                part = prediction_ids[i : i + 5000]
+                for pid, ver, p in c.execute(
+                    sa.select(t.c.prediction_id, t.c.model_version, t.c.probability).where(t.c.prediction_id.in_(part))
+                ):
+                    out[pid] = (ver, float(p))
+        return out
 
     def add_violations(self, counts: Mapping[tuple[datetime, str, str], int]) -> None:
         """Add per-minute violation counts (upsert: count = count + new)."""

@@ -47,6 +47,24 @@ class Settings(BaseSettings):
     log_flush_interval: float = Field(0.2, gt=0, le=60)
     log_max_memory_rows: int = Field(100_000, ge=1_000)
 
+    # Model lifecycle in the service: hot reload, shadow scoring, fallback, admin endpoints
+    reload_interval: float = Field(10.0, ge=0, le=3600, description="seconds between alias checks; 0 = never poll")
+    shadow_alias: str | None = Field(None, description="also score this alias (e.g. challenger) on live traffic, log only")
+    fallback: Literal["baseline", "none"] = Field(
+        "baseline", description="what serves when the model cannot load or fails: the non-ML baseline, or nothing (503)"
+    )
+    admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = admin endpoints disabled")
+
+    # Retraining and the challenger gate (training.retrain, training.gate)
+    retrain_train_days: int = Field(28, ge=7, le=365, description="labelled days a challenger trains on (last 7 validate)")
+    retrain_holdout_days: int = Field(7, ge=1, le=90, description="most recent labelled days both models are judged on")
+    retrain_min_labels: int = Field(2000, ge=100, description="a challenger trained on fewer labelled rows is refused")
+    retrain_with_original: bool = Field(False, description="also train on the original training window")
+    retrain_cooldown_hours: float = Field(24.0, ge=0, description="no new retrain within this long of the last one")
+    gate_margin: float = Field(0.005, ge=0, le=0.2, description="ROC AUC the challenger must gain over the champion")
+    gate_guard_tolerance: float = Field(0.005, ge=0, le=0.2, description="largest loss allowed on PR AUC and Brier")
+    gate_slice_tolerance: float = Field(0.03, ge=0, le=0.5, description="largest ROC AUC loss allowed on an origin slice")
+
     @model_validator(mode="after")
     def _secrets_in_prod(self) -> Settings:
         if self.profile == "prod" and self.id_secret is None:
@@ -65,6 +83,11 @@ class Settings(BaseSettings):
     @property
     def resolved_log_store_url(self) -> str:
         return self.log_store_url or f"sqlite:///{(self.home / 'predictions.db').resolve()}"
+
+    @property
+    def fallback_path(self) -> Path:
+        """The last champion's baseline, written by the service when it loads one (last known good)."""
+        return self.home / "fallback-baseline.json"
 
     @property
     def spool_dir(self) -> Path:

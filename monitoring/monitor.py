@@ -120,7 +120,9 @@ class WindowAccumulator:
         if self.drift is not None:
             self.drift.add(chunk)
         self.quality.add(chunk[[c for c in self.fields if c in chunk]])
-        skew = row_level_skew(self.ctx.transformer, chunk, self.ctx.transformer.input_columns())
+        # Rows the fallback served carry no features (NULL): there is nothing to compare for them.
+        served_by_model = chunk if "model_version" not in chunk else chunk[chunk["model_version"] != "fallback"]
+        skew = row_level_skew(self.ctx.transformer, served_by_model, self.ctx.transformer.input_columns())
         for f in skew.features:
             self.skew_bad[f.feature] += f.mismatches
             self.skew_examples[f.feature] = (self.skew_examples[f.feature] + list(f.examples))[:3]
@@ -315,10 +317,16 @@ def run_window(
     span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
     violations = runs.violations_between(*span) if span is not None and hasattr(runs, "violations_between") else {}
     signals = (*ws.signals, *violation_signals(violations, ws.rows))
-    history = runs.recent_raw_statuses(policy.clear_after) if record else []
+    history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
     verdict = decide(signals, policy, history, rows=ws.rows + sum(violations.values()))
     reports: dict[str, str] = {}
+    shadow = None
+    if hasattr(store, "shadow_frame"):
+        from monitoring.shadow import compare
+
+        shadow = compare(store.shadow_frame(start, end, by=by), float(ctx.metadata.get("threshold", 0.5)))
     summary = {
+        "shadow": shadow,
         "signals": [asdict(s) for s in signals],
         "violations": {f"{f}:{k}": n for (f, k), n in violations.items()},
         "performance": ws.performance.as_dict(),

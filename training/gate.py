@@ -1,0 +1,232 @@
+"""The challenger gate: champion and challenger judged on the same recent labelled holdout.
+
+The challenger is promoted only if every check passes:
+- **primary**: ROC AUC beats the champion's by at least `margin` (ranking is what the model is for);
+- **guards**: PR AUC no lower and Brier score no higher than the champion's, within `guard_tolerance`
+  (a model can gain AUC and lose calibration or the positive class);
+- **slices**: no origin airport with enough rows loses more than `slice_tolerance` of ROC AUC
+  (a better average must not hide one airport made worse);
+- **sanity**: the predictions are finite, spread out, and their mean is near the holdout's late
+  rate (a degenerate or badly shifted model fails here even if its AUC looks fine);
+- **hygiene**: neither model trained on the holdout days, and the challenger speaks the current
+  contract version.
+
+`judge` is pure (scores in, decision out); `score` runs a bundle on the holdout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_contracts.contract import Contract
+from training.data import contract_frame
+from training.evaluate import Metrics, evaluate, slice_metrics
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    margin: float = 0.005
+    guard_tolerance: float = 0.005
+    slice_tolerance: float = 0.03
+    min_slice_rows: int = 300
+    max_mean_gap: float = 0.10
+    min_prediction_sd: float = 0.01
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GateConfig:
+        return cls(
+            margin=settings.gate_margin,
+            guard_tolerance=settings.gate_guard_tolerance,
+            slice_tolerance=settings.gate_slice_tolerance,
+        )
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    version: str
+    metrics: Metrics
+    slices: Mapping[str, Metrics]
+    prediction_sd: float
+    finite: bool
+    trained_through: date | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "metrics": self.metrics.as_dict(),
+            "slices": {k: {"rows": v.rows, "roc_auc": v.roc_auc} for k, v in self.slices.items()},
+            "prediction_sd": self.prediction_sd,
+            "trained_through": self.trained_through.isoformat() if self.trained_through else None,
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    checks: tuple[Check, ...]
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reasons(self) -> list[str]:
+        """The failed checks (why it was refused), or every check (why it was promoted)."""
+        failed = [c for c in self.checks if not c.passed]
+        return [f"{c.name}: {c.detail}" for c in (failed or self.checks)]
+
+
+def score(version: str, bundle: Any, contract: Contract, holdout: pd.DataFrame) -> ModelScore:
+    """Run a bundle's Pipeline on the holdout rows (contract fields + `late`)."""
+    y = holdout["late"].astype(int).to_numpy()
+    p = bundle.pipeline.predict_proba(contract_frame(contract, holdout))[:, 1]
+    threshold = float(bundle.metadata.get("threshold", 0.5))
+    finite = bool(np.isfinite(p).all())
+    p_safe = np.nan_to_num(p, nan=0.5)
+    # The window's end is the last day whose labels the model saw (fit, or threshold choice).
+    end = (bundle.metadata.get("window") or {}).get("end")
+    return ModelScore(
+        version=version,
+        metrics=evaluate(y, p_safe, threshold),
+        slices=slice_metrics(y, p_safe, holdout["origin"].to_numpy(), threshold),
+        prediction_sd=float(np.std(p_safe)),
+        finite=finite,
+        trained_through=date.fromisoformat(end) if end else None,
+    )
+
+
+def judge(
+    champion: ModelScore | None,
+    challenger: ModelScore,
+    *,
+    holdout_start: date,
+    holdout_label_rate: float,
+    contract_version: str,
+    challenger_contract_version: str | None,
+    config: GateConfig,
+) -> list[Check]:
+    c = challenger.metrics
+    checks: list[Check] = []
+    # hygiene
+    for who, s in (("challenger", challenger), ("champion", champion)):
+        if s is not None and s.trained_through is not None:
+            checks.append(
+                Check(
+                    f"{who}_did_not_train_on_holdout",
+                    s.trained_through < holdout_start,
+                    f"{who} v{s.version} trained through {s.trained_through}, holdout starts {holdout_start}",
+                )
+            )
+    checks.append(
+        Check(
+            "contract_version",
+            challenger_contract_version == contract_version,
+            f"challenger contract {challenger_contract_version}, service contract {contract_version}",
+        )
+    )
+    # sanity
+    checks.append(Check("finite_predictions", challenger.finite, "every prediction is a finite probability"))
+    checks.append(
+        Check(
+            "prediction_spread",
+            challenger.prediction_sd >= config.min_prediction_sd,
+            f"sd of predictions {challenger.prediction_sd:.3f} (min {config.min_prediction_sd})",
+        )
+    )
+    gap = abs(c.mean_prediction - holdout_label_rate)
+    checks.append(
+        Check(
+            "prediction_mean_plausible",
+            gap <= config.max_mean_gap,
+            f"mean prediction {c.mean_prediction:.3f} vs holdout late rate {holdout_label_rate:.3f}"
+            f" (max gap {config.max_mean_gap})",
+        )
+    )
+    if champion is None:
+        checks.append(Check("no_champion", True, "no champion to compare with: the sanity checks decide"))
+        return checks
+    k = champion.metrics
+    checks.append(
+        Check(
+            "primary_roc_auc",
+            c.roc_auc >= k.roc_auc + config.margin,
+            f"ROC AUC {c.roc_auc:.4f} vs champion {k.roc_auc:.4f} (needs +{config.margin})",
+        )
+    )
+    checks.append(
+        Check(
+            "guard_pr_auc",
+            c.pr_auc >= k.pr_auc - config.guard_tolerance,
+            f"PR AUC {c.pr_auc:.4f} vs champion {k.pr_auc:.4f} (tolerance {config.guard_tolerance})",
+        )
+    )
+    checks.append(
+        Check(
+            "guard_brier",
+            c.brier <= k.brier + config.guard_tolerance,
+            f"Brier {c.brier:.4f} vs champion {k.brier:.4f} (tolerance {config.guard_tolerance})",
+        )
+    )
+    for origin, cm in sorted(challenger.slices.items()):
+        km = champion.slices.get(origin)
+        if km is None or cm.rows < config.min_slice_rows or not (cm.roc_auc == cm.roc_auc and km.roc_auc == km.roc_auc):
+            continue
+        checks.append(
+            Check(
+                f"slice_{origin}",
+                cm.roc_auc >= km.roc_auc - config.slice_tolerance,
+                f"ROC AUC at {origin} {cm.roc_auc:.4f} vs champion {km.roc_auc:.4f}"
+                f" ({cm.rows} rows, tolerance {config.slice_tolerance})",
+            )
+        )
+    return checks
+
+
+def run_gate(
+    contract: Contract,
+    champion: tuple[str, Any] | None,
+    challenger: tuple[str, Any],
+    holdout: pd.DataFrame,
+    *,
+    holdout_window: tuple[date, date],
+    config: GateConfig,
+) -> GateDecision:
+    """Score both bundles on `holdout`, judge, and return the decision with its evidence."""
+    champ = score(champion[0], champion[1], contract, holdout) if champion is not None else None
+    chall = score(challenger[0], challenger[1], contract, holdout)
+    rate = float(holdout["late"].mean())
+    checks = judge(
+        champ,
+        chall,
+        holdout_start=holdout_window[0],
+        holdout_label_rate=rate,
+        contract_version=contract.version,
+        challenger_contract_version=(challenger[1].metadata.get("contract") or {}).get("version"),
+        config=config,
+    )
+    promote = all(c.passed for c in checks)
+    evidence = {
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "decision": "promote" if promote else "refuse",
+        "holdout": {
+            "start": holdout_window[0].isoformat(),
+            "end": holdout_window[1].isoformat(),
+            "rows": len(holdout),
+            "late_rate": rate,
+        },
+        "config": asdict(config),
+        "champion": champ.as_dict() if champ else None,
+        "challenger": chall.as_dict(),
+        "checks": [asdict(c) for c in checks],
+    }
+    return GateDecision(promote=promote, checks=tuple(checks), evidence=evidence)
