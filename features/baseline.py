@@ -9,6 +9,7 @@ loaded or fails. Rates are smoothed towards the carrier's rate and then the glob
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,3 +62,30 @@ class HistoricalRateBaseline(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    # -- as a plain JSON table: the fallback survives when the registry or the model does not --
+    def to_dict(self) -> dict[str, Any]:
+        check_is_fitted(self, "cell_rate_")
+        return {
+            "kind": "HistoricalRateBaseline",
+            "params": self.get_params(),
+            "global_rate": self.global_rate_,
+            "carrier_rate": self.carrier_rate_,
+            "cell_rate": self.cell_rate_,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HistoricalRateBaseline:
+        if data.get("kind") != "HistoricalRateBaseline":
+            raise ValueError(f"not a HistoricalRateBaseline table: kind={data.get('kind')!r}")
+        out = cls(**data["params"])
+        out.classes_ = np.array([0, 1])
+        out.global_rate_ = float(data["global_rate"])
+        out.carrier_rate_ = {str(k): float(v) for k, v in data["carrier_rate"].items()}
+        out.cell_rate_ = {str(k): float(v) for k, v in data["cell_rate"].items()}
+        return out
+
+
+# Shipped with the package: the baseline fitted on the default training window (`make snapshots`
+# regenerates it; tests/unit/test_snapshots.py checks it matches). The fallback of last resort.
+PACKAGED_FALLBACK = Path(__file__).with_name("fallback_baseline.json")

@@ -30,8 +30,24 @@ def current() -> dict[Path, str]:
     return {SCHEMA: render(json_schema(contract)), OPENAPI: render(app.openapi())}
 
 
+def fallback() -> tuple[Path, str]:
+    """The packaged fallback: the baseline fitted on the default training window's fit rows."""
+    from features.baseline import PACKAGED_FALLBACK, HistoricalRateBaseline
+    from training.data import contract_frame, load_flights
+    from training.train import TrainConfig, split
+
+    contract = load_contract()
+    fit, val = split(contract, load_flights(), TrainConfig())
+    base = HistoricalRateBaseline().fit(contract_frame(contract, fit), fit["late"].astype(int).to_numpy())
+    from training.evaluate import best_f1_threshold
+
+    p_val = base.predict_proba(contract_frame(contract, val))[:, 1]
+    doc = {**base.to_dict(), "threshold": best_f1_threshold(val["late"].astype(int).to_numpy(), p_val), "source": "packaged"}
+    return PACKAGED_FALLBACK, render(doc)
+
+
 def main() -> None:
-    for path, text in current().items():
+    for path, text in [*current().items(), fallback()]:
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path.relative_to(ROOT)}")
 

@@ -10,9 +10,12 @@ functions close over the app-scoped objects instead of resolving `Depends` on ev
 because the single-record path is measured in microseconds.
 """
 
+import hmac
+import json
 import logging
 import os
-import threading
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -34,8 +37,9 @@ from driftlight.settings import Settings
 from features.pipeline import build_features
 from service import errors
 from service.ids import is_ours, new_id
+from service.lifecycle import FALLBACK_VERSION, ModelHolder, Reloader, ShadowScorer
 from service.metrics import ServiceMetrics, multiprocess_dir
-from service.model import LoadedModel, frame_from_records
+from service.model import frame_from_records
 
 log = logging.getLogger("driftlight.service")
 
@@ -50,6 +54,9 @@ ENDPOINTS = (
     "/metrics",
     "/contract",
     "/status",
+    "/admin/reload",
+    "/admin/promote",
+    "/admin/rollback",
 )
 PREDICT_ENDPOINTS = ("/predict", "/predict/batch")
 
@@ -62,6 +69,7 @@ class PredictionOut(BaseModel):
     threshold: float
     model_name: str
     model_version: str
+    served_by: str = Field(description="model, or fallback (the non-ML baseline) when the model is unavailable")
     warnings: list[str] = Field(description="e.g. a category the contract or the model has not seen")
 
 
@@ -107,13 +115,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ModelHolder:
-    """The one mutable reference to the served model; swapped atomically on reload."""
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$", description="a registered version")]
+    force: bool = Field(False, description="skip the challenger gate (recorded)")
+    reason: Annotated[str, Field(max_length=500)] = ""
 
-    def __init__(self) -> None:
-        self.model: LoadedModel | None = None
-        self.load_error: str | None = "not loaded yet"
-        self.lock = threading.Lock()
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(max_length=500)] = ""
 
 
 class MetricsMiddleware:
@@ -153,14 +164,6 @@ def _iso(ts: datetime | None) -> str | None:
     return ts.isoformat() if ts is not None else None
 
 
-def load_model(registry: Registry, settings: Settings) -> LoadedModel:
-    version = registry.alias_version(settings.model_name, settings.model_alias)
-    if version is None:
-        raise LookupError(f"no version of {settings.model_name!r} has alias {settings.model_alias!r}: run `driftlight train`")
-    bundle = registry.load(settings.model_name, version)
-    return LoadedModel(name=settings.model_name, version=version, alias=settings.model_alias, bundle=bundle)
-
-
 def create_app(
     settings: Settings,
     *,
@@ -172,13 +175,20 @@ def create_app(
     """Build the app. Unset collaborators are created from `settings` in the lifespan."""
     contract = contract or load_contract()
     metrics = metrics or ServiceMetrics()
-    holder = ModelHolder()
+    holder = ModelHolder(settings, metrics)
     Record = request_model(contract)
     feature_names = [str(n) for n in build_features(contract).get_feature_names_out()]
     ts_field = contract.timestamp_field
     key = settings.id_key
     flagged = {f.name: frozenset(f.categories) for f in contract.category_fields if f.unseen == "flag"}
-    state: dict[str, Any] = {"log": prediction_log, "registry": registry, "runs": None, "violations": None}
+    state: dict[str, Any] = {
+        "log": prediction_log,
+        "registry": registry,
+        "runs": None,
+        "violations": None,
+        "reloader": None,
+        "shadow": None,
+    }
 
     BatchIn = create_model(
         "PredictBatchIn",
@@ -202,16 +212,9 @@ def create_app(
             from driftlight.registry import registry_from_settings
 
             state["registry"] = registry_from_settings(settings)
-        try:
-            model = load_model(state["registry"], settings)
-            holder.model, holder.load_error = model, None
-            metrics.model_info.labels(model.name, model.version).set(1)
-            metrics.model_loaded.set(1)
-            log.info("serving %s v%s (%s)", model.name, model.version, model.alias)
-        except Exception as exc:  # the service still starts: /ready says why it is not ready
-            holder.load_error = f"{type(exc).__name__}: {exc}"
-            metrics.model_loaded.set(0)
-            log.error("no model loaded: %s", holder.load_error)
+        holder.start(state["registry"])
+        state["reloader"] = Reloader(holder, state["registry"], settings.reload_interval)
+        state["reloader"].start()
         if state["log"] is None:
             from driftlight.logstore import LogStore
             from service.predlog import PredictionLog
@@ -238,9 +241,15 @@ def create_app(
                 state["runs"] = RunStore(settings.resolved_log_store_url)
             state["violations"] = ViolationCounter(state["runs"])
         state["violations"].start()
+        if settings.shadow_alias:
+            state["shadow"] = ShadowScorer(holder, state["runs"], list(contract.field_names), metrics)
+            state["shadow"].start()
         try:
             yield
         finally:
+            state["reloader"].stop()
+            if state["shadow"] is not None:
+                state["shadow"].stop()
             state["log"].stop()
             state["violations"].stop()
             limiter.restore_original_limits()
@@ -271,7 +280,7 @@ def create_app(
         return error(
             503,
             "no_model",
-            "no model is loaded",
+            "no model is loaded and the fallback is disabled" if settings.fallback == "none" else "no model is loaded",
             [
                 {
                     "field": "model",
@@ -283,7 +292,7 @@ def create_app(
             ],
         )
 
-    def warnings_for(rec: Mapping[str, Any], model: LoadedModel) -> list[str]:
+    def warnings_for(rec: Mapping[str, Any]) -> list[str]:
         out: list[str] = []
         for name, known in flagged.items():
             value = rec[name]
@@ -293,34 +302,42 @@ def create_app(
         return out
 
     def log_row(
-        pid: str, rec: Mapping[str, Any], p: float, late: bool, x: Any, warns: list[str], model: LoadedModel, now: datetime
+        pid: str, rec: Mapping[str, Any], p: float, late: bool, x: Any, warns: list[str], version: str, now: datetime
     ) -> None:
         state["log"].log_prediction(
             {
                 "prediction_id": pid,
                 "served_at": now,
                 "event_time": rec[ts_field],
-                "model_name": model.name,
-                "model_version": model.version,
+                "model_name": settings.model_name,
+                "model_version": version,
                 "probability": p,
                 "late": int(late),
                 "warnings": warns,
                 "inputs": rec,
-                "features": dict(zip(feature_names, x.tolist(), strict=True)),
+                # The fallback computes no features: their columns stay NULL for its rows.
+                "features": dict(zip(feature_names, x.tolist(), strict=True)) if x is not None else None,
             }
         )
 
-    def prediction_body(pid: str, p: float, late: bool, warns: list[str], model: LoadedModel) -> dict[str, Any]:
+    def prediction_body(
+        pid: str, p: float, late: bool, warns: list[str], version: str, threshold: float, served_by: str
+    ) -> dict[str, Any]:
         """One prediction as the API returns it (PredictionOut), single or in a batch."""
         return {
             "prediction_id": pid,
             "probability": p,
             "late": late,
-            "threshold": model.threshold,
-            "model_name": model.name,
-            "model_version": model.version,
+            "threshold": threshold,
+            "model_name": settings.model_name,
+            "model_version": version,
+            "served_by": served_by,
             "warnings": warns,
         }
+
+    def fallback_warning(why: str) -> str:
+        fb = holder.fallback
+        return f"served by the fallback ({fb.source if fb else '-'}): {why}"
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -372,41 +389,77 @@ def create_app(
 
     @app.post("/predict", response_model=PredictionOut, responses=ERROR_RESPONSES, tags=["predict"])
     async def predict(record: Record) -> Response:  # type: ignore[valid-type]
-        """Score one flight (contract fields). The prediction is logged off the request path."""
-        model = holder.model
-        if model is None:
-            return not_ready()
+        """Score one flight (contract fields). The prediction is logged off the request path.
+
+        If the model is unavailable or raises, the non-ML fallback answers (`served_by`)."""
+        model = holder.model  # read once: the whole request is served by this model
         rec = record.__dict__
-        warns = warnings_for(rec, model)
-        p, x = model.predict_record(rec)
-        late = p >= model.threshold
+        warns = warnings_for(rec)
         pid = new_id(key)
-        log_row(pid, rec, p, late, x, warns, model, datetime.now(UTC))
-        metrics.predictions.labels(model.version, "late" if late else "on_time", "model").inc()
-        return JSONResponse(prediction_body(pid, p, late, warns, model))
+        why = holder.load_error or "no model"
+        if model is not None:
+            try:
+                p, x = model.predict_record(rec)
+            except Exception as exc:
+                metrics.model_failures.inc()
+                log.exception("model v%s failed on a record: serving the fallback", model.version)
+                why = f"model v{model.version} failed: {type(exc).__name__}"
+            else:
+                late = p >= model.threshold
+                log_row(pid, rec, p, late, x, warns, model.version, datetime.now(UTC))
+                metrics.predictions.labels(model.version, "late" if late else "on_time", "model").inc()
+                if state["shadow"] is not None:
+                    state["shadow"].submit(pid, rec)
+                return JSONResponse(prediction_body(pid, p, late, warns, model.version, model.threshold, "model"))
+        fb = holder.fallback
+        if fb is None:
+            return not_ready()
+        p = fb.predict_record(rec)
+        late = p >= fb.threshold
+        warns = [*warns, fallback_warning(why)]
+        log_row(pid, rec, p, late, None, warns, FALLBACK_VERSION, datetime.now(UTC))
+        metrics.predictions.labels(FALLBACK_VERSION, "late" if late else "on_time", "fallback").inc()
+        return JSONResponse(prediction_body(pid, p, late, warns, FALLBACK_VERSION, fb.threshold, "fallback"))
 
     @app.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES, tags=["predict"])
     async def predict_batch(batch: BatchIn) -> Response:  # type: ignore[valid-type]
         """Score up to `max_batch` flights in one call (about 250x cheaper per row than one by one)."""
         model = holder.model
-        if model is None:
-            return not_ready()
         recs = [r.__dict__ for r in batch.records]  # type: ignore[attr-defined]
-        probs, X = model.predict_frame(frame_from_records(recs, contract.field_names))
+        frame = frame_from_records(recs, contract.field_names)
+        why = holder.load_error or "no model"
+        X: Any = None
+        if model is not None:
+            try:
+                probs, X = model.predict_frame(frame)
+                version, threshold, served_by, extra = model.version, model.threshold, "model", []
+            except Exception as exc:
+                metrics.model_failures.inc()
+                log.exception("model v%s failed on a batch: serving the fallback", model.version)
+                why, model = f"model v{model.version} failed: {type(exc).__name__}", None
+        if model is None:
+            fb = holder.fallback
+            if fb is None:
+                return not_ready()
+            probs, version, threshold, served_by = fb.predict_frame(frame), FALLBACK_VERSION, fb.threshold, "fallback"
+            extra = [fallback_warning(why)]
         now = datetime.now(UTC)
         out = []
         n_late = 0
-        for rec, p, x in zip(recs, probs.tolist(), X, strict=True):
-            warns = warnings_for(rec, model)
-            late = p >= model.threshold
+        shadow = state["shadow"] if served_by == "model" else None
+        for i, (rec, p) in enumerate(zip(recs, probs.tolist(), strict=True)):
+            warns = [*warnings_for(rec), *extra]
+            late = p >= threshold
             n_late += late
             pid = new_id(key)
-            log_row(pid, rec, p, late, x, warns, model, now)
-            out.append(prediction_body(pid, p, late, warns, model))
-        metrics.predictions.labels(model.version, "late", "model").inc(n_late)
-        metrics.predictions.labels(model.version, "on_time", "model").inc(len(recs) - n_late)
+            log_row(pid, rec, p, late, X[i] if X is not None else None, warns, version, now)
+            if shadow is not None:
+                shadow.submit(pid, rec)
+            out.append(prediction_body(pid, p, late, warns, version, threshold, served_by))
+        metrics.predictions.labels(version, "late", served_by).inc(n_late)
+        metrics.predictions.labels(version, "on_time", served_by).inc(len(recs) - n_late)
         return JSONResponse(
-            {"model_name": model.name, "model_version": model.version, "threshold": model.threshold, "predictions": out}
+            {"model_name": settings.model_name, "model_version": version, "threshold": threshold, "predictions": out}
         )
 
     def unknown_ids(ids: list[tuple[str, str]]) -> JSONResponse:
@@ -457,20 +510,32 @@ def create_app(
 
     @app.get("/ready", tags=["ops"], responses={503: {"model": ErrorOut}})
     async def ready() -> Response:
-        """Readiness: 200 when a model is loaded, else 503 with the reason."""
-        model = holder.model
-        if model is None:
-            return not_ready()
+        """Readiness and what serves: 200 with `served_by` model or fallback (degraded, with the
+        reason); 503 when nothing can serve (no model and the fallback disabled)."""
+        model, fb = holder.model, holder.fallback
         pending = state["log"].pending() if state["log"] is not None else 0
-        return JSONResponse(
-            {
+        if model is not None:
+            body = {
                 "status": "ready",
                 "model_name": model.name,
                 "model_version": model.version,
                 "served_by": "model",
+                "shadow_version": holder.shadow.version if holder.shadow else None,
                 "log_pending": pending,
             }
-        )
+            return JSONResponse(body)
+        if fb is None:
+            return not_ready()
+        body = {
+            "status": "degraded",
+            "model_name": settings.model_name,
+            "model_version": FALLBACK_VERSION,
+            "served_by": "fallback",
+            "fallback_source": fb.source,
+            "reason": holder.load_error,
+            "log_pending": pending,
+        }
+        return JSONResponse(body)
 
     @app.get("/model", tags=["ops"], responses={503: {"model": ErrorOut}})
     async def model_info() -> Response:
@@ -478,7 +543,88 @@ def create_app(
         model = holder.model
         if model is None:
             return not_ready()
-        return JSONResponse(model.describe(contract))
+        return JSONResponse({**model.describe(contract), "reloads": holder.reloads})
+
+    # -- admin: token from settings; no token configured = disabled (403), never open ----------
+    admin_token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+
+    def admin_denied(request: Request) -> JSONResponse | None:
+        if admin_token is None:
+            return error(
+                403,
+                "admin_disabled",
+                "admin endpoints are disabled: set DRIFTLIGHT_ADMIN_TOKEN to enable them",
+                [{"field": "authorization", "kind": "disabled", "expected": "admin endpoints enabled", "received": None,
+                  "message": "no admin token is configured"}],
+            )  # fmt: skip
+        given = request.headers.get("authorization", "")
+        token = given.removeprefix("Bearer ").encode() if given.startswith("Bearer ") else b""
+        if not token or not hmac.compare_digest(token, admin_token):
+            return error(
+                401,
+                "unauthorized",
+                "send the admin token as 'Authorization: Bearer <token>'",
+                [{"field": "authorization", "kind": "unauthorized", "expected": "Bearer <DRIFTLIGHT_ADMIN_TOKEN>",
+                  "received": "Bearer ***" if token else (None if not given else "(not a bearer token)"),
+                  "message": "missing or wrong admin token"}],
+            )  # fmt: skip
+        return None
+
+    async def reload_now() -> dict[str, Any]:
+        try:
+            return await run_in_threadpool(holder.reload, state["registry"])
+        except Exception as exc:
+            metrics.reloads.labels("failed").inc()
+            return {"changed": False, "error": f"{type(exc).__name__}: {exc}", "serving": holder.serving}
+
+    @app.post("/admin/reload", tags=["admin"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    async def admin_reload(request: Request) -> Response:
+        """Check the alias now and swap to the version it points at (this worker; others poll)."""
+        if (denied := admin_denied(request)) is not None:
+            return denied
+        out = await reload_now()
+        return JSONResponse(out, status_code=200 if "error" not in out else 503)
+
+    async def lifecycle_command(args: list[str]) -> JSONResponse:
+        """Run `driftlight promote|rollback` in its own process (the gate reads the log and scores two
+        models: kept off this worker), then reload here."""
+        from driftlight.cli import settings_env
+
+        env = {**os.environ, **settings_env(settings)}
+        proc = await run_in_threadpool(
+            subprocess.run,
+            [sys.executable, "-m", "driftlight.cli", *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode not in (0, 3):  # 3 = refused by the gate
+            return error(
+                409,
+                "lifecycle_refused",
+                (proc.stderr.strip().splitlines() or ["failed"])[-1][:500],
+                [{"field": args[0], "kind": "invalid_value", "expected": "a change the registry allows",
+                  "received": " ".join(args[1:]) or None, "message": proc.stderr.strip()[-500:]}],
+            )  # fmt: skip
+        out = json.loads(proc.stdout)
+        out["reload"] = await reload_now()
+        return JSONResponse(out, status_code=200 if proc.returncode == 0 else 409)
+
+    @app.post("/admin/promote", tags=["admin"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    async def admin_promote(request: Request, body: PromoteIn) -> Response:
+        """Promote a version through the challenger gate (409 with the reasons if refused), or force it."""
+        if (denied := admin_denied(request)) is not None:
+            return denied
+        args = ["promote", body.version, *(["--force"] if body.force else []), "--reason", body.reason or "via /admin/promote"]
+        return await lifecycle_command(args)
+
+    @app.post("/admin/rollback", tags=["admin"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    async def admin_rollback(request: Request, body: RollbackIn | None = None) -> Response:
+        """Restore the previous champion and serve it."""
+        if (denied := admin_denied(request)) is not None:
+            return denied
+        return await lifecycle_command(["rollback", "--reason", (body.reason if body else "") or "via /admin/rollback"])
 
     @app.get("/contract", tags=["ops"])
     async def contract_schema() -> dict[str, Any]:

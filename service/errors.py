@@ -31,6 +31,8 @@ KINDS = (
     "invalid_value",
     "unknown_id",  # /feedback: an id this service never issued
     "unavailable",  # no model loaded (503)
+    "unauthorized",  # /admin/*: missing or wrong token (401)
+    "disabled",  # /admin/*: no admin token configured (403)
 )
 
 _TYPE_TO_KIND = {

@@ -73,6 +73,22 @@ class ServiceMetrics:
             "driftlight_model_loaded", "1 when a model is loaded and serving", multiprocess_mode="livemin", registry=r
         )
 
+        self.fallback_active = Gauge(
+            "driftlight_fallback_active",
+            "1 when the non-ML fallback is what serves (no model could be loaded)",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.model_failures = Counter(
+            "driftlight_model_failures", "Requests whose model call raised (served by the fallback instead)", registry=r
+        )
+        self.reloads = Counter(
+            "driftlight_model_reloads", "Model reloads by outcome (loaded a new version, or failed)", ["outcome"], registry=r
+        )
+        self.shadow = Counter(
+            "driftlight_shadow_predictions", "Shadow scores by outcome (scored, dropped, failed)", ["outcome"], registry=r
+        )
+
     # LogMetrics protocol (service.predlog)
     def set_pending(self, n: int) -> None:
         self.log_pending.set(n)

@@ -48,7 +48,17 @@ def test_predict_returns_what_the_contract_promises(served, good_record):
     r = client.post("/predict", json=good_record)
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"prediction_id", "probability", "late", "threshold", "model_name", "model_version", "warnings"}
+    assert set(body) == {
+        "prediction_id",
+        "probability",
+        "late",
+        "threshold",
+        "model_name",
+        "model_version",
+        "served_by",
+        "warnings",
+    }
+    assert body["served_by"] == "model"
     assert 0 < body["probability"] < 1 and body["late"] == (body["probability"] >= body["threshold"])
     assert body["warnings"] == []
 
@@ -204,8 +214,8 @@ def test_every_prediction_and_label_is_logged(trained, tmp_path, good_record, co
     assert frame["f_dep_hour"].notna().all() and frame["carrier"].eq("UA").all()
 
 
-def test_no_model_means_not_ready_never_500(tmp_path, good_record):
-    s = Settings(home=tmp_path, log_store_url=f"sqlite:///{tmp_path / 'log.db'}")
+def test_no_model_and_no_fallback_means_not_ready_never_500(tmp_path, good_record):
+    s = Settings(home=tmp_path, log_store_url=f"sqlite:///{tmp_path / 'log.db'}", fallback="none")
     with TestClient(create_app(s, registry=InMemoryRegistry())) as client:
         r = client.get("/ready")
         assert r.status_code == 503 and "champion" in detail_of(r)[0]["message"]
