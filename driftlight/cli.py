@@ -67,6 +67,9 @@ def train(
     end: Annotated[str, typer.Option("--to", help="last local day (the last --validation-days are held out)")] = "2013-03-31",
     validation_days: Annotated[int, typer.Option(help="days at the end of the window used for validation")] = 14,
     seed: Annotated[int, typer.Option(help="random seed (same data + seed -> same metrics)")] = 0,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="do nothing if a champion exists (the compose trainer's one-shot)")
+    ] = False,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -82,11 +85,19 @@ def train(
     config = TrainConfig(
         start=_parse_date(start, "--from"), end=_parse_date(end, "--to"), validation_days=validation_days, seed=seed
     )
+    registry = registry_from_settings(settings)
+    if if_missing and (existing := registry.alias_version(settings.model_name, settings.model_alias)) is not None:
+        _out(
+            {"trained": False, "version": existing},
+            as_json,
+            f"{settings.model_name}@{settings.model_alias} is v{existing}: nothing to train (--if-missing)",
+        )
+        return
     try:
         config.check()
         result = run_train(
             load_contract(),
-            registry_from_settings(settings),
+            registry,
             config,
             model_name=settings.model_name,
             alias=settings.model_alias,
@@ -152,6 +163,7 @@ def replay(
     batch_size: Annotated[int, typer.Option(help="records per /predict/batch call (1 = /predict)")] = 200,
     label_delay: Annotated[float, typer.Option(help="seconds before a batch's labels are sent")] = 0.0,
     no_labels: Annotated[bool, typer.Option("--no-labels", help="send no feedback")] = False,
+    rate: Annotated[float | None, typer.Option(help="at most this many records per second (default: as fast as served)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send real 2013 flights through a live API and their true labels to /feedback."""
@@ -175,6 +187,7 @@ def replay(
             send_labels=not no_labels,
             on_progress=lambda n: progress.advance(task, n),
             window=(lo.isoformat(), hi.isoformat()),
+            rate=rate,
         )
     s = res.summary()
     _out(
@@ -216,6 +229,9 @@ def monitor(
     max_runs: Annotated[int | None, typer.Option(help="with --every: stop after this many runs")] = None,
     html: Annotated[bool, typer.Option("--html/--no-html", help="write Evidently's HTML report beside the JSON summary")] = True,
     policy: Annotated[Path | None, typer.Option(help="policy YAML (default: monitoring/policy.yaml)")] = None,
+    retrain: Annotated[
+        bool, typer.Option("--retrain/--no-retrain", help="a red verdict starts `driftlight retrain --pending` (own process)")
+    ] = False,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -233,7 +249,13 @@ def monitor(
     if every is not None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         loop(
-            mon, _seconds(every, "--every"), _seconds(window, "--window"), metrics_port=metrics_port, max_runs=max_runs, html=html
+            mon,
+            _seconds(every, "--every"),
+            _seconds(window, "--window"),
+            metrics_port=metrics_port,
+            max_runs=max_runs,
+            html=html,
+            on_red=_spawn_retrain if retrain else None,
         )
         return
     if start is None or end is None:
@@ -252,10 +274,179 @@ def monitor(
             f"  realised ROC AUC {res.performance.roc_auc:.3f} (validation {mon.ctx.validation_auc:.3f}),"
             f" late rate {res.performance.label_rate:.1%}"
         )
+    sh = (mon.runs.latest() or {}).get("summary", {}).get("shadow")
+    if sh:
+        auc = (
+            f"; ROC AUC champion {sh['champion_roc_auc']:.3f} vs shadow {sh['shadow_roc_auc']:.3f} on {sh['labelled']} labelled"
+            if sh["champion_roc_auc"] is not None
+            else ""
+        )
+        lines.append(
+            f"  shadow v{','.join(sh['shadow_versions'])}: {sh['rows']} rows, agreement {sh['decision_agreement']:.1%},"
+            f" mean |dp| {sh['mean_abs_difference']:.3f}{auc}"
+        )
     lines += [f"  report: {p}" for p in res.reports.values()]
     if res.retrain_request:
         lines.append(f"  retrain requested: {res.retrain_request}")
     _out(res.as_dict(), as_json, "\n".join(lines))
+    if retrain and res.retrain_request:
+        raise typer.Exit(_spawn_retrain())
+
+
+def _spawn_retrain() -> int:
+    """Run `driftlight retrain --pending` in its own process: a crash or kill there cannot take the
+    monitor (or the serving model: the alias moves last) down with it."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "driftlight.cli", "retrain", "--pending"], check=False).returncode
+
+
+@app.command()
+def retrain(
+    pending: Annotated[
+        bool, typer.Option("--pending", help="consume the monitor's pending retrain requests (with the cooldown)")
+    ] = False,
+    end: Annotated[str | None, typer.Option("--to", help="last labelled local day to use (default: the latest)")] = None,
+    train_days: Annotated[int | None, typer.Option(help="labelled days to train on (DRIFTLIGHT_RETRAIN_TRAIN_DAYS)")] = None,
+    holdout_days: Annotated[int | None, typer.Option(help="most recent days both models are judged on")] = None,
+    min_labels: Annotated[int | None, typer.Option(help="refuse a challenger trained on fewer labelled rows")] = None,
+    with_original: Annotated[
+        bool | None, typer.Option("--with-original/--log-only", help="also train on the original training window")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a challenger on recent labelled traffic, gate it against the champion, promote if it wins."""
+    from datetime import UTC, datetime, timedelta
+
+    from data_contracts.contract import load_contract
+    from driftlight.logstore import LogStore
+    from driftlight.registry import registry_from_settings
+    from driftlight.runs import RunStore
+    from features.pipeline import build_features
+    from training.gate import GateConfig
+    from training.retrain import RetrainConfig, handle_pending
+    from training.retrain import retrain as run_retrain
+
+    settings = _settings(home=home)
+    contract = load_contract()
+    config = RetrainConfig.from_settings(
+        settings,
+        end=_parse_date(end, "--to") if end else None,
+        train_days=train_days,
+        holdout_days=holdout_days,
+        min_labels=min_labels,
+        with_original=with_original,
+    )
+    names = [str(n) for n in build_features(contract).get_feature_names_out()]
+    store = LogStore(settings.resolved_log_store_url, contract, names)
+    runs = RunStore(settings.resolved_log_store_url)
+    registry = registry_from_settings(settings)
+    echo = (lambda m: None) if as_json else typer.echo
+    args = (contract, registry, store, runs, config, GateConfig.from_settings(settings))
+    try:
+        if pending:
+            cooldown = timedelta(hours=settings.retrain_cooldown_hours)
+            out = handle_pending(*args, model_name=settings.model_name, cooldown=cooldown, echo=echo)
+        else:
+            out = run_retrain(*args, model_name=settings.model_name, at=datetime.now(UTC), echo=echo)
+    except Exception as exc:
+        if not pending:  # handle_pending records its own failures
+            runs.record_event(
+                "failed",
+                model_name=settings.model_name,
+                from_version=None,
+                to_version=None,
+                reasons=[f"{type(exc).__name__}: {exc}"],
+            )
+        typer.echo(f"retrain failed: {type(exc).__name__}: {exc} (the champion is unchanged)", err=True)
+        raise typer.Exit(1) from None
+    _out(out.as_dict(), as_json, f"retrain: {out.status.upper()}\n" + "\n".join(f"  - {r}" for r in out.reasons))
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="the registered version to make champion")],
+    force: Annotated[bool, typer.Option("--force", help="skip the gate (recorded as a forced promotion)")] = False,
+    reason: Annotated[str, typer.Option(help="why (recorded with the event)")] = "",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Promote VERSION to champion through the challenger gate (or with --force)."""
+    _lifecycle("promote", home, as_json, version=version, force=force, reason=reason)
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="why (recorded with the event)")] = "",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore the previous champion (running it twice undoes the first)."""
+    _lifecycle("rollback", home, as_json, reason=reason)
+
+
+def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None:
+    from data_contracts.contract import load_contract
+    from driftlight.logstore import LogStore
+    from driftlight.registry import registry_from_settings
+    from driftlight.runs import RunStore
+    from features.pipeline import build_features
+    from training import promote as lifecycle
+    from training.gate import GateConfig
+
+    settings = _settings(home=home)
+    registry = registry_from_settings(settings)
+    runs = RunStore(settings.resolved_log_store_url)
+    try:
+        if action == "rollback":
+            out = lifecycle.rollback(registry, runs, settings.model_name, [kw["reason"]] if kw["reason"] else [])
+        else:
+            contract = load_contract()
+            names = [str(n) for n in build_features(contract).get_feature_names_out()]
+            store = LogStore(settings.resolved_log_store_url, contract, names)
+            out = lifecycle.promote(
+                contract,
+                registry,
+                store,
+                runs,
+                settings.model_name,
+                kw["version"],
+                force=kw["force"],
+                reason=kw["reason"],
+                holdout_days=settings.retrain_holdout_days,
+                config=GateConfig.from_settings(settings),
+            )
+    except lifecycle.LifecycleError as exc:
+        typer.echo(f"{action}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    text = f"{out['action'].upper()}: {settings.model_name} champion v{out['from_version']} -> " + (
+        f"v{out['to_version']}" if out["action"] != "refused" else f"stays (v{out['to_version']} refused)"
+    )
+    _out(out, as_json, text + "".join(f"\n  - {r}" for r in out["reasons"]))
+    if out["action"] == "refused":
+        raise typer.Exit(3)
+
+
+@app.command()
+def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List the registered versions, their aliases and gate decisions."""
+    from driftlight.registry import registry_from_settings
+
+    settings = _settings(home=home)
+    vs = registry_from_settings(settings).versions(settings.model_name)
+    rows = [
+        {
+            "version": v.version,
+            "aliases": list(v.aliases),
+            "role": v.tags.get("role", "trained"),
+            "gate": v.tags.get("gate_decision"),
+        }
+        for v in vs
+    ]
+    text = "\n".join(f"v{r['version']:<4} {','.join(r['aliases']) or '-':<28} {r['role']:<11} {r['gate'] or ''}" for r in rows)
+    _out(rows, as_json, text or f"no versions of {settings.model_name}: run `driftlight train`")
 
 
 @app.command()
