@@ -430,6 +430,58 @@ def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None
 
 
 @app.command()
+def drill(
+    name: Annotated[str | None, typer.Argument(help="the drill to run (see --list)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the drills and what each must show")] = False,
+    url: Annotated[str, typer.Option(help="base URL of the live API")] = "http://127.0.0.1:8000",
+    rows: Annotated[int, typer.Option(help="flights per window")] = 2000,
+    seed: Annotated[int, typer.Option(help="which sample of the control days")] = 0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cause one named production failure against a live service and check it is caught."""
+    from drills.catalogue import BY_NAME, DRILLS
+
+    if list_ or name is None:
+        if as_json:
+            typer.echo(json.dumps([d.describe() for d in DRILLS], indent=2))
+        else:
+            for d in DRILLS:
+                expect = " -> ".join("/".join(p.expect) for p in d.phases)
+                typer.echo(f"{d.name:<22} {expect:<28} {d.question}")
+        return
+    if name not in BY_NAME:
+        typer.echo(f"drill: unknown drill {name!r}; known: {', '.join(BY_NAME)}", err=True)
+        raise typer.Exit(2)
+    import httpx
+
+    from driftlight.monitor_job import Monitor
+    from drills.runner import run_drill
+    from training.data import load_flights
+
+    settings = _settings(home=home)
+    try:
+        mon = Monitor(settings)
+    except (LookupError, ValueError, OSError) as exc:
+        typer.echo(f"drill: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            http.get("/ready").raise_for_status()
+            res = run_drill(
+                BY_NAME[name], monitor=mon, http=http, flights=load_flights(), rows=rows, seed=seed,
+                echo=(lambda m: None) if as_json else typer.echo,
+            )  # fmt: skip
+    except httpx.HTTPError as exc:
+        typer.echo(f"drill: the API at {url} is not ready: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(res.as_dict(), indent=2, default=str))
+    if not res.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List the registered versions, their aliases and gate decisions."""
     from driftlight.registry import registry_from_settings

@@ -58,11 +58,14 @@ class Monitor:
         self._load(version)
         return True
 
-    def run(self, start: datetime | None, end: datetime | None, *, by: str = "event_time", html: bool = True) -> MonitorResult:
+    def run(
+        self, start: datetime | None, end: datetime | None, *, by: str = "event_time", html: bool = True, **kw: Any
+    ) -> MonitorResult:
+        """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
+        kw.setdefault("store", self.store)
         return run_window(
             ctx=self.ctx,
             contract=self.contract,
-            store=self.store,
             runs=self.runs,
             policy=self.policy,
             start=start,
@@ -71,6 +74,7 @@ class Monitor:
             reports_dir=self.settings.home / "reports",
             html=html,
             reference_frame=self.reference,
+            **kw,
         )
 
     def run_days(self, first: date, last: date, *, html: bool = True, by: str = "event_time") -> MonitorResult:

@@ -79,7 +79,7 @@ shadow_predictions = sa.Table(
 contract_violations = sa.Table(
     "contract_violations",
     metadata,
-    sa.Column("bucket_start", sa.DateTime, primary_key=True),  # the minute (UTC) they were seen in
+    sa.Column("bucket_start", sa.DateTime, primary_key=True),  # the second (UTC) they were seen in
     sa.Column("field", sa.String(64), primary_key=True),
     sa.Column("kind", sa.String(32), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
@@ -310,7 +310,7 @@ class RunStore:
         t = contract_violations
         q = (
             sa.select(t.c.field, t.c.kind, sa.func.sum(t.c["count"]))
-            .where(t.c.bucket_start >= _naive_utc(start).replace(second=0, microsecond=0), t.c.bucket_start <= _naive_utc(end))
+            .where(t.c.bucket_start >= _naive_utc(start).replace(microsecond=0), t.c.bucket_start <= _naive_utc(end))
             .group_by(t.c.field, t.c.kind)
         )
         with self.engine.connect() as c:

@@ -307,7 +307,12 @@ def run_window(
     reference_frame: pd.DataFrame | None = None,
     record: bool = True,
     chunksize: int = 50_000,
+    history: list[str] | None = None,
+    request_retrain: bool = True,
 ) -> MonitorResult:
+    """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
+    hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
+    a retrain (drills)."""
     acc = WindowAccumulator(ctx, contract)
     for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
@@ -317,7 +322,8 @@ def run_window(
     span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
     violations = runs.violations_between(*span) if span is not None and hasattr(runs, "violations_between") else {}
     signals = (*ws.signals, *violation_signals(violations, ws.rows))
-    history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
+    if history is None:
+        history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
     verdict = decide(signals, policy, history, rows=ws.rows + sum(violations.values()))
     reports: dict[str, str] = {}
     shadow = None
@@ -374,7 +380,7 @@ def run_window(
             )
         # Only a window that is red on its own asks for a retrain; one held red by hysteresis
         # does not ask twice for the same trouble (the closed loop adds a cooldown on top).
-        if verdict.raw_status == "red":
+        if verdict.raw_status == "red" and request_retrain:
             request = runs.request_retrain(run_id, ctx.version, [asdict(r) for r in verdict.reasons])
     return MonitorResult(
         run_id=run_id,

@@ -2,7 +2,7 @@
 
 A rejected request never reaches the prediction log, so the monitor could not see an upstream
 schema change or a caller sending garbage. The handler counts each violation in memory by
-(minute, field, kind) — a dict increment under a lock, off any I/O — and a background thread adds
+(second, field, kind) — a dict increment under a lock, off any I/O — and a background thread adds
 the counts to the `contract_violations` table every few seconds (and at shutdown). If the store is
 down the counts stay in memory and are added on the next attempt: nothing is lost or doubled.
 """
@@ -28,9 +28,11 @@ class ViolationCounter:
         self._thread: threading.Thread | None = None
 
     def add(self, field: str, kind: str, n: int = 1) -> None:
-        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        # One-second buckets: a drill's window of a few seconds must not inherit the previous
+        # minute's violations (at most one row per second per field and kind, only while rejecting).
+        second = datetime.now(UTC).replace(microsecond=0)
         with self._lock:
-            self._counts[(minute, field, kind)] += n
+            self._counts[(second, field, kind)] += n
 
     def flush(self) -> bool:
         with self._lock:
