@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def test_every_command_has_help():
-    for cmd in ("train", "serve", "replay", "demo"):
+    for cmd in ("train", "serve", "replay", "monitor", "demo", "retrain", "promote", "rollback", "models", "drill"):
         r = runner.invoke(app, [cmd, "--help"])
         assert r.exit_code == 0, (cmd, r.output)
         assert cmd == "serve" or "--json" in r.output, cmd
@@ -65,3 +65,17 @@ def test_contract_failure_stops_training_with_a_readable_summary(contract, fligh
     assert "temp: expected values between -40.0 and 130.0" in text and "451.0" in text
     assert "origin: expected values in the contract's 3 categories" in text
     assert registry.versions("flights-late") == []  # nothing registered
+
+
+def test_drill_list_and_unknown_drill():
+    r = runner.invoke(app, ["drill", "--list", "--json"])
+    assert r.exit_code == 0 and {d["name"] for d in json.loads(r.output)} >= {"no-drift", "schema-change", "gradual-drift"}
+    r = runner.invoke(app, ["drill", "no-such-drill"])
+    assert r.exit_code == 2 and "unknown drill" in r.output
+
+
+def test_rollback_without_a_previous_champion_is_explained(tmp_path):
+    r = runner.invoke(app, ["rollback", "--home", str(tmp_path)])
+    assert r.exit_code == 2 and "nothing to roll back to" in r.output
+    r = runner.invoke(app, ["promote", "7", "--home", str(tmp_path)])
+    assert r.exit_code == 2 and "not registered" in r.output
