@@ -81,13 +81,19 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
 
     t_all = time.perf_counter()
     prepare_home(settings.home)
+    # The demo's server polls the registry every second, so a promotion is served within ~1 s.
+    settings = settings.model_copy(update={"reload_interval": 1.0})
     contract = load_contract()
     url = f"http://{settings.host}:{settings.port}"
+    registry = registry_from_settings(settings)
+    store = LogStore(
+        settings.resolved_log_store_url, contract, [str(n) for n in build_features(contract).get_feature_names_out()]
+    )
 
-    echo("1/5 training on 2013-01-01..2013-03-31 (validation: the last 14 days) ...")
+    echo("1/6 training on 2013-01-01..2013-03-31 (validation: the last 14 days) ...")
     result = train(
         contract,
-        registry_from_settings(settings),
+        registry,
         TrainConfig(),
         model_name=settings.model_name,
         alias=settings.model_alias,
@@ -96,54 +102,64 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
     m, b = result.model_metrics, result.baseline_metrics
     echo(f"    v{result.version}: ROC AUC {m['roc_auc']:.3f} vs baseline {b['roc_auc']:.3f}; {result.reason}")
 
-    echo(f"2/5 starting the API on {url} ...")
+    echo(f"2/6 starting the API on {url} ...")
     proc = start_server(settings, settings.home / "server.log")
+    replays = []
     try:
         ready_s = wait_ready(url, proc)
         echo(f"    ready in {ready_s:.1f} s")
         flights = load_flights()
         frame = select_window(flights, contract, start, end)
-        echo(f"3/5 replaying {len(frame)} flights of {start}..{end} in batches, then their labels ...")
+        echo(f"3/6 replaying {len(frame)} flights of {start}..{end} in batches, then their labels ...")
         res = replay_frame(url, frame, contract, batch_size=200, window=(start.isoformat(), end.isoformat()))
         singles = frame.tail(300)
         echo(f"    and {len(singles)} single-record /predict calls for latency ...")
         lat = replay_frame(url, singles, contract, batch_size=1, send_labels=False)
-        control, summer = monitor_traffic(contract, flights, registry_from_settings(settings), settings)
-        echo(f"    and, for the monitor, {len(control)} flights of the held-out control days and {len(summer)} of July 1-7 ...")
-        extra = [replay_frame(url, f, contract, batch_size=500) for f in (control, summer)]
+        control, summer = monitor_traffic(contract, flights, registry, settings)
+        echo(
+            f"    and, for the monitor and the retrain, {len(control)} flights of the held-out control days"
+            f" and {len(summer)} of June 3 - July 7 ..."
+        )
+        replays = [replay_frame(url, f, contract, batch_size=500) for f in (control, summer)]
+        wait_logged(store, res.served + lat.served + sum(r.served for r in replays))
+
+        echo("4/6 monitoring three windows of the log ...")
+        verdicts = monitor_windows(settings, start, end, echo)
+
+        echo("5/6 red means retrain: a challenger on June's labelled traffic, gated on July 1-7 ...")
+        cycle = retrain_cycle(settings, contract, registry, store, url, flights, echo)
+        replays.append(cycle.pop("replay"))
     finally:
-        echo("4/5 stopping the server (SIGTERM: the log is flushed) ...")
+        echo("6/6 stopping the server (SIGTERM: the log is flushed) ...")
         code = stop_server(proc)
 
-    echo("5/5 monitoring three windows of the log ...")
-    verdicts = monitor_windows(settings, start, end, echo)
-
-    store = LogStore(
-        settings.resolved_log_store_url, contract, [str(n) for n in build_features(contract).get_feature_names_out()]
-    )
     logged, labelled = store.count_predictions(), store.count_labels()
     store.dispose()
-    served = res.served + lat.served + sum(e.served for e in extra)
-    labels_sent = res.labels_sent + sum(e.labels_sent for e in extra)
-    labels_accepted = res.labels_accepted + sum(e.labels_accepted for e in extra)
+    served = res.served + lat.served + sum(e.served for e in replays)
+    labels_sent = res.labels_sent + sum(e.labels_sent for e in replays)
+    labels_accepted = res.labels_accepted + sum(e.labels_accepted for e in replays)
+    failed = res.failed_requests + lat.failed_requests + sum(e.failed_requests for e in replays)
     lat_ms = np.asarray(lat.latencies_ms)
     summary = {
-        "ok": served == logged and labels_accepted == labelled == labels_sent and not res.failed_requests and code in CLEAN_EXIT,
+        "ok": served == logged and labels_accepted == labelled == labels_sent and not failed and code in CLEAN_EXIT,
         "model": {"version": result.version, "validation": m, "baseline": b, "champion": result.promoted},
         "replay_window": [start.isoformat(), end.isoformat()],
-        "rows_sent": res.sent + lat.sent,
+        "rows_sent": res.sent + lat.sent + sum(e.sent for e in replays),
         "rows_served": served,
         "rows_logged": logged,
         "labels_sent": labels_sent,
         "labels_stored": labelled,
+        "failed_requests": failed,
         "cancelled_unlabelled": res.unlabelled,
         "predict_p50_ms": float(np.percentile(lat_ms, 50)) if lat_ms.size else None,
         "predict_p99_ms": float(np.percentile(lat_ms, 99)) if lat_ms.size else None,
         "server_exit_code": code,
         "verdicts": verdicts,
+        "retrain": cycle,
         "seconds": round(time.perf_counter() - t_all, 1),
         "home": str(settings.home),
     }
+    after = cycle.get("after") or {}
     echo(
         "\nSummary\n"
         f"  model v{result.version}        ROC AUC {m['roc_auc']:.3f}  PR AUC {m['pr_auc']:.3f}  Brier {m['brier']:.3f}"
@@ -153,14 +169,95 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
         f"  /predict over HTTP    p50 {summary['predict_p50_ms']:.2f} ms, p99 {summary['predict_p99_ms']:.2f} ms"
         " (client side, sequential)\n"
         + "".join(f"  monitor {w:<22} {v['status'].upper():<6} {'; '.join(v['top'][:2]) or '-'}\n" for w, v in verdicts.items())
+        + f"  retrain               {cycle['status']}: v{cycle.get('challenger')} vs v{cycle.get('champion')}"
+        f" on July 1-7: ROC AUC {cycle['challenger_auc']:.3f} vs {cycle['champion_auc']:.3f}\n"
+        + (
+            f"  July 8-14, served by v{after['served_by']}: ROC AUC {after['served_auc']:.3f};"
+            f" v{cycle.get('champion')} on the same flights {after['old_auc']:.3f}\n"
+            if after
+            else ""
+        )
         + f"  took {summary['seconds']} s; stores, reports and server log in {settings.home}\n"
         f"  {'OK: nothing lost' if summary['ok'] else 'MISMATCH: see above'}"
     )
     return summary
 
 
+def wait_logged(store: Any, rows: int, timeout: float = 60.0) -> None:
+    """The writer commits in the background: wait until the log holds every served row."""
+    t0 = time.perf_counter()
+    while store.count_predictions() < rows and time.perf_counter() - t0 < timeout:
+        time.sleep(0.2)
+
+
+def retrain_cycle(
+    settings: Any, contract: Any, registry: Any, store: Any, url: str, flights: Any, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """Consume the red windows' retrain requests; if promoted, show the new version serving July 8-14."""
+    from datetime import timedelta
+
+    from sklearn.metrics import roc_auc_score
+
+    from driftlight.replay import replay_frame
+    from driftlight.runs import RunStore
+    from training.data import contract_frame, select_window
+    from training.gate import GateConfig
+    from training.retrain import RetrainConfig, handle_pending
+
+    runs = RunStore(settings.resolved_log_store_url)
+    old = registry.alias_version(settings.model_name, settings.model_alias)
+    out = handle_pending(
+        contract,
+        registry,
+        store,
+        runs,
+        RetrainConfig.from_settings(settings),
+        GateConfig.from_settings(settings),
+        model_name=settings.model_name,
+        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
+    )
+    ev = out.evidence or {}
+    cycle: dict[str, Any] = {
+        "status": out.status,
+        "champion": old,
+        "challenger": out.challenger_version,
+        "reasons": out.reasons,
+        "windows": out.windows,
+        "rows": out.rows,
+        "champion_auc": ((ev.get("champion") or {}).get("metrics") or {}).get("roc_auc", float("nan")),
+        "challenger_auc": ((ev.get("challenger") or {}).get("metrics") or {}).get("roc_auc", float("nan")),
+    }
+    echo(
+        f"    {out.status.upper()}: challenger v{out.challenger_version} vs champion v{old}, holdout {out.windows.get('holdout')}"
+    )
+    for r in out.reasons[-6:]:
+        echo(f"      - {r}")
+    week = select_window(flights, contract, date(2013, 7, 8), date(2013, 7, 14))
+    if out.status == "promoted":
+        t0 = time.perf_counter()
+        while (
+            time.perf_counter() - t0 < 30 and httpx.get(f"{url}/model", timeout=5).json().get("version") != out.challenger_version
+        ):
+            time.sleep(0.2)
+        echo(f"    the API swapped to v{out.challenger_version} in {time.perf_counter() - t0:.1f} s (alias poll, no restart)")
+    echo(f"    replaying July 8-14 ({len(week)} flights) through the API ...")
+    rep = replay_frame(url, week, contract, batch_size=500)
+    labelled = week[week["late"].notna()]
+    y = labelled["late"].astype(int).to_numpy()
+    old_bundle = registry.load(settings.model_name, old)
+    old_auc = float(roc_auc_score(y, old_bundle.pipeline.predict_proba(contract_frame(contract, labelled))[:, 1]))
+    now = registry.alias_version(settings.model_name, settings.model_alias)
+    new_auc = float(
+        roc_auc_score(y, registry.load(settings.model_name, now).pipeline.predict_proba(contract_frame(contract, labelled))[:, 1])
+    )
+    cycle["after"] = {"served_by": now, "versions_in_responses": dict(rep.versions), "served_auc": new_auc, "old_auc": old_auc}
+    echo(f"    July 8-14 served by v{now}: ROC AUC {new_auc:.3f} (the previous champion v{old} would have scored {old_auc:.3f})")
+    cycle["replay"] = rep
+    return cycle
+
+
 def monitor_traffic(contract: Any, flights: Any, registry: Any, settings: Any) -> tuple[Any, Any]:
-    """A sample of the held-out control days (no drift) and the first week of July (seasonal drift)."""
+    """A sample of the held-out control days (no drift) and June 3 - July 7 (seasonal drift)."""
     from training.data import select_window
     from training.reference import on_days
 
@@ -169,7 +266,9 @@ def monitor_traffic(contract: Any, flights: Any, registry: Any, settings: Any) -
     fit_end = date.fromisoformat(md["fit_window"]["end"])
     fit = select_window(flights, contract, date.fromisoformat(md["fit_window"]["start"]), fit_end)
     control = on_days(contract, fit, md["monitoring"]["control_days"]).sample(3000, random_state=0).sort_values("time_hour")
-    return control, select_window(flights, contract, date(2013, 7, 1), date(2013, 7, 7))
+    # June 3 - July 7: the July week the monitor judges, and the 28 labelled days before it that a
+    # challenger trains on (retrain window = 28 days + a 7-day holdout).
+    return control, select_window(flights, contract, date(2013, 6, 3), date(2013, 7, 7))
 
 
 def monitor_windows(settings: Any, start: date, end: date, echo: Callable[[str], None]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class ReplayResult:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     errors: list[str] = field(default_factory=list)
     prediction_ids: list[str] = field(default_factory=list, repr=False)
+    versions: dict[str, int] = field(default_factory=dict)  # model version (or "fallback") -> answers
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,6 +151,7 @@ def replay_frame(
             items = []
             for p, y in zip(preds, labels[a:b], strict=True):
                 res.prediction_ids.append(p["prediction_id"])
+                res.versions[p["model_version"]] = res.versions.get(p["model_version"], 0) + 1
                 if np.isnan(y):
                     res.unlabelled += 1
                 else:
