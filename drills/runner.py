@@ -117,6 +117,9 @@ def run_drill(
         window = base.sample(min(rows, len(base)), random_state=seed * 7919 + k).sort_values("time_hour").reset_index(drop=True)
         if phase.fault is not None:
             window = phase.fault(window, rng)
+        # Start on a fresh second: door violations are stored per second, so this phase's window
+        # cannot include the last second of whatever this service refused just before.
+        time.sleep(1.02 - time.time() % 1.0)
         t0 = datetime.now(UTC)
         res = replay_frame(
             "",
@@ -140,7 +143,7 @@ def run_drill(
             n = wait_violations(monitor.runs, t0)
             say(f"[{phase.label}] door violations stored for the span: {n}")
         out = monitor.run(
-            t0 - timedelta(seconds=1),
+            t0,
             datetime.now(UTC) + timedelta(seconds=1),
             by="served_at",
             html=False,
