@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     retrain_train_days: int = Field(28, ge=7, le=365, description="labelled days a challenger trains on (last 7 validate)")
     retrain_holdout_days: int = Field(7, ge=1, le=90, description="most recent labelled days both models are judged on")
     retrain_min_labels: int = Field(2000, ge=100, description="a challenger trained on fewer labelled rows is refused")
-    retrain_with_original: bool = Field(False, description="also train on the original training window")
+    retrain_with_original: bool = Field(
+        True, description="also fit on the original training window (the 2013 replay: log-only challengers were worse)"
+    )
     retrain_cooldown_hours: float = Field(24.0, ge=0, description="no new retrain within this long of the last one")
     gate_margin: float = Field(0.005, ge=0, le=0.2, description="ROC AUC the challenger must gain over the champion")
     gate_guard_tolerance: float = Field(0.005, ge=0, le=0.2, description="largest loss allowed on PR AUC and Brier")

@@ -6,7 +6,9 @@ Windows (local days of event time), counted back from the latest labelled day `e
     |<--- fit --->|<-- validation (7 days) -->|                    |
                                                                   end
 
-The challenger is fitted on `fit` (optionally plus the original training window), its threshold
+The challenger is fitted on `fit` plus, by default, the original training window (measured on the
+2013 replay: challengers fitted on 21 recent days alone were worse than the old champion; see
+docs/year-2013.md), its threshold
 chosen on `validation`, exactly like the first training (`training.train.fit_bundle`: the same
 contract check, the same shared feature code). The gate then scores champion and challenger on
 the holdout, which neither has seen. The champion alias moves only at the very end, so a failed
@@ -42,7 +44,7 @@ class RetrainConfig:
     train_days: int = 28
     holdout_days: int = 7
     min_labels: int = 2000
-    with_original: bool = False
+    with_original: bool = True  # fit = the original training window + the recent log (docs/year-2013.md)
     seed: int = 0
     end: date | None = None  # last labelled local day to use; default: the latest in the log
 

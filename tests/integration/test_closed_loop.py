@@ -106,7 +106,9 @@ def test_gate_refuses_a_worse_challenger_and_the_champion_stays(loop, contract, 
     june = (frame["time_hour"] < "2013-07-01 04:00Z").to_numpy() & ~np.isnan(labels)
     labels[june] = np.random.default_rng(0).permutation(labels[june])
     write_log(store, registry.load(settings.model_name, champion), contract, frame, champion, "noisy", labels)
-    out = retrain(contract, registry, store, runs, RetrainConfig(), GateConfig(), model_name=settings.model_name)
+    out = retrain(
+        contract, registry, store, runs, RetrainConfig(with_original=False), GateConfig(), model_name=settings.model_name
+    )
     assert out.status == "refused"
     assert any(r.startswith("primary_roc_auc") for r in out.reasons), out.reasons
     assert registry.alias_version(settings.model_name, CHAMPION) == champion
@@ -244,7 +246,7 @@ def test_red_retrain_promote_hot_swap_under_load_then_rollback(loop, server, con
         assert set(load.versions[-100:]) == {champion}
         # 3. The request is consumed: challenger -> gate -> promotion; the service swaps under load.
         out = handle_pending(
-            contract, registry, store, runs, RetrainConfig(), GateConfig(), model_name=settings.model_name,
+            contract, registry, store, runs, RetrainConfig(with_original=False), GateConfig(), model_name=settings.model_name,
             cooldown=timedelta(hours=24),
         )  # fmt: skip
         assert out.status == "promoted", out.reasons
