@@ -63,7 +63,9 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     m = 0.5 * (p + q)
 
     def kl(a: np.ndarray, b: np.ndarray) -> float:
-        nz = a > 0
+        # b = (a + other) / 2 >= a / 2 > 0 wherever a > 0, except when a is so small (subnormal)
+        # that halving it underflows to 0; such a term contributes nothing measurable.
+        nz = (a > 0) & (b > 0)
         return float(np.sum(a[nz] * np.log2(a[nz] / b[nz])))
 
     return min(1.0, max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m)))

@@ -386,8 +386,15 @@ def test_compose_stack_drill_is_seen_by_prometheus(databases, tmp_path):
         assert psi is not None and psi > 1, f"temp PSI after a +15 °F heat wave: {psi}"
         predictions = scalar(prom, f'sum(driftlight_predictions_total{{job="{api_job}"}})')
         assert predictions is not None and predictions >= 2000, f"predictions counted by Prometheus: {predictions}"
-        rows = scalar(prom, f'driftlight_monitor_rows{{job="{monitor_job}"}}')
-        assert rows is not None and rows >= 2000, f"rows in the monitor's window: {rows}"
+        # The loop may first judge the window while the log writer is still committing the drill's
+        # rows (it turned red on 1,841 of them once): wait for a run that sees them all.
+        rows = wait_for(
+            "driftlight_monitor_rows >= 2000",
+            lambda: (v := scalar(prom, f'driftlight_monitor_rows{{job="{monitor_job}"}}')) is not None and v >= 2000 and (v,),
+            60,
+            started,
+        )[0]
+        assert rows >= 2000, f"rows in the monitor's window: {rows}"
         # the status history Prometheus stored has both sides of the change
         low = scalar(prom, "min_over_time(driftlight_monitor_status[10m])")
         high = scalar(prom, "max_over_time(driftlight_monitor_status[10m])")

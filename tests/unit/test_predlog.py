@@ -566,18 +566,27 @@ def test_spool_records_round_trip_datetimes_and_numbers() -> None:
 
 
 @pytest.mark.unit
-def test_log_prediction_is_cheap(spool: Path) -> None:
-    # With the writer running, so the cost includes competing with it for the GIL.
-    plog = make_log(NullStore(), spool, max_memory_rows=1_000_000)
+def test_log_prediction_never_waits_for_the_store(spool: Path) -> None:
+    """The request path only enqueues: with the store stuck, 20,000 calls still return, and
+    everything lands once the store answers. (Its cost is measured in `make bench`, not here.)"""
+    release = threading.Event()
+
+    class StuckStore(NullStore):
+        def __init__(self) -> None:
+            self.rows = 0
+
+        def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int:
+            release.wait()
+            self.rows += len(rows)
+            return len(rows)
+
+    stuck = StuckStore()
+    plog = make_log(stuck, spool, max_memory_rows=1_000_000)
     plog.start()
-    row = make_prediction(1)
-    n = 200_000
-    start = time.perf_counter()
-    for _ in range(n):
-        plog.log_prediction(row)
-    per_call_us = (time.perf_counter() - start) / n * 1e6
-    print(f"log_prediction: {per_call_us:.3f} µs per call")
-    # ~0.2 µs here; the bound is loose so that a loaded CI machine does not flake.
-    assert per_call_us < 5
+    for i in range(20_000):
+        plog.log_prediction(make_prediction(i))
+    assert stuck.rows == 0 and plog.pending() == 20_000
+    release.set()
     assert plog.flush(30)
     plog.stop()
+    assert stuck.rows == 20_000
