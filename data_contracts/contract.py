@@ -196,3 +196,8 @@ def load_contract(path: str | Path | None = None) -> Contract:
     p = Path(path) if path is not None else contract_path()
     with open(p, encoding="utf-8") as fh:
         return parse_contract(yaml.safe_load(fh))
+
+
+# The door's bookkeeping: the service stores, beside the per-field violation counts, how many records
+# it refused (once each, whatever the number of bad fields); the monitor divides by it.
+REJECTED_RECORDS = ("_rejected", "records")

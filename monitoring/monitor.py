@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_contracts.contract import REJECTED_RECORDS as REJECTED
 from data_contracts.contract import Contract
 from monitoring.drift import DriftAccumulator, DriftResult
 from monitoring.performance import Performance, window_performance
@@ -225,12 +226,21 @@ def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame,
     return acc.finish(min_labels=min_labels)
 
 
+def rejected_records(violations: Mapping[tuple[str, str], int]) -> int:
+    """Records refused at the door. The service counts them (a refused batch counts all its records);
+    older stores without that count fall back to the violations, which count a record once per bad field."""
+    if REJECTED in violations:
+        return violations[REJECTED]
+    return sum(violations.values())
+
+
 def violation_signals(violations: Mapping[tuple[str, str], int], served_rows: int) -> list[Signal]:
-    """Per contract field: requests rejected for it / all requests that arrived (served + rejected)."""
-    total = sum(violations.values())
-    arrived = served_rows + total
+    """Per contract field: records rejected for it / all records that arrived (served + rejected)."""
+    arrived = served_rows + rejected_records(violations)
     by_field: dict[str, int] = {}
-    for (name, _kind), n in violations.items():
+    for (name, kind), n in violations.items():
+        if (name, kind) == REJECTED:
+            continue
         by_field[name] = by_field.get(name, 0) + n
     return [
         Signal(
@@ -324,7 +334,7 @@ def run_window(
     signals = (*ws.signals, *violation_signals(violations, ws.rows))
     if history is None:
         history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
-    verdict = decide(signals, policy, history, rows=ws.rows + sum(violations.values()))
+    verdict = decide(signals, policy, history, rows=ws.rows + rejected_records(violations))
     reports: dict[str, str] = {}
     shadow = None
     if hasattr(store, "shadow_frame"):

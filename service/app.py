@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from data_contracts.contract import Contract, load_contract
+from data_contracts.contract import REJECTED_RECORDS, Contract, load_contract
 from data_contracts.request_model import json_schema, request_model
 from driftlight.registry import Registry
 from driftlight.settings import Settings
@@ -374,6 +374,10 @@ def create_app(
                 violation.labels(name, d["kind"]).inc()
                 if state["violations"] is not None:  # kept for the monitor: rejected rows never reach the log
                     state["violations"].add(name, d["kind"])
+            if state["violations"] is not None:  # the denominator: records refused, once each
+                body = exc.body if isinstance(exc.body, dict) else {}
+                records = body.get("records") if request.url.path == "/predict/batch" else None
+                state["violations"].add(*REJECTED_RECORDS, len(records) if isinstance(records, list) and records else 1)
         if "invalid_json" in kinds:
             return error(400, "invalid_json", "the body is not valid JSON", detail)
         if "batch_size" in kinds and any(d["field"] in ("records", "labels") and d["received"] is not None for d in detail):

@@ -184,6 +184,9 @@ def test_schema_change_rejected_at_the_door_still_turns_the_light_red(served, co
     assert out.verdict.status == "red"
     top = {(r.signal, r.feature) for r in out.verdict.top_reasons(3)}
     assert ("contract_violation_rate", "temp") in top and ("contract_violation_rate", "_other") in top
+    # Every record was refused: the rate is 1, not halved by counting two bad fields per record.
+    rate = {r.feature: r.value for r in out.verdict.reasons if r.signal == "contract_violation_rate"}
+    assert rate["temp"] == 1.0 and rate["_other"] == 1.0
 
 
 def test_red_notifies_the_owner_through_the_webhook(served, contract, flights):
