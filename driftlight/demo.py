@@ -194,29 +194,17 @@ def retrain_cycle(
     settings: Any, contract: Any, registry: Any, store: Any, url: str, flights: Any, echo: Callable[[str], None]
 ) -> dict[str, Any]:
     """Consume the red windows' retrain requests; if promoted, show the new version serving July 8-14."""
-    from datetime import timedelta
 
     from sklearn.metrics import roc_auc_score
 
     from driftlight.replay import replay_frame
     from driftlight.runs import RunStore
     from training.data import contract_frame, select_window
-    from training.gate import GateConfig
-    from training.retrain import RetrainConfig, handle_pending
+    from training.retrain import handle_pending_with_settings
 
     runs = RunStore(settings.resolved_log_store_url)
     old = registry.alias_version(settings.model_name, settings.model_alias)
-    out = handle_pending(
-        contract,
-        registry,
-        store,
-        runs,
-        RetrainConfig.from_settings(settings),
-        GateConfig.from_settings(settings),
-        model_name=settings.model_name,
-        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
-    )
-    ev = out.evidence or {}
+    out = handle_pending_with_settings(settings, contract, registry, store, runs)
     cycle: dict[str, Any] = {
         "status": out.status,
         "champion": old,
@@ -224,8 +212,8 @@ def retrain_cycle(
         "reasons": out.reasons,
         "windows": out.windows,
         "rows": out.rows,
-        "champion_auc": ((ev.get("champion") or {}).get("metrics") or {}).get("roc_auc", float("nan")),
-        "challenger_auc": ((ev.get("challenger") or {}).get("metrics") or {}).get("roc_auc", float("nan")),
+        "champion_auc": out.holdout_auc("champion"),
+        "challenger_auc": out.holdout_auc("challenger"),
     }
     echo(
         f"    {out.status.upper()}: challenger v{out.challenger_version} vs champion v{old}, holdout {out.windows.get('holdout')}"

@@ -103,8 +103,7 @@ def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[
     from driftlight.settings import Settings
     from features.pipeline import build_features
     from training.data import load_flights, select_window
-    from training.gate import GateConfig
-    from training.retrain import RetrainConfig, handle_pending
+    from training.retrain import handle_pending_with_settings
     from training.train import TrainConfig, train
 
     shutil.rmtree(home, ignore_errors=True)
@@ -145,23 +144,12 @@ def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[
         if policy_on and res.retrain_request:
             now = datetime(last.year, last.month, last.day, 23, 59, tzinfo=UTC)
             t0 = time.perf_counter()
-            r = handle_pending(
-                contract,
-                registry,
-                store,
-                runs,
-                RetrainConfig.from_settings(settings),
-                GateConfig.from_settings(settings),
-                model_name=settings.model_name,
-                cooldown=timedelta(hours=settings.retrain_cooldown_hours),
-                now=now,
-            )
-            ev = r.evidence or {}
+            r = handle_pending_with_settings(settings, contract, registry, store, runs, now=now)
             row.retrain = {
                 "status": r.status,
                 "challenger": r.challenger_version,
-                "champion_auc": ((ev.get("champion") or {}).get("metrics") or {}).get("roc_auc"),
-                "challenger_auc": ((ev.get("challenger") or {}).get("metrics") or {}).get("roc_auc"),
+                "champion_auc": r.holdout_auc("champion") if r.evidence else None,
+                "challenger_auc": r.holdout_auc("challenger") if r.evidence else None,
                 "holdout": r.windows.get("holdout"),
                 "reasons": [x for x in r.reasons if r.status != "promoted" or x.startswith("primary")][:3],
                 "seconds": round(time.perf_counter() - t0, 1),

@@ -85,6 +85,10 @@ class RetrainOutcome:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def holdout_auc(self, side: str) -> float:
+        """ROC AUC of the `champion` or `challenger` on the gate's holdout (NaN if not judged)."""
+        return float(((self.evidence.get(side) or {}).get("metrics") or {}).get("roc_auc", float("nan")))
+
 
 def _on_days(frame: pd.DataFrame, contract: Contract, days: tuple[date, date]) -> pd.DataFrame:
     d = frame[contract.timestamp_field].dt.tz_convert(contract.timezone).dt.date
@@ -238,3 +242,28 @@ def handle_pending(
         )
         log.exception("retrain failed")
         raise
+
+
+def handle_pending_with_settings(
+    settings: Any,
+    contract: Contract,
+    registry: Any,
+    store: Any,
+    runs: Any,
+    *,
+    now: datetime | None = None,
+    echo: Callable[[str], None] = lambda m: None,
+) -> RetrainOutcome:
+    """`handle_pending` configured from the process's settings (windows, gate, cooldown)."""
+    return handle_pending(
+        contract,
+        registry,
+        store,
+        runs,
+        RetrainConfig.from_settings(settings),
+        GateConfig.from_settings(settings),
+        model_name=settings.model_name,
+        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
+        now=now,
+        echo=echo,
+    )
