@@ -266,10 +266,20 @@ def test_red_retrain_promote_hot_swap_under_load_then_rollback(loop, server, con
         assert r.status_code == 200, r.text
         assert r.json()["to_version"] == champion and r.json()["reload"]["version"] == champion
         load.wait_for(champion)
+        # 5. Manual promotion through the admin API goes through the same gate (and passes again).
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(f"{url}/admin/promote", json={"version": new, "reason": "test"}, headers=auth, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["action"] == "promoted" and r.json()["reload"]["version"] == new
+        assert any(x.startswith("primary_roc_auc") for x in r.json()["reasons"])
+        load.wait_for(new)
+        r = httpx.post(f"{url}/admin/promote", json={"version": "999"}, headers=auth, timeout=120)
+        assert r.status_code == 409 and "not registered" in r.json()["message"]
     assert load.failures == [] and set(load.outcomes) == {"200"}, (load.outcomes, load.failures[:3])
     seen = Counter(load.versions)
     assert seen[new] > 0 and seen[champion] > 0
-    assert [e["action"] for e in runs.events(("promoted", "rollback"))][-2:] == ["promoted", "rollback"]
+    actions = [e["action"] for e in runs.events(("promoted", "rollback"))]
+    assert actions[-3:] == ["promoted", "rollback", "promoted"]
     # Every logged prediction names the version that served it.
     time.sleep(1.0)
     served_at = datetime.now(UTC) - timedelta(minutes=10)
