@@ -1,7 +1,10 @@
 """The challenger gate: champion and challenger judged on the same recent labelled holdout.
 
 The challenger is promoted only if every check passes:
-- **primary**: ROC AUC beats the champion's by at least `margin` (ranking is what the model is for);
+- **primary**: ROC AUC beats the champion's by at least `margin` (ranking is what the model is for),
+  and the gain is not noise: the lower bound of a paired bootstrap of the AUC difference is above 0.
+  The bootstrap resamples airport-hours, not rows: flights in the same hour at the same airport
+  share one weather reading, so rows are not independent and a row bootstrap would be overconfident;
 - **guards**: PR AUC no lower and Brier score no higher than the champion's, within `guard_tolerance`
   (a model can gain AUC and lose calibration or the positive class);
 - **slices**: no origin airport with enough rows loses more than `slice_tolerance` of ROC AUC
@@ -37,6 +40,8 @@ class GateConfig:
     min_slice_rows: int = 300
     max_mean_gap: float = 0.10
     min_prediction_sd: float = 0.01
+    bootstrap: int = 200  # paired resamples of airport-hour blocks (0 = no bootstrap)
+    confidence: float = 0.95  # one-sided: the gain's lower bound at this level must be > 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> GateConfig:
@@ -86,10 +91,36 @@ class GateDecision:
         return [f"{c.name}: {c.detail}" for c in (failed or self.checks)]
 
 
-def score(version: str, bundle: Any, contract: Contract, holdout: pd.DataFrame) -> ModelScore:
+def paired_block_bootstrap(
+    y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, blocks: np.ndarray, n: int, seed: int = 0
+) -> np.ndarray:
+    """ROC AUC(challenger) - ROC AUC(champion) on `n` resamples of whole blocks (both models on the
+    same resample). Each resample draws as many blocks as there are, with replacement, and weighs
+    every row by how often its block was drawn."""
+    from sklearn.metrics import roc_auc_score
+
+    codes, uniques = pd.factorize(blocks)
+    rng = np.random.default_rng(seed)
+    out = np.empty(n)
+    for i in range(n):
+        w = np.bincount(rng.integers(0, len(uniques), len(uniques)), minlength=len(uniques))[codes]
+        keep = w > 0
+        yk, wk = y[keep], w[keep]
+        if yk.min() == yk.max():
+            out[i] = np.nan
+            continue
+        out[i] = roc_auc_score(yk, p_challenger[keep], sample_weight=wk) - roc_auc_score(yk, p_champion[keep], sample_weight=wk)
+    return out[~np.isnan(out)]
+
+
+def predict(bundle: Any, contract: Contract, holdout: pd.DataFrame) -> np.ndarray:
+    return bundle.pipeline.predict_proba(contract_frame(contract, holdout))[:, 1]
+
+
+def score(version: str, bundle: Any, contract: Contract, holdout: pd.DataFrame, p: np.ndarray | None = None) -> ModelScore:
     """Run a bundle's Pipeline on the holdout rows (contract fields + `late`)."""
     y = holdout["late"].astype(int).to_numpy()
-    p = bundle.pipeline.predict_proba(contract_frame(contract, holdout))[:, 1]
+    p = predict(bundle, contract, holdout) if p is None else p
     threshold = float(bundle.metadata.get("threshold", 0.5))
     finite = bool(np.isfinite(p).all())
     p_safe = np.nan_to_num(p, nan=0.5)
@@ -114,6 +145,7 @@ def judge(
     contract_version: str,
     challenger_contract_version: str | None,
     config: GateConfig,
+    gain_lower_bound: float | None = None,
 ) -> list[Check]:
     c = challenger.metrics
     checks: list[Check] = []
@@ -156,11 +188,14 @@ def judge(
         checks.append(Check("no_champion", True, "no champion to compare with: the sanity checks decide"))
         return checks
     k = champion.metrics
+    bound = ""
+    if gain_lower_bound is not None:
+        bound = f"; {config.confidence:.0%} lower bound of the gain {gain_lower_bound:+.4f} (must be > 0)"
     checks.append(
         Check(
             "primary_roc_auc",
-            c.roc_auc >= k.roc_auc + config.margin,
-            f"ROC AUC {c.roc_auc:.4f} vs champion {k.roc_auc:.4f} (needs +{config.margin})",
+            c.roc_auc >= k.roc_auc + config.margin and (gain_lower_bound is None or gain_lower_bound > 0),
+            f"ROC AUC {c.roc_auc:.4f} vs champion {k.roc_auc:.4f} (needs +{config.margin}){bound}",
         )
     )
     checks.append(
@@ -202,9 +237,18 @@ def run_gate(
     config: GateConfig,
 ) -> GateDecision:
     """Score both bundles on `holdout`, judge, and return the decision with its evidence."""
-    champ = score(champion[0], champion[1], contract, holdout) if champion is not None else None
-    chall = score(challenger[0], challenger[1], contract, holdout)
+    p_chall = predict(challenger[1], contract, holdout)
+    p_champ = predict(champion[1], contract, holdout) if champion is not None else None
+    champ = score(champion[0], champion[1], contract, holdout, p_champ) if champion is not None else None
+    chall = score(challenger[0], challenger[1], contract, holdout, p_chall)
     rate = float(holdout["late"].mean())
+    bound = None
+    gains = np.array([])
+    if p_champ is not None and config.bootstrap > 0:
+        blocks = holdout["origin"].astype(str).to_numpy() + "|" + holdout[contract.timestamp_field].astype(str).to_numpy()
+        y = holdout["late"].astype(int).to_numpy()
+        gains = paired_block_bootstrap(y, p_champ, p_chall, blocks, config.bootstrap)
+        bound = float(np.quantile(gains, 1 - config.confidence)) if len(gains) else None
     checks = judge(
         champ,
         chall,
@@ -213,6 +257,7 @@ def run_gate(
         contract_version=contract.version,
         challenger_contract_version=(challenger[1].metadata.get("contract") or {}).get("version"),
         config=config,
+        gain_lower_bound=bound,
     )
     promote = all(c.passed for c in checks)
     evidence = {
@@ -228,5 +273,11 @@ def run_gate(
         "champion": champ.as_dict() if champ else None,
         "challenger": chall.as_dict(),
         "checks": [asdict(c) for c in checks],
+        "auc_gain_bootstrap": {
+            "resamples": len(gains),
+            "blocks": "origin x hour",
+            "lower_bound": bound,
+            "median": float(np.median(gains)) if len(gains) else None,
+        },
     }
     return GateDecision(promote=promote, checks=tuple(checks), evidence=evidence)
