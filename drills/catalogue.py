@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from monitoring.calibrate import nan_spike
+from monitoring.calibrate import outlier as outliers
+
 FrameFault = Callable[[pd.DataFrame, np.random.Generator], pd.DataFrame]
 RecordFault = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -78,15 +81,6 @@ def fahrenheit_to_celsius(col: str) -> FrameFault:
     return lambda w, rng: w.assign(**{col: (w[col] - 32.0) * 5.0 / 9.0})
 
 
-def nan_spike(col: str, share: float) -> FrameFault:
-    def f(w: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-        out = w.copy()
-        out.loc[rng.random(len(out)) < share, col] = np.nan
-        return out
-
-    return f
-
-
 def new_category(col: str, value: str, share: float) -> FrameFault:
     return lambda w, rng: w.assign(**{col: np.where(rng.random(len(w)) < share, value, w[col])})
 
@@ -115,16 +109,6 @@ def more_late(share: float) -> FrameFault:
         flip = (y == 0) & (rng.random(len(y)) < share)
         y[flip] = 1.0
         return w.assign(late=y)
-
-    return f
-
-
-def outliers(col: str, value: float, share: float) -> FrameFault:
-    def f(w: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-        out = w.copy()
-        n = max(1, round(share * len(out)))
-        out.loc[out.index[rng.choice(len(out), size=n, replace=False)], col] = value
-        return out
 
     return f
 

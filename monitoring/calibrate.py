@@ -51,7 +51,7 @@ def log_frame(bundle, contract: Contract, frame: pd.DataFrame) -> pd.DataFrame: 
     return out
 
 
-def _nan_spike(col: str, share: float) -> Fault:
+def nan_spike(col: str, share: float) -> Fault:
     def f(w: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
         w = w.copy()
         w.loc[rng.random(len(w)) < share, col] = np.nan
@@ -60,7 +60,7 @@ def _nan_spike(col: str, share: float) -> Fault:
     return f
 
 
-def _outlier(col: str, value: float, share: float, shift_sd: float = 0.0, sd: float = 1.0) -> Fault:
+def outlier(col: str, value: float, share: float, shift_sd: float = 0.0, sd: float = 1.0) -> Fault:
     def f(w: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
         w = w.copy()
         if shift_sd:
@@ -90,17 +90,17 @@ def cases(ref: pd.DataFrame) -> list[Case]:
             ("psi", "beyond_reference_rate"),
         ),
         Case("F -> C (temp)", lambda w, r: w.assign(temp=(w["temp"] - 32) * 5 / 9), ("unit_change",)),
-        Case("40 % NaN spike (pressure)", _nan_spike("pressure", 0.4), ("missing_rate_increase",)),
+        Case("40 % NaN spike (pressure)", nan_spike("pressure", 0.4), ("missing_rate_increase",)),
         Case(
             "new carrier (20 %)",
             lambda w, r: w.assign(carrier=np.where(r.random(len(w)) < 0.2, "ZZ", w["carrier"])),
             ("unseen_category_rate",),
         ),
         Case("stuck sensor (humid)", lambda w, r: w.assign(humid=float(w["humid"].median())), ("stuck_value_share",)),
-        Case("outlier 0.1 % (wind_speed 1,040)", _outlier("wind_speed", 1040.0, 0.001), (), expect_green=True),
+        Case("outlier 0.1 % (wind_speed 1,040)", outlier("wind_speed", 1040.0, 0.001), (), expect_green=True),
         Case(
             "outlier 0.1 % + 0.5 sd temp shift",
-            lambda w, r: _outlier("wind_speed", 1040.0, 0.001)(w.assign(temp=w["temp"] + 0.5 * temp_sd), r),
+            lambda w, r: outlier("wind_speed", 1040.0, 0.001)(w.assign(temp=w["temp"] + 0.5 * temp_sd), r),
             ("psi",),
         ),
     ]

@@ -17,9 +17,8 @@ def _admin():
     return sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """URL of a fresh database on the local PostgreSQL, dropped afterwards (skips if unreachable)."""
+def reachable_admin():  # type: ignore[no-untyped-def]
+    """An AUTOCOMMIT engine on the local PostgreSQL, or skip the test with the reason."""
     import sqlalchemy as sa
 
     try:
@@ -28,6 +27,15 @@ def pg_url() -> Iterator[str]:
             c.execute(sa.text("select 1"))
     except Exception as exc:  # a user's machine without PostgreSQL
         pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({type(exc).__name__}); .ci/run starts it")
+    return admin
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of a fresh database on the local PostgreSQL, dropped afterwards (skips if unreachable)."""
+    import sqlalchemy as sa
+
+    admin = reachable_admin()
     name = f"driftlight_it_{uuid.uuid4().hex[:10]}"
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import _admin
+from tests.integration.conftest import reachable_admin
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -265,12 +265,7 @@ def databases() -> Iterator[dict[str, str]]:
     """Two fresh databases on the local PostgreSQL, named like compose's (mlflow, driftlight); dropped afterwards."""
     import sqlalchemy as sa
 
-    try:
-        admin = _admin()
-        with admin.connect() as c:
-            c.execute(sa.text("select 1"))
-    except Exception as exc:  # a user's machine without PostgreSQL
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({type(exc).__name__}); .ci/run starts it")
+    admin = reachable_admin()
     tag = uuid.uuid4().hex[:8]
     names = {"mlflow": f"driftlight_it_stack_mlflow_{tag}", "driftlight": f"driftlight_it_stack_log_{tag}"}
     try:
