@@ -321,10 +321,9 @@ def retrain(
     from datetime import UTC, datetime, timedelta
 
     from data_contracts.contract import load_contract
-    from driftlight.logstore import LogStore
+    from driftlight.logstore import log_store_from_settings
     from driftlight.registry import registry_from_settings
     from driftlight.runs import RunStore
-    from features.pipeline import build_features
     from training.gate import GateConfig
     from training.retrain import RetrainConfig, handle_pending
     from training.retrain import retrain as run_retrain
@@ -339,8 +338,7 @@ def retrain(
         min_labels=min_labels,
         with_original=with_original,
     )
-    names = [str(n) for n in build_features(contract).get_feature_names_out()]
-    store = LogStore(settings.resolved_log_store_url, contract, names)
+    store = log_store_from_settings(settings, contract)
     runs = RunStore(settings.resolved_log_store_url)
     registry = registry_from_settings(settings)
     echo = (lambda m: None) if as_json else typer.echo
@@ -389,10 +387,9 @@ def rollback(
 
 def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None:
     from data_contracts.contract import load_contract
-    from driftlight.logstore import LogStore
+    from driftlight.logstore import log_store_from_settings
     from driftlight.registry import registry_from_settings
     from driftlight.runs import RunStore
-    from features.pipeline import build_features
     from training import promote as lifecycle
     from training.gate import GateConfig
 
@@ -404,8 +401,7 @@ def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None
             out = lifecycle.rollback(registry, runs, settings.model_name, [kw["reason"]] if kw["reason"] else [])
         else:
             contract = load_contract()
-            names = [str(n) for n in build_features(contract).get_feature_names_out()]
-            store = LogStore(settings.resolved_log_store_url, contract, names)
+            store = log_store_from_settings(settings, contract)
             out = lifecycle.promote(
                 contract,
                 registry,

@@ -72,10 +72,9 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 
 def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] = print) -> dict[str, Any]:
     from data_contracts.contract import contract_path, load_contract
-    from driftlight.logstore import LogStore
+    from driftlight.logstore import log_store_from_settings
     from driftlight.registry import registry_from_settings
     from driftlight.replay import replay_frame
-    from features.pipeline import build_features
     from training.data import load_flights, select_window
     from training.train import TrainConfig, train
 
@@ -86,9 +85,7 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
     contract = load_contract()
     url = f"http://{settings.host}:{settings.port}"
     registry = registry_from_settings(settings)
-    store = LogStore(
-        settings.resolved_log_store_url, contract, [str(n) for n in build_features(contract).get_feature_names_out()]
-    )
+    store = log_store_from_settings(settings, contract)
 
     echo("1/6 training on 2013-01-01..2013-03-31 (validation: the last 14 days) ...")
     result = train(

@@ -414,11 +414,11 @@ class LogStore:
             stmt = stmt.where(key >= to_utc_naive(start))
         if end is not None:
             stmt = stmt.where(key < to_utc_naive(end))
-        try:
+        rows: list[Any] = []
+        # No shadow table means shadow scoring never ran against this store; any other error is real.
+        if inspect(self.engine).has_table(sh.name):
             with self.engine.connect() as conn:
-                rows = conn.execute(stmt).all()
-        except Exception:  # no shadow table yet (shadow scoring never ran against this store)
-            rows = []
+                rows = list(conn.execute(stmt).all())
         df = pd.DataFrame.from_records(rows, columns=["probability", "shadow_probability", "shadow_version", "label"])
         df["label"] = df["label"].astype("Int64")
         return df
@@ -496,6 +496,13 @@ class LogStore:
     def dispose(self) -> None:
         """Close all pooled connections (call at shutdown; the store can be used again after)."""
         self.engine.dispose()
+
+
+def log_store_from_settings(settings: Any, contract: Contract) -> LogStore:
+    """The process's prediction log: the settings' URL, one `f_` column per feature the service serves."""
+    from features.pipeline import build_features
+
+    return LogStore(settings.resolved_log_store_url, contract, [str(n) for n in build_features(contract).get_feature_names_out()])
 
 
 def _as_utc(value: Any) -> datetime:

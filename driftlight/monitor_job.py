@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from data_contracts.contract import load_contract
-from driftlight.logstore import LogStore
+from driftlight.logstore import log_store_from_settings
 from driftlight.registry import registry_from_settings
 from driftlight.runs import RunStore
-from features.pipeline import build_features
 from monitoring.monitor import ModelContext, MonitorResult, run_window
 from monitoring.policy import load_policy
 from monitoring.report import reference_frame_from_profile
@@ -40,8 +39,7 @@ class Monitor:
             raise LookupError(f"no {settings.model_name}@{settings.model_alias}: run `driftlight train` first")
         self.registry = registry
         self._load(version)
-        names = [str(n) for n in build_features(self.contract).get_feature_names_out()]
-        self.store = LogStore(settings.resolved_log_store_url, self.contract, names)
+        self.store = log_store_from_settings(settings, self.contract)
         self.runs = RunStore(settings.resolved_log_store_url)
 
     def _load(self, version: str) -> None:

@@ -96,12 +96,11 @@ def write_month(store: Any, bundle: Any, version: str, contract: Any, frame: Any
 
 def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[MonthRow]:
     from data_contracts.contract import load_contract
-    from driftlight.logstore import LogStore
+    from driftlight.logstore import log_store_from_settings
     from driftlight.monitor_job import Monitor
     from driftlight.registry import registry_from_settings
     from driftlight.runs import RunStore
     from driftlight.settings import Settings
-    from features.pipeline import build_features
     from training.data import load_flights, select_window
     from training.retrain import handle_pending_with_settings
     from training.train import TrainConfig, train
@@ -112,8 +111,7 @@ def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[
     registry = registry_from_settings(settings)
     train(contract, registry, TrainConfig())
     flights = load_flights()
-    names = [str(n) for n in build_features(contract).get_feature_names_out()]
-    store = LogStore(settings.resolved_log_store_url, contract, names)
+    store = log_store_from_settings(settings, contract)
     store.create_schema()
     runs = RunStore(settings.resolved_log_store_url)
     monitor = Monitor(settings)
