@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 
 
 def app_from_env() -> FastAPI:
-    from driftlight.registry import MlflowRegistry
+    from core.registry import MlflowRegistry
 
     registry = MlflowRegistry(os.environ["BENCH_TRACKING_URI"], os.environ["BENCH_ARTIFACT_ROOT"])
     version = registry.alias_version("flights-late", "champion")

@@ -41,7 +41,8 @@ def frames(n: int) -> tuple[Any, Any, list[str], list[str]]:
     from datetime import date
 
     from data_contracts.contract import load_contract
-    from training.data import contract_frame, load_flights, select_window
+    from data_contracts.windows import select_window
+    from training.data import contract_frame, load_flights
 
     c = load_contract()
     f = load_flights()
@@ -103,9 +104,9 @@ def store_window(n: int) -> dict[str, Any]:
 
     import numpy as np
 
+    from core.logstore import LogStore
     from data_contracts.contract import load_contract
-    from driftlight.logstore import LogStore
-    from monitoring.calibrate import log_frame
+    from drills.calibrate import log_frame
     from monitoring.monitor import ModelContext, WindowAccumulator
     from training.data import load_flights
     from training.train import TrainConfig, fit_bundle, split

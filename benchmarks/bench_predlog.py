@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from core.logstore import LogStore
 from data_contracts.contract import Contract, load_contract
-from driftlight.logstore import LogStore
 from service.predlog import PredictionLog
 
 N_FEATURES = 30

@@ -128,16 +128,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> None:
+    from core.registry import registry_from_settings
+    from core.settings import Settings
     from data_contracts.contract import contract_path, load_contract
     from data_contracts.request_model import request_model
-    from driftlight.cli import settings_env
-    from driftlight.registry import registry_from_settings
-    from driftlight.replay import to_record
-    from driftlight.settings import Settings
+    from data_contracts.windows import select_window
+    from drills.replay import to_record
     from service.ids import new_id
     from service.metrics import ServiceMetrics
     from service.model import LoadedModel
-    from training.data import load_flights, select_window
+    from training.data import load_flights
     from training.train import TrainConfig, train
 
     t_all = time.perf_counter()
@@ -262,7 +262,7 @@ def main() -> None:
                         update={"port": port, "workers": workers, "log_store_url": f"sqlite:///{home / f'log-{conc}.db'}"}
                     )
                     cmd = [sys.executable, "-m", "driftlight.cli", "serve"]
-                    env, ready = {**env_base, **settings_env(s)}, "/ready"
+                    env, ready = {**env_base, **s.as_env()}, "/ready"
                 proc = start(cmd, env, home / f"{name}-{conc}.log")
                 try:
                     cold = wait_ready(port, ready, proc)

@@ -26,7 +26,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 def _settings(**overrides: Any) -> Any:
     from pydantic import ValidationError
 
-    from driftlight.settings import Settings
+    from core.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -49,18 +49,6 @@ def _parse_date(value: str, option: str) -> date:
         raise typer.Exit(2) from None
 
 
-def settings_env(settings: Any) -> dict[str, str]:
-    """The `DRIFTLIGHT_*` environment that rebuilds `settings` in a child process."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"DRIFTLIGHT_{name.upper()}"] = str(value)
-    return env
-
-
 @app.command()
 def train(
     start: Annotated[str, typer.Option("--from", help="first local day of the training window")] = "2013-01-01",
@@ -74,9 +62,9 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train on a window of 2013, evaluate against the baseline, register in MLflow."""
+    from core.registry import registry_from_settings
     from data_contracts.batch import ContractViolation
     from data_contracts.contract import contract_path, load_contract
-    from driftlight.registry import registry_from_settings
     from training.train import TrainConfig
     from training.train import train as run_train
 
@@ -133,7 +121,7 @@ def serve(
 
     settings = _settings(host=host, port=port, workers=workers, home=home)
     settings.home.mkdir(parents=True, exist_ok=True)
-    os.environ.update(settings_env(settings))
+    os.environ.update(settings.as_env())
     # One OpenMP thread per worker process (see STACK.md); the app also limits it at start.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if settings.workers > 1:
@@ -170,8 +158,9 @@ def replay(
     from rich.progress import Progress
 
     from data_contracts.contract import load_contract
-    from driftlight.replay import replay_frame
-    from training.data import load_flights, select_window
+    from data_contracts.windows import select_window
+    from drills.replay import replay_frame
+    from training.data import load_flights
 
     contract = load_contract()
     lo, hi = _parse_date(start, "--from"), _parse_date(end, "--to")
@@ -238,7 +227,7 @@ def monitor(
     """Judge a window of the prediction log: drift, quality, skew, performance -> green / yellow / red."""
     import logging
 
-    from driftlight.monitor_job import Monitor, loop
+    from core.monitor_job import Monitor, loop
 
     settings = _settings(home=home)
     try:
@@ -320,10 +309,10 @@ def retrain(
     """Train a challenger on recent labelled traffic, gate it against the champion, promote if it wins."""
     from datetime import UTC, datetime, timedelta
 
+    from core.logstore import log_store_from_settings
+    from core.registry import registry_from_settings
+    from core.runs import RunStore
     from data_contracts.contract import load_contract
-    from driftlight.logstore import log_store_from_settings
-    from driftlight.registry import registry_from_settings
-    from driftlight.runs import RunStore
     from training.gate import GateConfig
     from training.retrain import RetrainConfig, handle_pending
     from training.retrain import retrain as run_retrain
@@ -386,10 +375,10 @@ def rollback(
 
 
 def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None:
+    from core.logstore import log_store_from_settings
+    from core.registry import registry_from_settings
+    from core.runs import RunStore
     from data_contracts.contract import load_contract
-    from driftlight.logstore import log_store_from_settings
-    from driftlight.registry import registry_from_settings
-    from driftlight.runs import RunStore
     from training import promote as lifecycle
     from training.gate import GateConfig
 
@@ -451,7 +440,7 @@ def drill(
         raise typer.Exit(2)
     import httpx
 
-    from driftlight.monitor_job import Monitor
+    from core.monitor_job import Monitor
     from drills.runner import run_drill
     from training.data import load_flights
 
@@ -480,7 +469,7 @@ def drill(
 @app.command()
 def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List the registered versions, their aliases and gate decisions."""
-    from driftlight.registry import registry_from_settings
+    from core.registry import registry_from_settings
 
     settings = _settings(home=home)
     vs = registry_from_settings(settings).versions(settings.model_name)

@@ -8,11 +8,7 @@ accepted = labels stored, after the server was stopped with SIGTERM mid-life.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import date
@@ -21,6 +17,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from core.server_process import CLEAN_EXIT, start_server, stop_server, wait_ready
 
 MARKER = ".driftlight-demo"
 
@@ -34,48 +32,13 @@ def prepare_home(home: Path) -> None:
     (home / MARKER).write_text("created by driftlight demo; emptied by the next demo run\n")
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> float:
-    """Seconds until GET /ready answers 200; raises if the server dies or the time runs out."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url}/ready did not answer 200 within {timeout} s")
-
-
-def start_server(settings: Any, log_path: Path) -> subprocess.Popen[bytes]:
-    from driftlight.cli import settings_env
-
-    env = {**os.environ, **settings_env(settings), "OMP_NUM_THREADS": "1"}
-    with open(log_path, "ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "driftlight.cli", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT)
-
-
-CLEAN_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown
-
-
-def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM, then wait for the graceful shutdown (which flushes the log); kill only on timeout."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
 def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    from core.logstore import log_store_from_settings
+    from core.registry import registry_from_settings
     from data_contracts.contract import contract_path, load_contract
-    from driftlight.logstore import log_store_from_settings
-    from driftlight.registry import registry_from_settings
-    from driftlight.replay import replay_frame
-    from training.data import load_flights, select_window
+    from data_contracts.windows import select_window
+    from drills.replay import replay_frame
+    from training.data import load_flights
     from training.train import TrainConfig, train
 
     t_all = time.perf_counter()
@@ -194,9 +157,10 @@ def retrain_cycle(
 
     from sklearn.metrics import roc_auc_score
 
-    from driftlight.replay import replay_frame
-    from driftlight.runs import RunStore
-    from training.data import contract_frame, select_window
+    from core.runs import RunStore
+    from data_contracts.windows import select_window
+    from drills.replay import replay_frame
+    from training.data import contract_frame
     from training.retrain import handle_pending_with_settings
 
     runs = RunStore(settings.resolved_log_store_url)
@@ -243,8 +207,7 @@ def retrain_cycle(
 
 def monitor_traffic(contract: Any, flights: Any, registry: Any, settings: Any) -> tuple[Any, Any]:
     """A sample of the held-out control days (no drift) and June 3 - July 7 (seasonal drift)."""
-    from training.data import select_window
-    from training.reference import on_days
+    from data_contracts.windows import on_days, select_window
 
     version = registry.alias_version(settings.model_name, settings.model_alias)
     md = registry.load(settings.model_name, version).metadata
@@ -258,7 +221,7 @@ def monitor_traffic(contract: Any, flights: Any, registry: Any, settings: Any) -
 
 def monitor_windows(settings: Any, start: date, end: date, echo: Callable[[str], None]) -> dict[str, Any]:
     """Judge the control days, the replayed slice and July 1-7; print each verdict."""
-    from driftlight.monitor_job import Monitor
+    from core.monitor_job import Monitor
 
     mon = Monitor(settings)
     fit = mon.ctx.metadata["fit_window"]

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monitoring.calibrate import nan_spike
-from monitoring.calibrate import outlier as outliers
+from drills.calibrate import nan_spike
+from drills.calibrate import outlier as outliers
 
 FrameFault = Callable[[pd.DataFrame, np.random.Generator], pd.DataFrame]
 RecordFault = Callable[[dict[str, Any]], dict[str, Any]]

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from driftlight.demo import start_server, stop_server, wait_ready
-    from driftlight.settings import Settings
+    from core.server_process import start_server, stop_server, wait_ready
+    from core.settings import Settings
     from drills.catalogue import DRILLS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,9 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings(home=args.home, port=args.port)
     args.home.mkdir(parents=True, exist_ok=True)
-    from driftlight.cli import settings_env
 
-    env = {**os.environ, **settings_env(settings), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, **settings.as_env(), "MLFLOW_DISABLE_TELEMETRY": "true"}
     cli = [sys.executable, "-m", "driftlight.cli"]
     subprocess.run([*cli, "train", "--if-missing"], env=env, check=True)
     url = f"http://{settings.host}:{settings.port}"

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftlight.replay import replay_frame
 from drills.catalogue import Drill, PhaseResult, check
+from drills.replay import replay_frame
 
 
 @dataclass
@@ -46,13 +46,16 @@ class OnlyIds:
         for chunk in self.store.iter_predictions(start, end, **kw):
             yield chunk[chunk["prediction_id"].isin(self.ids)]
 
+    def shadow_frame(self, start: Any, end: Any, **kw: Any) -> pd.DataFrame:
+        """A drill's rows are never shadow-scored for the verdict: no comparison."""
+        return pd.DataFrame(columns=["probability", "shadow_probability", "shadow_version", "label"])
+
 
 def control_traffic(contract: Any, flights: pd.DataFrame, metadata: Any) -> pd.DataFrame:
     """The champion's held-out control days: real traffic its reference profile never saw."""
     from datetime import date
 
-    from training.data import select_window
-    from training.reference import on_days
+    from data_contracts.windows import on_days, select_window
 
     fw = metadata["fit_window"]
     fit = select_window(flights, contract, date.fromisoformat(fw["start"]), date.fromisoformat(fw["end"]))

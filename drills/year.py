@@ -4,7 +4,7 @@
 docs/year-2013.png. For each month M from April to December:
 
 1. the serving champion scores every flight of M (the service's own feature and model code, in
-   process: `monitoring.calibrate.log_frame`) and the rows go into a prediction log (SQLite), with
+   process: `drills.calibrate.log_frame`) and the rows go into a prediction log (SQLite), with
    the model version that served them;
 2. the month's labels arrive by its end (delayed labels: a flight's outcome is known hours later;
    the monthly cadence is what this replay judges);
@@ -62,7 +62,7 @@ def month_end(year: int, month: int) -> date:
 
 
 def write_month(store: Any, bundle: Any, version: str, contract: Any, frame: Any, prefix: str) -> None:
-    from monitoring.calibrate import log_frame
+    from drills.calibrate import log_frame
 
     lf = log_frame(bundle, contract, frame)
     names = list(store.feature_names)
@@ -95,13 +95,14 @@ def write_month(store: Any, bundle: Any, version: str, contract: Any, frame: Any
 
 
 def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[MonthRow]:
+    from core.logstore import log_store_from_settings
+    from core.monitor_job import Monitor
+    from core.registry import registry_from_settings
+    from core.runs import RunStore
+    from core.settings import Settings
     from data_contracts.contract import load_contract
-    from driftlight.logstore import log_store_from_settings
-    from driftlight.monitor_job import Monitor
-    from driftlight.registry import registry_from_settings
-    from driftlight.runs import RunStore
-    from driftlight.settings import Settings
-    from training.data import load_flights, select_window
+    from data_contracts.windows import select_window
+    from training.data import load_flights
     from training.retrain import handle_pending_with_settings
     from training.train import TrainConfig, train
 

@@ -1,8 +1,8 @@
-"""The monitor job: a window of the prediction log -> signals -> verdict -> reports and actions.
+"""Judging a window (pure): chunks of the prediction log -> signals -> verdict.
 
-This module wires the pure parts (drift, quality, skew, performance, policy) to I/O (the log store,
-the run store, report files, the owner's webhook). `compute_signals` is pure given its inputs;
-`run_window` does the reading and writing.
+This module combines the pure parts (drift, quality, skew, performance, policy). It does no I/O:
+`core.monitor_job` reads the window from the log store, calls `WindowAccumulator` and `judge`,
+and publishes the result (run record, report files, the owner's webhook, the retrain request).
 
 Signals of one window:
 - drift of every raw numeric/categorical contract field, of the served features, and of the
@@ -16,13 +16,11 @@ Signals of one window:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -263,84 +261,29 @@ def drift_signals(drift: DriftResult) -> list[Signal]:
 
 
 @dataclass(frozen=True)
-class MonitorResult:
-    run_id: str | None
-    window: tuple[str | None, str | None]
-    by: str
+class Judgement:
+    """One window judged: every signal (the window's and the door's), the verdict, and a summary
+    for the run record (no report paths: publishing adds those)."""
+
     rows: int
+    signals: tuple[Signal, ...]
     verdict: Verdict
     performance: Performance
-    reports: Mapping[str, str]
-    retrain_request: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "window": list(self.window),
-            "by": self.by,
-            "rows": self.rows,
-            "status": self.verdict.status,
-            "raw_status": self.verdict.raw_status,
-            "reasons": [asdict(r) for r in self.verdict.reasons],
-            "notes": list(self.verdict.notes),
-            "performance": self.performance.as_dict(),
-            "reports": dict(self.reports),
-            "retrain_request": self.retrain_request,
-        }
+    summary: Mapping[str, Any]
 
 
-def notify_owner(verdict: Verdict, policy: PolicySettings, payload: Mapping[str, Any]) -> None:
-    """Yellow and red notify the owner: always a log line; a webhook POST when configured."""
-    top = "; ".join(r.message for r in verdict.top_reasons(3))
-    log.warning("driftlight %s for %s: %s", verdict.status.upper(), policy.owner, top)
-    if policy.webhook_url:
-        import httpx
-
-        try:
-            httpx.post(policy.webhook_url, json={"owner": policy.owner, **payload}, timeout=5.0)
-        except httpx.HTTPError as exc:  # a notification failure must not fail the monitor
-            log.error("webhook to %s failed: %s", policy.webhook_url, exc)
-
-
-def run_window(
-    *,
-    ctx: ModelContext,
-    contract: Contract,
-    store: Any,
-    runs: Any,
+def judge(
+    ws: WindowSignals,
+    violations: Mapping[tuple[str, str], int],
     policy: PolicySettings,
-    start: datetime | None,
-    end: datetime | None,
-    by: str = "event_time",
-    reports_dir: Path | None = None,
-    html: bool = False,
-    reference_frame: pd.DataFrame | None = None,
-    record: bool = True,
-    chunksize: int = 50_000,
-    history: list[str] | None = None,
-    request_retrain: bool = True,
-) -> MonitorResult:
-    """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
-    hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
-    a retrain (drills)."""
-    acc = WindowAccumulator(ctx, contract)
-    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
-        acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
-    ws = acc.finish()
-    # Rejected requests never reach the log: count the ones seen at the door while this window's
-    # traffic was served (by served_at: the window itself; by event time: its rows' serving span).
-    span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
-    violations = runs.violations_between(*span) if span is not None and hasattr(runs, "violations_between") else {}
+    history: list[str],
+    *,
+    shadow: Mapping[str, Any] | None = None,
+) -> Judgement:
+    """Pure: the window's signals plus the door's refusals -> a verdict under `policy`, with the
+    raw statuses of earlier windows (`history`, oldest first) for the hysteresis."""
     signals = (*ws.signals, *violation_signals(violations, ws.rows))
-    if history is None:
-        history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
     verdict = decide(signals, policy, history, rows=ws.rows + rejected_records(violations))
-    reports: dict[str, str] = {}
-    shadow = None
-    if hasattr(store, "shadow_frame"):
-        from monitoring.shadow import compare
-
-        shadow = compare(store.shadow_frame(start, end, by=by), float(ctx.metadata.get("threshold", 0.5)))
     summary = {
         "shadow": shadow,
         "signals": [asdict(s) for s in signals],
@@ -349,56 +292,4 @@ def run_window(
         "skew_worst": [asdict(f) for f in ws.skew.worst(3)],
         "notes": list(verdict.notes),
     }
-    if reports_dir is not None:
-        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-        reports_dir.mkdir(parents=True, exist_ok=True)
-        jpath = reports_dir / f"monitor-{stamp}.json"
-        if html and reference_frame is not None and ws.rows:
-            from monitoring.report import write_html_report
-
-            num = [f.name for f in contract.numeric_fields]
-            cat = [f.name for f in contract.category_fields]
-            ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"monitor-{stamp}.html")
-            reports["html"] = ev["path"]
-            summary["evidently"] = {k: v for k, v in ev.items() if k != "path"}
-        reports["json"] = str(jpath)
-        jpath.write_text(
-            json.dumps(
-                {"status": verdict.status, "reasons": [asdict(r) for r in verdict.reasons], **summary}, indent=2, default=str
-            )
-        )
-    run_id = None
-    request = None
-    if record:
-        run_id = runs.record_run(
-            window_start=start,
-            window_end=end,
-            window_by=by,
-            model_version=ctx.version,
-            rows=ws.rows,
-            labelled=ws.performance.labelled,
-            status=verdict.status,
-            raw_status=verdict.raw_status,
-            reasons=[asdict(r) for r in verdict.reasons],
-            summary={**summary, "reports": reports},
-        )
-        if verdict.status in ("yellow", "red"):
-            notify_owner(
-                verdict,
-                policy,
-                {"run_id": run_id, "status": verdict.status, "reasons": [asdict(r) for r in verdict.top_reasons(5)]},
-            )
-        # Only a window that is red on its own asks for a retrain; one held red by hysteresis
-        # does not ask twice for the same trouble (the closed loop adds a cooldown on top).
-        if verdict.raw_status == "red" and request_retrain:
-            request = runs.request_retrain(run_id, ctx.version, [asdict(r) for r in verdict.reasons])
-    return MonitorResult(
-        run_id=run_id,
-        window=(start.isoformat() if start else None, end.isoformat() if end else None),
-        by=by,
-        rows=ws.rows,
-        verdict=verdict,
-        performance=ws.performance,
-        reports=reports,
-        retrain_request=request,
-    )
+    return Judgement(ws.rows, signals, verdict, ws.performance, summary)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.settings import Settings
 from data_contracts.contract import load_contract
 from data_contracts.request_model import json_schema
-from driftlight.settings import Settings
 from service.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,10 +30,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.registry import Registry
+from core.settings import Settings
 from data_contracts.contract import REJECTED_RECORDS, Contract, load_contract
 from data_contracts.request_model import json_schema, request_model
-from driftlight.registry import Registry
-from driftlight.settings import Settings
 from features.pipeline import build_features
 from service import errors
 from service.ids import is_ours, new_id
@@ -209,14 +209,14 @@ def create_app(
         # had a p99 of 1.2 s here (STACK.md); with one, 12 ms. Scale with workers, not threads.
         limiter = threadpool_limits(limits=1, user_api="openmp")
         if state["registry"] is None:
-            from driftlight.registry import registry_from_settings
+            from core.registry import registry_from_settings
 
             state["registry"] = registry_from_settings(settings)
         holder.start(state["registry"])
         state["reloader"] = Reloader(holder, state["registry"], settings.reload_interval)
         state["reloader"].start()
         if state["log"] is None:
-            from driftlight.logstore import LogStore
+            from core.logstore import LogStore
             from service.predlog import PredictionLog
 
             store = LogStore(settings.resolved_log_store_url, contract, feature_names)
@@ -234,7 +234,7 @@ def create_app(
             )
         state["log"].start()
         if state["violations"] is None:
-            from driftlight.runs import RunStore
+            from core.runs import RunStore
             from service.violations import ViolationCounter
 
             if state["runs"] is None:
@@ -592,9 +592,8 @@ def create_app(
     async def lifecycle_command(args: list[str]) -> JSONResponse:
         """Run `driftlight promote|rollback` in its own process (the gate reads the log and scores two
         models: kept off this worker), then reload here."""
-        from driftlight.cli import settings_env
 
-        env = {**os.environ, **settings_env(settings)}
+        env = {**os.environ, **settings.as_env()}
         proc = await run_in_threadpool(
             subprocess.run,
             [sys.executable, "-m", "driftlight.cli", *args, "--json"],
@@ -639,7 +638,7 @@ def create_app(
     async def status() -> Response:
         """The latest monitor verdict (green / yellow / red) with its reasons, from the run store."""
         if state.get("runs") is None:
-            from driftlight.runs import RunStore
+            from core.runs import RunStore
 
             state["runs"] = RunStore(settings.resolved_log_store_url)
         try:

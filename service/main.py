@@ -6,7 +6,7 @@ Each worker builds its own settings from the environment (`DRIFTLIGHT_*`) here, 
 
 from fastapi import FastAPI
 
-from driftlight.settings import Settings
+from core.settings import Settings
 from service.app import create_app
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.registry import ModelBundle
 from data_contracts.contract import Contract
-from driftlight.registry import ModelBundle
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The request handler calls `PredictionLog.log_prediction` / `log_label`, which only append to an
 in-memory queue (no I/O, no lock, no logging). One daemon thread drains the queue in batches into a
-store (`driftlight.logstore.LogStore` or anything with the same two write methods).
+store (`core.logstore.LogStore` or anything with the same two write methods).
 
 Nothing accepted is ever lost, whatever the store does:
 
@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import exc as sa_exc
 
-from driftlight.logstore import InvalidRowError
+from core.logstore import InvalidRowError
 
 log = logging.getLogger(__name__)
 

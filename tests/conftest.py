@@ -42,9 +42,9 @@ def flights():
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, contract):
     """A model trained the default way into a throwaway home (MLflow on SQLite): (settings, result)."""
+    from core.registry import registry_from_settings
+    from core.settings import Settings
     from data_contracts.contract import contract_path
-    from driftlight.registry import registry_from_settings
-    from driftlight.settings import Settings
     from training.train import TrainConfig, train
 
     home = tmp_path_factory.mktemp("home")
@@ -55,7 +55,7 @@ def trained(tmp_path_factory, contract):
 
 @pytest.fixture(scope="session")
 def bundle(trained):
-    from driftlight.registry import registry_from_settings
+    from core.registry import registry_from_settings
 
     settings, result = trained
     return registry_from_settings(settings).load(settings.model_name, result.version)

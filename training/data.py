@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -92,26 +90,3 @@ def load_report() -> LoadReport:
 def contract_frame(contract: Contract, frame: pd.DataFrame) -> pd.DataFrame:
     """The contract fields of `frame`, in contract order: what a caller would send."""
     return frame[list(contract.field_names)]
-
-
-def window_bounds(start: date, end: date, timezone: str) -> tuple[datetime, datetime]:
-    """UTC instants of the half-open window [start 00:00, end+1 00:00) in local `timezone`.
-
-    Windows are local calendar days ("April" means April in New York), the event time is UTC.
-    """
-    tz = ZoneInfo(timezone)
-    lo = datetime(start.year, start.month, start.day, tzinfo=tz).astimezone(ZoneInfo("UTC"))
-    nxt = end + timedelta(days=1)
-    hi = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).astimezone(ZoneInfo("UTC"))
-    return lo, hi
-
-
-def select_window(frame: pd.DataFrame, contract: Contract, start: date, end: date) -> pd.DataFrame:
-    """Rows whose event time falls on local days `start`..`end` inclusive."""
-    lo, hi = window_bounds(start, end, contract.timezone)
-    ts = frame[contract.timestamp_field]
-    return frame[(ts >= lo) & (ts < hi)]
-
-
-def local_dates(frame: pd.DataFrame, contract: Contract) -> pd.Series:
-    return frame[contract.timestamp_field].dt.tz_convert(contract.timezone).dt.date

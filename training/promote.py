@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from data_contracts.contract import Contract
-from training.data import window_bounds
+from data_contracts.windows import window_bounds
 from training.gate import GateConfig, GateDecision, run_gate
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from data_contracts.contract import Contract
+from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
 from monitoring.profile import build_profile
 from monitoring.quality import reference_for
-from training.data import contract_frame, local_dates
+from training.data import contract_frame
 
 CONTROL_SHARE = 1 / 3
 
@@ -31,12 +32,6 @@ def split_days(contract: Contract, frame: pd.DataFrame, seed: int) -> tuple[list
     n_control = round(len(days) * CONTROL_SHARE)
     control = set(rng.choice(days, size=n_control, replace=False).tolist()) if n_control else set()
     return [d for d in days if d not in control], sorted(control)
-
-
-def on_days(contract: Contract, frame: pd.DataFrame, days: list[str]) -> pd.DataFrame:
-    wanted = set(days)
-    mask = local_dates(frame, contract).map(lambda d: d.isoformat() in wanted)
-    return frame[mask.to_numpy()]
 
 
 def quality_reference(contract: Contract, frame: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from data_contracts.batch import ContractViolation
 from data_contracts.contract import Contract
+from data_contracts.windows import select_window
 from training.gate import GateConfig, run_gate
 from training.promote import CHALLENGER, CHAMPION, labelled_log, latest_labelled_day, record_decision, set_champion
 from training.train import DEFAULT_END, DEFAULT_START, TrainConfig, check_contract, fit_bundle, labelled
@@ -90,11 +91,6 @@ class RetrainOutcome:
         return float(((self.evidence.get(side) or {}).get("metrics") or {}).get("roc_auc", float("nan")))
 
 
-def _on_days(frame: pd.DataFrame, contract: Contract, days: tuple[date, date]) -> pd.DataFrame:
-    d = frame[contract.timestamp_field].dt.tz_convert(contract.timezone).dt.date
-    return frame[(d >= days[0]) & (d <= days[1])]
-
-
 def retrain(
     contract: Contract,
     registry: Any,
@@ -129,9 +125,9 @@ def retrain(
     win = config.windows(end)
     echo(f"reading labelled traffic {win['train'][0]}..{end} from the prediction log ...")
     data = labelled_log(store, contract, win["train"][0], end)
-    fit = _on_days(data, contract, win["fit"])
-    val = _on_days(data, contract, win["validation"])
-    holdout = _on_days(data, contract, win["holdout"])
+    fit = select_window(data, contract, *win["fit"])
+    val = select_window(data, contract, *win["validation"])
+    holdout = select_window(data, contract, *win["holdout"])
     rows = {"fit": len(fit), "validation": len(val), "holdout": len(holdout)}
     windows = {k: (a.isoformat(), b.isoformat()) for k, (a, b) in win.items()}
     if len(fit) + len(val) < config.min_labels:
@@ -151,7 +147,7 @@ def retrain(
             rows=rows,
         )
     if config.with_original:
-        from training.data import load_flights, select_window
+        from training.data import load_flights
 
         orig = original if original is not None else labelled(select_window(load_flights(), contract, DEFAULT_START, DEFAULT_END))
         fit = pd.concat([orig[list(fit.columns.intersection(orig.columns))], fit], ignore_index=True)

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.registry import ModelBundle, Registry
 from data_contracts.batch import ContractViolation, validate_with_gx
 from data_contracts.contract import Contract
-from driftlight.registry import ModelBundle, Registry
+from data_contracts.windows import select_window
 from features.baseline import HistoricalRateBaseline
 from features.pipeline import build_pipeline
-from training.data import contract_frame, load_flights, load_report, select_window
+from training.data import contract_frame, load_flights, load_report
 from training.evaluate import Metrics, best_f1_threshold, evaluate, slice_metrics
 from training.reference import monitoring_reference
 

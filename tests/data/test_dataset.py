@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from data_contracts.batch import validate_frame
+from data_contracts.windows import select_window, window_bounds
 from features.pipeline import build_pipeline
 from features.transformers import LeakageError
-from training.data import contract_frame, load_report, select_window, window_bounds
+from training.data import contract_frame, load_report
 from training.train import DEFAULT_END, DEFAULT_START, TrainConfig, split
 
 

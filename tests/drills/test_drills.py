@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from driftlight.monitor_job import Monitor
+from core.monitor_job import Monitor
+from drills.calibrate import judge, log_frame
 from drills.catalogue import BY_NAME, DRILLS
 from drills.runner import control_traffic, run_drill
-from monitoring.calibrate import judge, log_frame
 from service.app import create_app
 
 

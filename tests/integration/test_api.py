@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from driftlight.logstore import LogStore
-from driftlight.registry import InMemoryRegistry
-from driftlight.settings import Settings
+from core.logstore import LogStore
+from core.registry import InMemoryRegistry
+from core.settings import Settings
 from service.app import create_app
 from service.errors import KINDS
 

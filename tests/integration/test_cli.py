@@ -8,8 +8,8 @@ from datetime import date
 import pytest
 from typer.testing import CliRunner
 
+from core.registry import InMemoryRegistry
 from driftlight.cli import app
-from driftlight.registry import InMemoryRegistry
 from training.train import TrainConfig, train
 
 runner = CliRunner()

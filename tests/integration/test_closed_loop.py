@@ -26,17 +26,16 @@ import httpx
 import numpy as np
 import pytest
 
-from driftlight.cli import settings_env
-from driftlight.demo import stop_server, wait_ready
-from driftlight.logstore import LogStore
-from driftlight.monitor_job import Monitor
-from driftlight.registry import registry_from_settings
-from driftlight.runs import RunStore
-from driftlight.settings import Settings
+from core.logstore import LogStore
+from core.monitor_job import Monitor
+from core.registry import registry_from_settings
+from core.runs import RunStore
+from core.server_process import stop_server, wait_ready
+from core.settings import Settings
+from data_contracts.windows import select_window
+from drills.calibrate import log_frame
 from features.pipeline import build_features
-from monitoring.calibrate import log_frame
 from tests.integration.test_server import free_port, metric
-from training.data import select_window
 from training.gate import GateConfig
 from training.promote import CHAMPION, PREVIOUS
 from training.retrain import RetrainConfig, handle_pending, retrain
@@ -155,7 +154,7 @@ def server(loop, tmp_path):
             "metrics_dir": tmp_path / "prom",
         }
     )
-    env = {**os.environ, **settings_env(s), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **s.as_env(), "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "server.log", "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "driftlight.cli", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{s.port}"

@@ -360,9 +360,9 @@ def live_exposition(bundle, good_record_base, tmp_path_factory) -> str:
     from fastapi.testclient import TestClient
     from prometheus_client import generate_latest
 
-    from driftlight.monitor_job import MonitorGauges
-    from driftlight.registry import InMemoryRegistry
-    from driftlight.settings import Settings
+    from core.monitor_job import MonitorGauges
+    from core.registry import InMemoryRegistry
+    from core.settings import Settings
     from service.app import create_app
 
     home = tmp_path_factory.mktemp("compose-metrics")
@@ -432,7 +432,7 @@ def test_the_metric_check_reports_a_made_up_name(live_exposition):
 
 def test_every_driftlight_variable_compose_sets_is_a_setting():
     """An unknown DRIFTLIGHT_* name would be ignored silently: each one compose sets must be a Settings field."""
-    from driftlight.settings import Settings
+    from core.settings import Settings
 
     doc = load_compose()
     fields = {f"DRIFTLIGHT_{name.upper()}" for name in Settings.model_fields}

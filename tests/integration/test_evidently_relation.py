@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.reports import evidently_value_drift
 from monitoring.drift import compute_drift
 from monitoring.profile import build_profile
-from monitoring.report import evidently_value_drift
 
 N = 4000
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
-from driftlight.logstore import LogStore
-from driftlight.registry import InMemoryRegistry, ModelBundle
-from driftlight.runs import RunStore
-from driftlight.settings import Settings
+from core.logstore import LogStore
+from core.registry import InMemoryRegistry, ModelBundle
+from core.runs import RunStore
+from core.settings import Settings
 from monitoring.shadow import compare
 from service.app import create_app
 from tests.integration.test_server import metric

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, select, text
 from sqlalchemy import exc as sa_exc
 
+from core.logstore import LogStore
 from data_contracts.contract import load_contract
-from driftlight.logstore import LogStore
 from service.predlog import PredictionLog
 from tests.rows import RecordingMetrics, contract_inputs
 

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from driftlight.monitor_job import Monitor
-from driftlight.replay import replay_frame
+from core.monitor_job import Monitor
+from data_contracts.windows import on_days, select_window, window_bounds
+from drills.replay import replay_frame
 from service.app import create_app
-from training.data import select_window, window_bounds
-from training.reference import on_days
 
 
 @pytest.fixture
@@ -117,7 +116,7 @@ def test_monitor_loop_exports_gauges(served, contract, control_rows):
 
     import httpx
 
-    from driftlight.monitor_job import loop
+    from core.monitor_job import loop
 
     s, client = served
     send(client, contract, control_rows)
@@ -139,7 +138,7 @@ def test_streaming_in_small_chunks_gives_the_same_verdict(served, contract, flig
     """The window is folded chunk by chunk (bounded memory); chunk size must not change any number."""
     from dataclasses import asdict
 
-    from monitoring.monitor import run_window
+    from core.monitor_job import run_window
 
     s, client = served
     send(client, contract, select_window(flights, contract, date(2013, 4, 1), date(2013, 4, 3)))
@@ -169,7 +168,7 @@ def test_schema_change_rejected_at_the_door_still_turns_the_light_red(served, co
     assert client.app.state.runtime["violations"].flush()
     now = datetime.now(UTC)
     mon = Monitor(s)
-    from monitoring.monitor import run_window
+    from core.monitor_job import run_window
 
     out = run_window(
         ctx=mon.ctx,
@@ -234,12 +233,12 @@ def test_monitor_cli_by_served_at(served, contract, control_rows):
 
     from typer.testing import CliRunner
 
-    from driftlight.cli import app, settings_env
+    from driftlight.cli import app
 
     s, client = served
     send(client, contract, control_rows)
     today = datetime.now(ZoneInfo(contract.timezone)).date().isoformat()
-    env = settings_env(s)
+    env = s.as_env()
     r = CliRunner().invoke(app, ["monitor", "--from", today, "--to", today, "--by", "served_at", "--no-html", "--json"], env=env)
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from driftlight.registry import InMemoryRegistry, MlflowRegistry, ModelBundle
+from core.registry import InMemoryRegistry, MlflowRegistry, ModelBundle
 
 
 def tiny_bundle(tag: str, coef: float) -> ModelBundle:

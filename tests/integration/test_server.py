@@ -20,13 +20,12 @@ from datetime import date
 import httpx
 import pytest
 
-from driftlight.cli import settings_env
-from driftlight.demo import CLEAN_EXIT, stop_server, wait_ready
-from driftlight.logstore import LogStore
-from driftlight.replay import replay_frame
+from core.logstore import LogStore
+from core.server_process import CLEAN_EXIT, stop_server, wait_ready
+from data_contracts.windows import select_window
+from drills.replay import replay_frame
 from features.pipeline import build_features
 from tests.integration.conftest import pg_outage
-from training.data import select_window
 
 
 def free_port() -> int:
@@ -59,7 +58,7 @@ def server(trained, pg_url, tmp_path):
             "log_flush_interval": 0.1,
         }
     )
-    env = {**os.environ, **settings_env(s), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **s.as_env(), "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - held open for the server's lifetime
     proc = subprocess.Popen([sys.executable, "-m", "driftlight.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{s.port}"

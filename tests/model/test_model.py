@@ -6,7 +6,8 @@ from datetime import date
 
 import numpy as np
 
-from training.data import contract_frame, select_window
+from data_contracts.windows import select_window
+from training.data import contract_frame
 from training.train import TrainConfig, fit_bundle, split
 
 

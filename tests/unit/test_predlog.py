@@ -27,8 +27,8 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 
+from core.logstore import FIXED_PREDICTION_COLUMNS, LogStore, SchemaMismatchError
 from data_contracts.contract import load_contract
-from driftlight.logstore import FIXED_PREDICTION_COLUMNS, LogStore, SchemaMismatchError
 from service.predlog import PredictionLog, decode_record, encode_record
 from tests.rows import RecordingMetrics, contract_inputs
 

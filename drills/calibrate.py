@@ -1,6 +1,6 @@
 """Thresholds from evidence: false alarms on real no-drift windows, detection on injected faults.
 
-`python -m monitoring.calibrate` trains the default model in memory, then builds windows shaped
+`python -m drills.calibrate` trains the default model in memory, then builds windows shaped
 like the prediction log (raw fields, the served features and probabilities computed by the same
 fitted pipeline the service runs, labels) from real 2013 flights:
 
@@ -112,8 +112,8 @@ def judge(ctx: ModelContext, contract: Contract, policy: PolicySettings, window:
 
 
 def run(sizes: tuple[int, ...] = (500, 2000, 10000), n_windows: int = 60, n_fault_windows: int = 20, seed: int = 0) -> dict:
+    from data_contracts.windows import on_days
     from training.data import load_flights
-    from training.reference import on_days
     from training.train import TrainConfig, fit_bundle, split
 
     t0 = time.perf_counter()
@@ -177,7 +177,7 @@ def markdown(res: dict) -> str:
     lines = [
         "# Thresholds: measured, not folklore",
         "",
-        "Produced by `python -m monitoring.calibrate` (writes this file). Windows are drawn from the",
+        "Produced by `python -m drills.calibrate` (writes this file). Windows are drawn from the",
         f"held-out control days of the training window ({res['control_rows']} flights on days the reference",
         "profile never saw); features and probabilities are computed by the same fitted pipeline the",
         "service runs. Each window is judged alone (no hysteresis), with `monitoring/policy.yaml`.",

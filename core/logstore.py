@@ -403,7 +403,7 @@ class LogStore:
 
         Columns: `probability`, `shadow_probability`, `shadow_version`, `label` (nullable Int64).
         """
-        from driftlight.runs import shadow_predictions as sh
+        from core.runs import shadow_predictions as sh
 
         p, lab = self.predictions, self.labels
         stmt = select(p.c.probability, sh.c.probability.label("shadow_probability"), sh.c.model_version, lab.c.label).select_from(

@@ -175,7 +175,8 @@ def replay_frame(
 
 def replay_window(base_url: str, contract: Contract, start: date, end: date, **kwargs: Any) -> ReplayResult:
     """Replay every 2013 flight whose local departure day is in `start`..`end`."""
-    from training.data import load_flights, select_window
+    from data_contracts.windows import select_window
+    from training.data import load_flights
 
     frame = select_window(load_flights(), contract, start, end)
     return replay_frame(base_url, frame, contract, window=(start.isoformat(), end.isoformat()), **kwargs)

@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         return self.home / "spool"
 
+    def as_env(self) -> dict[str, str]:
+        """The `DRIFTLIGHT_*` environment that rebuilds these settings in a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"DRIFTLIGHT_{name.upper()}"] = str(value)
+        return env
+
     @property
     def id_key(self) -> bytes:
         if self.id_secret is not None:

@@ -1,0 +1,347 @@
+"""`driftlight monitor`: load the champion's context, read a window of the log, judge, publish.
+
+The I/O shell around the pure `monitoring.monitor` (`WindowAccumulator`, `judge`): it knows the
+registry, the log store, the run store, the policy file, report files, the owner's webhook and
+Prometheus; the monitoring package does not. `run_window` = read + judge + `publish`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pandas as pd
+
+from core.logstore import log_store_from_settings
+from core.registry import registry_from_settings
+from core.reports import reference_frame_from_profile
+from core.runs import RunStore
+from data_contracts.contract import Contract, load_contract
+from data_contracts.windows import window_bounds
+from monitoring.monitor import Judgement, ModelContext, WindowAccumulator, judge
+from monitoring.performance import Performance
+from monitoring.policy import PolicySettings, Verdict, load_policy
+
+log = logging.getLogger("driftlight.monitor")
+STATUS_VALUE = {"green": 0, "yellow": 1, "red": 2, "not_enough_data": -1}
+
+
+class PredictionSource(Protocol):
+    """What the monitor reads a window from: the log store, or a view of it (a drill's own rows)."""
+
+    def iter_predictions(
+        self, start: datetime | None, end: datetime | None, *, by: Literal["event_time", "served_at"] = ..., chunksize: int = ...
+    ) -> Iterator[pd.DataFrame]: ...
+
+    def shadow_frame(
+        self, start: datetime | None, end: datetime | None, *, by: Literal["event_time", "served_at"] = ...
+    ) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    run_id: str | None
+    window: tuple[str | None, str | None]
+    by: str
+    rows: int
+    verdict: Verdict
+    performance: Performance
+    reports: Mapping[str, str]
+    retrain_request: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "window": list(self.window),
+            "by": self.by,
+            "rows": self.rows,
+            "status": self.verdict.status,
+            "raw_status": self.verdict.raw_status,
+            "reasons": [asdict(r) for r in self.verdict.reasons],
+            "notes": list(self.verdict.notes),
+            "performance": self.performance.as_dict(),
+            "reports": dict(self.reports),
+            "retrain_request": self.retrain_request,
+        }
+
+
+def notify_owner(verdict: Verdict, policy: PolicySettings, payload: Mapping[str, Any]) -> None:
+    """Yellow and red notify the owner: always a log line; a webhook POST when configured."""
+    top = "; ".join(r.message for r in verdict.top_reasons(3))
+    log.warning("driftlight %s for %s: %s", verdict.status.upper(), policy.owner, top)
+    if policy.webhook_url:
+        import httpx
+
+        try:
+            httpx.post(policy.webhook_url, json={"owner": policy.owner, **payload}, timeout=5.0)
+        except httpx.HTTPError as exc:  # a notification failure must not fail the monitor
+            log.error("webhook to %s failed: %s", policy.webhook_url, exc)
+
+
+def write_reports(
+    j: Judgement,
+    acc: WindowAccumulator,
+    contract: Contract,
+    reports_dir: Path,
+    *,
+    html: bool,
+    reference_frame: pd.DataFrame | None,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The run's JSON summary and (optionally) Evidently's HTML report: (paths, extra summary)."""
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    jpath = reports_dir / f"monitor-{stamp}.json"
+    if html and reference_frame is not None and j.rows:
+        from core.reports import write_html_report
+
+        num = [f.name for f in contract.numeric_fields]
+        cat = [f.name for f in contract.category_fields]
+        ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"monitor-{stamp}.html")
+        reports["html"] = ev["path"]
+        extra["evidently"] = {k: v for k, v in ev.items() if k != "path"}
+    reports["json"] = str(jpath)
+    body = {"status": j.verdict.status, "reasons": [asdict(r) for r in j.verdict.reasons], **j.summary, **extra}
+    jpath.write_text(json.dumps(body, indent=2, default=str))
+    return reports, extra
+
+
+def publish(
+    j: Judgement,
+    *,
+    ctx: ModelContext,
+    runs: RunStore,
+    policy: PolicySettings,
+    window: tuple[datetime | None, datetime | None],
+    by: str,
+    reports: Mapping[str, str],
+    extra: Mapping[str, Any],
+    request_retrain: bool,
+) -> tuple[str, str | None]:
+    """Record the run, notify the owner on yellow/red, ask for a retrain on a window red on its own.
+    Returns (run id, retrain request id or None)."""
+    verdict = j.verdict
+    run_id = runs.record_run(
+        window_start=window[0],
+        window_end=window[1],
+        window_by=by,
+        model_version=ctx.version,
+        rows=j.rows,
+        labelled=j.performance.labelled,
+        status=verdict.status,
+        raw_status=verdict.raw_status,
+        reasons=[asdict(r) for r in verdict.reasons],
+        summary={**j.summary, **extra, "reports": dict(reports)},
+    )
+    if verdict.status in ("yellow", "red"):
+        notify_owner(
+            verdict, policy, {"run_id": run_id, "status": verdict.status, "reasons": [asdict(r) for r in verdict.top_reasons(5)]}
+        )
+    # Only a window that is red on its own asks for a retrain; one held red by hysteresis
+    # does not ask twice for the same trouble (the closed loop adds a cooldown on top).
+    request = None
+    if verdict.raw_status == "red" and request_retrain:
+        request = runs.request_retrain(run_id, ctx.version, [asdict(r) for r in verdict.reasons])
+    return run_id, request
+
+
+def run_window(
+    *,
+    ctx: ModelContext,
+    contract: Contract,
+    store: PredictionSource,
+    runs: RunStore,
+    policy: PolicySettings,
+    start: datetime | None,
+    end: datetime | None,
+    by: Literal["event_time", "served_at"] = "event_time",
+    reports_dir: Path | None = None,
+    html: bool = False,
+    reference_frame: pd.DataFrame | None = None,
+    record: bool = True,
+    chunksize: int = 50_000,
+    history: list[str] | None = None,
+    request_retrain: bool = True,
+) -> MonitorResult:
+    """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
+    hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
+    a retrain (drills)."""
+    acc = WindowAccumulator(ctx, contract)
+    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
+        acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
+    ws = acc.finish()
+    # Rejected requests never reach the log: count the ones seen at the door while this window's
+    # traffic was served (by served_at: the window itself; by event time: its rows' serving span).
+    span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
+    violations = runs.violations_between(*span) if span is not None else {}
+    if history is None:
+        history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
+    from monitoring.shadow import compare
+
+    shadow = compare(store.shadow_frame(start, end, by=by), float(ctx.metadata.get("threshold", 0.5)))
+    j = judge(ws, violations, policy, history, shadow=shadow)
+    reports: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if reports_dir is not None:
+        reports, extra = write_reports(j, acc, contract, reports_dir, html=html, reference_frame=reference_frame)
+    run_id = request = None
+    if record:
+        run_id, request = publish(
+            j, ctx=ctx, runs=runs, policy=policy, window=(start, end), by=by, reports=reports, extra=extra,
+            request_retrain=request_retrain,
+        )  # fmt: skip
+    return MonitorResult(
+        run_id=run_id,
+        window=(start.isoformat() if start else None, end.isoformat() if end else None),
+        by=by,
+        rows=ws.rows,
+        verdict=j.verdict,
+        performance=ws.performance,
+        reports=reports,
+        retrain_request=request,
+    )
+
+
+class Monitor:
+    """Everything one monitor process holds between runs."""
+
+    def __init__(self, settings: Any, policy_path: Path | None = None) -> None:
+        self.settings = settings
+        self.contract = load_contract()
+        self.policy = load_policy(policy_path)
+        registry = registry_from_settings(settings)
+        version = registry.alias_version(settings.model_name, settings.model_alias)
+        if version is None:
+            raise LookupError(f"no {settings.model_name}@{settings.model_alias}: run `driftlight train` first")
+        self.registry = registry
+        self._load(version)
+        self.store = log_store_from_settings(settings, self.contract)
+        self.runs = RunStore(settings.resolved_log_store_url)
+
+    def _load(self, version: str) -> None:
+        bundle = self.registry.load(self.settings.model_name, version)
+        self.ctx = ModelContext.from_bundle(self.settings.model_name, version, bundle)
+        self.reference = reference_frame_from_profile(self.ctx.drift_profile) if self.ctx.drift_profile else None
+
+    def refresh(self) -> bool:
+        """Judge against the current champion: reload its context if the alias moved. True if it did."""
+        version = self.registry.alias_version(self.settings.model_name, self.settings.model_alias)
+        if version is None or version == self.ctx.version:
+            return False
+        log.info("monitor: champion moved v%s -> v%s; judging against the new reference", self.ctx.version, version)
+        self._load(version)
+        return True
+
+    def run(
+        self, start: datetime | None, end: datetime | None, *, by: str = "event_time", html: bool = True, **kw: Any
+    ) -> MonitorResult:
+        """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
+        kw.setdefault("store", self.store)
+        return run_window(
+            ctx=self.ctx,
+            contract=self.contract,
+            runs=self.runs,
+            policy=self.policy,
+            start=start,
+            end=end,
+            by=by,
+            reports_dir=self.settings.home / "reports",
+            html=html,
+            reference_frame=self.reference,
+            **kw,
+        )
+
+    def run_days(self, first: date, last: date, *, html: bool = True, by: str = "event_time") -> MonitorResult:
+        """Judge local days `first`..`last` of event time (a replay of 2013) or of `served_at` (live traffic)."""
+        lo, hi = window_bounds(first, last, self.contract.timezone)
+        return self.run(lo, hi, by=by, html=html)
+
+
+class MonitorGauges:
+    """Prometheus gauges of the latest run, for `driftlight monitor --every`."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Gauge
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.status = Gauge(
+            "driftlight_monitor_status", "Latest verdict: 0 green, 1 yellow, 2 red, -1 not enough data", registry=r
+        )
+        self.psi = Gauge("driftlight_monitor_psi", "PSI excess of a column against the frozen profile", ["feature"], registry=r)
+        self.missing = Gauge(
+            "driftlight_monitor_missing_rate_increase", "Missing rate minus the reference's", ["feature"], registry=r
+        )
+        self.drifted = Gauge(
+            "driftlight_monitor_drifted_share", "Share of profiled columns over their drift threshold", registry=r
+        )
+        self.weighted = Gauge(
+            "driftlight_monitor_weighted_drift_score", "PSI excess weighted by the model's permutation importance", registry=r
+        )
+        self.rows = Gauge("driftlight_monitor_rows", "Rows in the latest window", registry=r)
+        self.last = Gauge("driftlight_monitor_last_run_timestamp_seconds", "Unix time of the latest run", registry=r)
+        self.reasons = Gauge("driftlight_monitor_reasons", "Reasons in the latest verdict, by severity", ["severity"], registry=r)
+
+    def update(self, res: MonitorResult, signals: list[dict[str, Any]]) -> None:
+        self.status.set(STATUS_VALUE[res.verdict.status])
+        self.rows.set(res.rows)
+        self.last.set(time.time())
+        for sev in ("warning", "critical"):
+            self.reasons.labels(sev).set(sum(1 for r in res.verdict.reasons if r.severity == sev))
+        for s in signals:
+            if s["signal"] == "psi" and s["feature"]:
+                self.psi.labels(s["feature"]).set(s["value"])
+            elif s["signal"] == "missing_rate_increase" and s["feature"]:
+                self.missing.labels(s["feature"]).set(s["value"])
+            elif s["signal"] == "drifted_feature_share":
+                self.drifted.set(s["value"])
+            elif s["signal"] == "weighted_drift_score":
+                self.weighted.set(s["value"])
+
+
+def loop(
+    monitor: Monitor,
+    every_s: float,
+    window_s: float,
+    *,
+    metrics_port: int | None,
+    max_runs: int | None = None,
+    html: bool = False,
+    on_red: Callable[[], int] | None = None,
+) -> None:
+    """Every `every_s` seconds, judge the last `window_s` seconds of traffic (by served_at).
+
+    `on_red` runs when a run records a retrain request (the CLI passes a retrain in its own process).
+    """
+    gauges = MonitorGauges()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=gauges.registry)
+    n = 0
+    while max_runs is None or n < max_runs:
+        t0 = time.monotonic()
+        end = datetime.now(UTC)
+        try:
+            res = monitor.run(end - timedelta(seconds=window_s), end, by="served_at", html=html)
+            latest = monitor.runs.latest() or {}
+            gauges.update(res, latest.get("summary", {}).get("signals", []))
+            log.info(
+                "monitor: %s (%d rows) %s", res.verdict.status, res.rows, "; ".join(r.message for r in res.verdict.top_reasons(3))
+            )
+            if res.retrain_request and on_red is not None:
+                log.info("monitor: retrain requested (%s); retrain exited with %s", res.retrain_request, on_red())
+            monitor.refresh()
+        except Exception as exc:  # keep the loop alive; the gauge's timestamp shows staleness
+            log.error("monitor run failed: %s", exc)
+        n += 1
+        if max_runs is not None and n >= max_runs:
+            break
+        time.sleep(max(0.0, every_s - (time.monotonic() - t0)))
