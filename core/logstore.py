@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from sqlalchemy import (
@@ -51,6 +51,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from data_contracts.contract import Contract, FieldSpec
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 # Columns every prediction row has, before the contract fields and the features.
 FIXED_PREDICTION_COLUMNS = (
@@ -352,7 +355,7 @@ class LogStore:
         """
         if not rows:
             return 0
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[Any, dict[str, Any]] = {}
         for r in rows:
             try:
                 p = {
@@ -498,7 +501,7 @@ class LogStore:
         self.engine.dispose()
 
 
-def log_store_from_settings(settings: Any, contract: Contract) -> LogStore:
+def log_store_from_settings(settings: Settings, contract: Contract) -> LogStore:
     """The process's prediction log: the settings' URL, one `f_` column per feature the service serves."""
     from features.pipeline import build_features
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pandas as pd
 
@@ -28,7 +28,11 @@ from monitoring.monitor import Judgement, ModelContext, WindowAccumulator, judge
 from monitoring.performance import Performance
 from monitoring.policy import PolicySettings, Verdict, load_policy
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 log = logging.getLogger("driftlight.monitor")
+WindowBy = Literal["event_time", "served_at"]  # which clock a window is cut by
 STATUS_VALUE = {"green": 0, "yellow": 1, "red": 2, "not_enough_data": -1}
 
 
@@ -161,7 +165,7 @@ def run_window(
     policy: PolicySettings,
     start: datetime | None,
     end: datetime | None,
-    by: Literal["event_time", "served_at"] = "event_time",
+    by: WindowBy = "event_time",
     reports_dir: Path | None = None,
     html: bool = False,
     reference_frame: pd.DataFrame | None = None,
@@ -212,7 +216,7 @@ def run_window(
 class Monitor:
     """Everything one monitor process holds between runs."""
 
-    def __init__(self, settings: Any, policy_path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, policy_path: Path | None = None) -> None:
         self.settings = settings
         self.contract = load_contract()
         self.policy = load_policy(policy_path)
@@ -240,7 +244,7 @@ class Monitor:
         return True
 
     def run(
-        self, start: datetime | None, end: datetime | None, *, by: str = "event_time", html: bool = True, **kw: Any
+        self, start: datetime | None, end: datetime | None, *, by: WindowBy = "event_time", html: bool = True, **kw: Any
     ) -> MonitorResult:
         """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
         kw.setdefault("store", self.store)
@@ -258,7 +262,7 @@ class Monitor:
             **kw,
         )
 
-    def run_days(self, first: date, last: date, *, html: bool = True, by: str = "event_time") -> MonitorResult:
+    def run_days(self, first: date, last: date, *, html: bool = True, by: WindowBy = "event_time") -> MonitorResult:
         """Judge local days `first`..`last` of event time (a replay of 2013) or of `served_at` (live traffic)."""
         lo, hi = window_bounds(first, last, self.contract.timezone)
         return self.run(lo, hi, by=by, html=html)

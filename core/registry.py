@@ -17,7 +17,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 # Trust decision (say it, don't hide it): skops refuses these by default. Our two classes hold only
 # numbers, strings and dicts. The booster's TreePredictor stores node indices that sklearn uses
@@ -35,6 +38,9 @@ TRUSTED_TYPES = [
 ]
 # What the model needs at inference, stated (MLflow's inference would take seconds and list test tools).
 PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "numpy==2.4.6", "pandas==2.3.3", "skops==0.16.0"]
+# Exit code of `driftlight promote|rollback` when the challenger gate refuses the change (the admin
+# endpoints map it to a 409 with the gate's reasons; any other non-zero code is an error).
+GATE_REFUSED_EXIT = 3
 
 
 @dataclass(frozen=True)
@@ -214,14 +220,15 @@ class MlflowRegistry:
         pipeline = mlflow.sklearn.load_model(self.client.get_model_version_download_uri(name, version))
         # MLflow 3 stores a logged model outside the run's artifact folder; `runs:/` resolves it
         # through the tracking URI, which was set to this registry's at the top of this method.
-        baseline = mlflow.sklearn.load_model(f"runs:/{mv.run_id}/baseline")
+        run_id = _run_of(mv)
+        baseline = mlflow.sklearn.load_model(f"runs:/{run_id}/baseline")
         profile = None
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(mv.run_id, "driftlight/metadata.json", tmp)
+            path = self.client.download_artifacts(run_id, "driftlight/metadata.json", tmp)
             metadata = json.loads(Path(path).read_text(encoding="utf-8"))
-            names = {a.path for a in self.client.list_artifacts(mv.run_id, "driftlight")}
+            names = {a.path for a in self.client.list_artifacts(run_id, "driftlight")}
             if "driftlight/profile.json" in names:
-                ppath = self.client.download_artifacts(mv.run_id, "driftlight/profile.json", tmp)
+                ppath = self.client.download_artifacts(run_id, "driftlight/profile.json", tmp)
                 profile = json.loads(Path(ppath).read_text(encoding="utf-8"))
         return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile)
 
@@ -232,11 +239,12 @@ class MlflowRegistry:
         for k, v in tags.items():
             self.client.set_model_version_tag(name, version, k, str(v)[:5000])
         stamp = str(evidence.get("decided_at", "")).replace(":", "").replace("-", "") or "decision"
-        self.client.log_dict(mv.run_id, json.loads(json.dumps(dict(evidence), default=str)), f"driftlight/gate-{stamp}.json")
+        run_id = _run_of(mv)
+        self.client.log_dict(run_id, json.loads(json.dumps(dict(evidence), default=str)), f"driftlight/gate-{stamp}.json")
         for side in ("champion", "challenger"):
             for k, v in (evidence.get(side) or {}).get("metrics", {}).items():
                 if isinstance(v, int | float) and v == v:
-                    self.client.log_metric(mv.run_id, f"gate_{side}_{k}", float(v))
+                    self.client.log_metric(run_id, f"gate_{side}_{k}", float(v))
 
     def versions(self, name: str) -> list[ModelVersion]:
         from mlflow.exceptions import MlflowException
@@ -262,5 +270,20 @@ class MlflowRegistry:
         return sorted(out, key=lambda m: int(m.version))
 
 
-def registry_from_settings(settings: Any) -> MlflowRegistry:
+def registry_from_settings(settings: Settings) -> MlflowRegistry:
     return MlflowRegistry(settings.resolved_tracking_uri, settings.resolved_artifact_root, settings.experiment)
+
+
+def _run_of(mv: Any) -> str:
+    """The run a registered version was logged from (driftlight registers only from runs)."""
+    if not mv.run_id:
+        raise LookupError(f"model version {mv.name} v{mv.version} has no run: it was not registered by driftlight")
+    return str(mv.run_id)
+
+
+def required_alias(registry: Registry, name: str, alias: str) -> str:
+    """The version `alias` points at, or a LookupError that says what to run."""
+    version = registry.alias_version(name, alias)
+    if version is None:
+        raise LookupError(f"no version of {name!r} has alias {alias!r}: run `driftlight train` first")
+    return version

@@ -86,6 +86,11 @@ contract_violations = sa.Table(
 )
 
 
+def to_utc_naive_second(ts: datetime) -> datetime:
+    """`ts` as naive UTC, cut to the second (the violation buckets are per second)."""
+    return (ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts).replace(microsecond=0)
+
+
 def _naive_utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
@@ -264,7 +269,7 @@ class RunStore:
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
         now = _naive_utc(datetime.now(UTC))
         values = [{**r, "scored_at": now} for r in rows]
         with self.engine.begin() as c:
@@ -294,7 +299,7 @@ class RunStore:
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
         rows = [{"bucket_start": _naive_utc(b), "field": f, "kind": k, "count": n} for (b, f, k), n in counts.items()]
         stmt = insert(contract_violations)
         stmt = stmt.on_conflict_do_update(
@@ -308,9 +313,10 @@ class RunStore:
         """Violations seen at the door in [start, end], by (field, kind)."""
         self._ensure()
         t = contract_violations
+        start_s = to_utc_naive_second(start)
         q = (
             sa.select(t.c.field, t.c.kind, sa.func.sum(t.c["count"]))
-            .where(t.c.bucket_start >= _naive_utc(start).replace(microsecond=0), t.c.bucket_start <= _naive_utc(end))
+            .where(t.c.bucket_start >= start_s, t.c.bucket_start <= _naive_utc(end))
             .group_by(t.c.field, t.c.kind)
         )
         with self.engine.connect() as c:

@@ -179,7 +179,9 @@ def validate_with_gx(contract: Contract, frame: pd.DataFrame) -> BatchReport:
     import great_expectations as gx
 
     ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = ctx.data_sources.add_pandas("driftlight")
     asset = source.add_dataframe_asset("batch")
     batch_def = asset.add_batch_definition_whole_dataframe("whole")
@@ -191,7 +193,8 @@ def validate_with_gx(contract: Contract, frame: pd.DataFrame) -> BatchReport:
         if r.success:
             continue
         cfg = r.expectation_config
-        col = cfg.kwargs.get("column")
+        assert cfg is not None, "a result of a suite's expectation carries its configuration"
+        col = str(cfg.kwargs.get("column"))
         res = r.result or {}
         count = res.get("unexpected_count")
         if count is None:  # column missing: GE reports no counts

@@ -17,16 +17,17 @@ from typing import Annotated, Any
 
 import typer
 
+from core.registry import GATE_REFUSED_EXIT
+from core.settings import Settings
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftlight: a late-flight model, served, logged and watched.")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _settings(**overrides: Any) -> Any:
+def _settings(**overrides: Any) -> Settings:
     from pydantic import ValidationError
-
-    from core.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -227,7 +228,7 @@ def monitor(
     """Judge a window of the prediction log: drift, quality, skew, performance -> green / yellow / red."""
     import logging
 
-    from core.monitor_job import Monitor, loop
+    from core.monitor_job import Monitor, WindowBy, loop
 
     settings = _settings(home=home)
     try:
@@ -250,10 +251,11 @@ def monitor(
     if start is None or end is None:
         typer.echo("monitor: give --from and --to (local days), or --every for the loop", err=True)
         raise typer.Exit(2)
-    if by not in ("event_time", "served_at"):
+    if by != "event_time" and by != "served_at":
         typer.echo(f"monitor: --by must be event_time or served_at, got {by!r}", err=True)
         raise typer.Exit(2)
-    res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html, by=by)
+    clock: WindowBy = "served_at" if by == "served_at" else "event_time"
+    res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html, by=clock)
     v = res.verdict
     lines = [f"{v.status.upper()} for {start}..{end}: {res.rows} rows, {res.performance.labelled} labelled"]
     lines += [f"  - [{r.severity}] {r.message}" for r in v.top_reasons(8)]
@@ -411,7 +413,7 @@ def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None
     )
     _out(out, as_json, text + "".join(f"\n  - {r}" for r in out["reasons"]))
     if out["action"] == "refused":
-        raise typer.Exit(3)
+        raise typer.Exit(GATE_REFUSED_EXIT)
 
 
 @app.command()
@@ -482,7 +484,9 @@ def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         }
         for v in vs
     ]
-    text = "\n".join(f"v{r['version']:<4} {','.join(r['aliases']) or '-':<28} {r['role']:<11} {r['gate'] or ''}" for r in rows)
+    text = "\n".join(
+        f"v{r['version']:<4} {','.join(r['aliases'] or ()) or '-':<28} {r['role']:<11} {r['gate'] or ''}" for r in rows
+    )
     _out(rows, as_json, text or f"no versions of {settings.model_name}: run `driftlight train`")
 
 

@@ -13,12 +13,19 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
+from core.registry import required_alias
 from core.server_process import CLEAN_EXIT, start_server, stop_server, wait_ready
+
+if TYPE_CHECKING:
+    from core.logstore import LogStore
+    from core.registry import Registry
+    from core.settings import Settings
+    from data_contracts.contract import Contract
 
 MARKER = ".driftlight-demo"
 
@@ -32,7 +39,7 @@ def prepare_home(home: Path) -> None:
     (home / MARKER).write_text("created by driftlight demo; emptied by the next demo run\n")
 
 
-def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(settings: Settings, start: date, end: date, echo: Callable[[str], None] = print) -> dict[str, Any]:
     from core.logstore import log_store_from_settings
     from core.registry import registry_from_settings
     from data_contracts.contract import contract_path, load_contract
@@ -143,7 +150,7 @@ def run_demo(settings: Any, start: date, end: date, echo: Callable[[str], None] 
     return summary
 
 
-def wait_logged(store: Any, rows: int, timeout: float = 60.0) -> None:
+def wait_logged(store: LogStore, rows: int, timeout: float = 60.0) -> None:
     """The writer commits in the background: wait until the log holds every served row."""
     t0 = time.perf_counter()
     while store.count_predictions() < rows and time.perf_counter() - t0 < timeout:
@@ -151,7 +158,13 @@ def wait_logged(store: Any, rows: int, timeout: float = 60.0) -> None:
 
 
 def retrain_cycle(
-    settings: Any, contract: Any, registry: Any, store: Any, url: str, flights: Any, echo: Callable[[str], None]
+    settings: Settings,
+    contract: Contract,
+    registry: Registry,
+    store: LogStore,
+    url: str,
+    flights: Any,
+    echo: Callable[[str], None],
 ) -> dict[str, Any]:
     """Consume the red windows' retrain requests; if promoted, show the new version serving July 8-14."""
 
@@ -164,7 +177,7 @@ def retrain_cycle(
     from training.retrain import handle_pending_with_settings
 
     runs = RunStore(settings.resolved_log_store_url)
-    old = registry.alias_version(settings.model_name, settings.model_alias)
+    old = required_alias(registry, settings.model_name, settings.model_alias)
     out = handle_pending_with_settings(settings, contract, registry, store, runs)
     cycle: dict[str, Any] = {
         "status": out.status,
@@ -195,7 +208,7 @@ def retrain_cycle(
     y = labelled["late"].astype(int).to_numpy()
     old_bundle = registry.load(settings.model_name, old)
     old_auc = float(roc_auc_score(y, old_bundle.pipeline.predict_proba(contract_frame(contract, labelled))[:, 1]))
-    now = registry.alias_version(settings.model_name, settings.model_alias)
+    now = required_alias(registry, settings.model_name, settings.model_alias)
     new_auc = float(
         roc_auc_score(y, registry.load(settings.model_name, now).pipeline.predict_proba(contract_frame(contract, labelled))[:, 1])
     )
@@ -205,11 +218,11 @@ def retrain_cycle(
     return cycle
 
 
-def monitor_traffic(contract: Any, flights: Any, registry: Any, settings: Any) -> tuple[Any, Any]:
+def monitor_traffic(contract: Contract, flights: Any, registry: Registry, settings: Settings) -> tuple[Any, Any]:
     """A sample of the held-out control days (no drift) and June 3 - July 7 (seasonal drift)."""
     from data_contracts.windows import on_days, select_window
 
-    version = registry.alias_version(settings.model_name, settings.model_alias)
+    version = required_alias(registry, settings.model_name, settings.model_alias)
     md = registry.load(settings.model_name, version).metadata
     fit_end = date.fromisoformat(md["fit_window"]["end"])
     fit = select_window(flights, contract, date.fromisoformat(md["fit_window"]["start"]), fit_end)
@@ -219,7 +232,7 @@ def monitor_traffic(contract: Any, flights: Any, registry: Any, settings: Any) -
     return control, select_window(flights, contract, date(2013, 6, 3), date(2013, 7, 7))
 
 
-def monitor_windows(settings: Any, start: date, end: date, echo: Callable[[str], None]) -> dict[str, Any]:
+def monitor_windows(settings: Settings, start: date, end: date, echo: Callable[[str], None]) -> dict[str, Any]:
     """Judge the control days, the replayed slice and July 1-7; print each verdict."""
     from core.monitor_job import Monitor
 

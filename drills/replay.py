@@ -14,7 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import date
 from typing import Any
 
 import httpx
@@ -171,12 +170,3 @@ def replay_frame(
             http.close()
     res.seconds = round(time.perf_counter() - t0, 3)
     return res
-
-
-def replay_window(base_url: str, contract: Contract, start: date, end: date, **kwargs: Any) -> ReplayResult:
-    """Replay every 2013 flight whose local departure day is in `start`..`end`."""
-    from data_contracts.windows import select_window
-    from training.data import load_flights
-
-    frame = select_window(load_flights(), contract, start, end)
-    return replay_frame(base_url, frame, contract, window=(start.isoformat(), end.isoformat()), **kwargs)

@@ -12,13 +12,18 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from drills.catalogue import Drill, PhaseResult, check
 from drills.replay import replay_frame
+
+if TYPE_CHECKING:
+    from core.logstore import LogStore
+    from core.runs import RunStore
+    from data_contracts.contract import Contract
 
 
 @dataclass
@@ -39,7 +44,7 @@ class DrillResult:
 class OnlyIds:
     """A view of the log store restricted to a set of prediction ids."""
 
-    def __init__(self, store: Any, ids: set[str]) -> None:
+    def __init__(self, store: LogStore, ids: set[str]) -> None:
         self.store, self.ids = store, ids
 
     def iter_predictions(self, start: Any, end: Any, **kw: Any) -> Any:
@@ -51,7 +56,7 @@ class OnlyIds:
         return pd.DataFrame(columns=["probability", "shadow_probability", "shadow_version", "label"])
 
 
-def control_traffic(contract: Any, flights: pd.DataFrame, metadata: Any) -> pd.DataFrame:
+def control_traffic(contract: Contract, flights: pd.DataFrame, metadata: Any) -> pd.DataFrame:
     """The champion's held-out control days: real traffic its reference profile never saw."""
     from datetime import date
 
@@ -62,7 +67,7 @@ def control_traffic(contract: Any, flights: pd.DataFrame, metadata: Any) -> pd.D
     return on_days(contract, fit, metadata["monitoring"]["control_days"])
 
 
-def wait_logged(store: Any, ids: set[str], labels: int, since: datetime, timeout: float = 60.0) -> tuple[int, int]:
+def wait_logged(store: LogStore, ids: set[str], labels: int, since: datetime, timeout: float = 60.0) -> tuple[int, int]:
     """Poll the log until every drill row (and label) is stored; returns (rows, labels) seen."""
     t0 = time.monotonic()
     rows = lab = 0
@@ -78,7 +83,7 @@ def wait_logged(store: Any, ids: set[str], labels: int, since: datetime, timeout
     return rows, lab
 
 
-def wait_violations(runs: Any, start: datetime, timeout: float = 30.0) -> int:
+def wait_violations(runs: RunStore, start: datetime, timeout: float = 30.0) -> int:
     """The service stores door violations every few seconds: wait until this span's are in."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:

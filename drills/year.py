@@ -31,9 +31,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.logstore import LogStore
+    from data_contracts.contract import Contract
 
 ROOT = Path(__file__).resolve().parent.parent
 MONTHS = [(2013, m) for m in range(4, 13)]
@@ -61,7 +65,7 @@ def month_end(year: int, month: int) -> date:
     return nxt - timedelta(days=1)
 
 
-def write_month(store: Any, bundle: Any, version: str, contract: Any, frame: Any, prefix: str) -> None:
+def write_month(store: LogStore, bundle: Any, version: str, contract: Contract, frame: Any, prefix: str) -> None:
     from drills.calibrate import log_frame
 
     lf = log_frame(bundle, contract, frame)
@@ -120,6 +124,8 @@ def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[
     for year, month in MONTHS:
         first, last = date(year, month, 1), month_end(year, month)
         version = registry.alias_version(settings.model_name, "champion")
+        if version is None:
+            raise LookupError(f"no {settings.model_name}@champion: the replay trains one first")
         bundle = registry.load(settings.model_name, version)
         frame = select_window(flights, contract, first, last)
         write_month(store, bundle, version, contract, frame, f"{year}{month:02d}-")

@@ -23,6 +23,7 @@ import yaml
 Status = Literal["green", "yellow", "red", "not_enough_data"]
 Severity = Literal["warning", "critical"]
 _RANK = {"green": 0, "yellow": 1, "red": 2}
+_STATUS: dict[str, Status] = {"green": "green", "yellow": "yellow", "red": "red"}  # stored text -> Status
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,13 @@ def evaluate_signals(signals: Iterable[Signal], rules: Sequence[Rule]) -> list[R
     The first matching rule per signal wins, so a feature-specific rule placed before a generic
     one overrides it.
     """
-    out: list[tuple[float, Reason]] = []
+    out: list[tuple[tuple[int, int, float], Reason]] = []
     for s in signals:
         rule = next((r for r in rules if r.matches(s)), None)
         if rule is None:
             continue
-        for sev, thr in (("critical", rule.critical), ("warning", rule.warning)):
+        levels: tuple[tuple[Severity, float | None], ...] = (("critical", rule.critical), ("warning", rule.warning))
+        for sev, thr in levels:
             if rule.breached(s.value, thr):
                 assert thr is not None
                 excess = abs(s.value - thr) / (abs(thr) if thr else 1.0)
@@ -122,7 +124,7 @@ def evaluate_signals(signals: Iterable[Signal], rules: Sequence[Rule]) -> list[R
                         (0 if sev == "critical" else 1, rule.priority, -excess),
                         Reason(s.signal, s.feature, float(s.value), float(thr), sev, msg),
                     )
-                )  # type: ignore[arg-type]
+                )
                 break
     out.sort(key=lambda t: t[0])  # type: ignore[arg-type,return-value]
     return [r for _, r in out]
@@ -131,7 +133,7 @@ def evaluate_signals(signals: Iterable[Signal], rules: Sequence[Rule]) -> list[R
 def decide(
     signals: Iterable[Signal],
     settings: PolicySettings,
-    history: Sequence[Status] = (),
+    history: Sequence[str] = (),
     *,
     rows: int | None = None,
 ) -> Verdict:
@@ -145,7 +147,7 @@ def decide(
         return Verdict("not_enough_data", "not_enough_data", (), notes=(f"{rows} rows < min_rows {settings.min_rows}",))
     reasons = evaluate_signals(signals, settings.rules)
     raw: Status = "red" if any(r.severity == "critical" for r in reasons) else "yellow" if reasons else "green"
-    recent = [h for h in history if h in _RANK][-(settings.clear_after - 1) :] if settings.clear_after > 1 else []
+    recent = [_STATUS[h] for h in history if h in _STATUS][-(settings.clear_after - 1) :] if settings.clear_after > 1 else []
     shown = worst([raw, *recent])
     if shown == raw:
         return Verdict(raw, raw, tuple(reasons))

@@ -64,14 +64,15 @@ class ReferenceProfile:
     profile_version: int = PROFILE_VERSION
 
     def column(self, name: str) -> NumericProfile | CategoryProfile:
-        for p in (*self.numeric, *self.categorical):
+        columns: tuple[NumericProfile | CategoryProfile, ...] = (*self.numeric, *self.categorical)
+        for p in columns:
             if p.name == name:
                 return p
         raise KeyError(name)
 
     @property
     def columns(self) -> list[str]:
-        return [p.name for p in (*self.numeric, *self.categorical)]
+        return [p.name for p in self.numeric] + [p.name for p in self.categorical]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,10 +81,12 @@ class ReferenceProfile:
     def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
         if d.get("profile_version") != PROFILE_VERSION:
             raise ValueError(f"profile_version {d.get('profile_version')} is not {PROFILE_VERSION}")
-        num = tuple(NumericProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in d["numeric"])
-        cat = tuple(
-            CategoryProfile(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}) for p in d["categorical"]
-        )
+
+        def fields(p: Mapping[str, Any]) -> dict[str, Any]:  # JSON lists back to the tuples the profile holds
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in p.items()}
+
+        num = tuple(NumericProfile(**fields(p)) for p in d["numeric"])
+        cat = tuple(CategoryProfile(**fields(p)) for p in d["categorical"])
         return cls(rows=int(d["rows"]), numeric=num, categorical=cat, profile_version=PROFILE_VERSION)
 
 

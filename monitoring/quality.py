@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,7 +162,7 @@ def quality_signals(references: Sequence[FieldReference], window: pd.DataFrame) 
     return acc.signals()
 
 
-def references_from_mapping(doc: Mapping[str, Mapping[str, object]]) -> list[FieldReference]:
+def references_from_mapping(doc: Mapping[str, Mapping[str, Any]]) -> list[FieldReference]:
     """`FieldReference`s from their JSON form (stored with the model)."""
     out = []
     for name, d in doc.items():
@@ -169,13 +170,13 @@ def references_from_mapping(doc: Mapping[str, Mapping[str, object]]) -> list[Fie
             FieldReference(
                 name=name,
                 kind=str(d["kind"]),
-                missing_rate=float(d["missing_rate"]),  # type: ignore[arg-type]
-                unit=d.get("unit"),  # type: ignore[arg-type]
-                min=d.get("min"),  # type: ignore[arg-type]
-                max=d.get("max"),  # type: ignore[arg-type]
-                quantiles=tuple(d.get("quantiles") or ()),  # type: ignore[arg-type]
-                categories=frozenset(d.get("categories") or ()),  # type: ignore[arg-type]
-                top_share=float(d.get("top_share", 0.0)),  # type: ignore[arg-type]
+                missing_rate=float(d["missing_rate"]),
+                unit=d.get("unit"),
+                min=d.get("min"),
+                max=d.get("max"),
+                quantiles=tuple(d.get("quantiles") or ()),
+                categories=frozenset(d.get("categories") or ()),
+                top_share=float(d.get("top_share", 0.0)),
             )
         )
     return out

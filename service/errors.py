@@ -14,6 +14,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
 from data_contracts.contract import Contract
 
 KINDS = (
@@ -58,7 +61,8 @@ _TYPE_TO_KIND = {
 }
 
 
-def _received(value: Any) -> Any:
+def received_value(value: Any) -> Any:
+    """The value that came, as an error body shows it: non-finite numbers as strings, long text cut."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value).replace("inf", "Infinity").replace("nan", "NaN")
     if isinstance(value, str) and len(value) > 120:
@@ -109,7 +113,7 @@ def describe_errors(
             expected = "a JSON object"
         else:
             expected = extra.get("*", "see the OpenAPI document at /docs")
-        received = None if kind in ("missing", "invalid_json") else _received(err.get("input"))
+        received = None if kind in ("missing", "invalid_json") else received_value(err.get("input"))
         message = str(err.get("msg", ""))
         if kind == "invalid_json":
             message = f"malformed JSON: {(err.get('ctx') or {}).get('error', message)}"
@@ -126,5 +130,38 @@ def metric_field(path: str, contract: Contract) -> str:
     return "_other"
 
 
-def body(error: str, message: str, detail: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"error": error, "message": message, "detail": detail}
+class ErrorItem(BaseModel):
+    field: str
+    kind: str
+    expected: str
+    received: Any = None
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    detail: list[ErrorItem]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Malformed JSON"},
+    404: {"model": ErrorOut, "description": "Unknown prediction id"},
+    413: {"model": ErrorOut, "description": "Batch larger than the configured maximum"},
+    415: {"model": ErrorOut, "description": "Body is not application/json"},
+    422: {"model": ErrorOut, "description": "A field breaks the contract"},
+    503: {"model": ErrorOut, "description": "No model loaded"},
+}
+
+
+def item(field: str, kind: str, expected: str, received: Any, message: str) -> ErrorItem:
+    """One detail item; `kind` must be one of KINDS (it labels a Prometheus counter)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown error kind {kind!r}: add it to service.errors.KINDS")
+    return ErrorItem(field=field, kind=kind, expected=expected, received=received, message=message)
+
+
+def error_response(status: int, error: str, message: str, detail: Sequence[ErrorItem | Mapping[str, Any]]) -> JSONResponse:
+    """Every 4xx/5xx body, built through the one error model (`ErrorOut`)."""
+    items = [d if isinstance(d, ErrorItem) else ErrorItem(**d) for d in detail]
+    return JSONResponse(ErrorOut(error=error, message=message, detail=items).model_dump(), status_code=status)

@@ -25,13 +25,19 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from features.baseline import PACKAGED_FALLBACK, HistoricalRateBaseline
 from service.model import LoadedModel, frame_from_records
+
+if TYPE_CHECKING:
+    from core.registry import Registry
+    from core.runs import RunStore
+    from core.settings import Settings
+    from service.metrics import ServiceMetrics
 
 log = logging.getLogger("driftlight.service")
 FALLBACK_VERSION = "fallback"
@@ -83,7 +89,7 @@ def write_fallback(path: Path, fb: Fallback) -> None:
 class ModelHolder:
     """The one mutable reference to the served model (and the shadow model and the fallback)."""
 
-    def __init__(self, settings: Any, metrics: Any) -> None:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.model: LoadedModel | None = None
@@ -99,7 +105,7 @@ class ModelHolder:
             return "model"
         return "fallback" if self.fallback is not None else "nothing"
 
-    def start(self, registry: Any) -> None:
+    def start(self, registry: Registry) -> None:
         """First load at start-up; on failure, the fallback (unless disabled) and the reason."""
         try:
             self.reload(registry)
@@ -118,7 +124,7 @@ class ModelHolder:
             if self.fallback is not None:
                 log.warning("serving the fallback: %s", self.fallback.source)
 
-    def reload(self, registry: Any) -> dict[str, Any]:
+    def reload(self, registry: Registry) -> dict[str, Any]:
         """Serve the version the alias points at now (no-op if it already does). Thread-safe."""
         s = self.settings
         with self._lock:
@@ -150,7 +156,7 @@ class ModelHolder:
                 "shadow": self.shadow.version if self.shadow else None,
             }
 
-    def _reload_shadow(self, registry: Any) -> None:
+    def _reload_shadow(self, registry: Registry) -> None:
         s = self.settings
         if not s.shadow_alias:
             return
@@ -169,7 +175,7 @@ class ModelHolder:
 class Reloader:
     """Poll the registry every `interval` seconds and reload when the alias moved."""
 
-    def __init__(self, holder: ModelHolder, registry: Any, interval: float) -> None:
+    def __init__(self, holder: ModelHolder, registry: Registry, interval: float) -> None:
         self.holder, self.registry, self.interval = holder, registry, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -197,7 +203,9 @@ class Reloader:
 class ShadowScorer:
     """Score the shadow model on served records in a background thread; store, never return."""
 
-    def __init__(self, holder: ModelHolder, runs: Any, columns: list[str], metrics: Any, max_queue: int = 20_000) -> None:
+    def __init__(
+        self, holder: ModelHolder, runs: RunStore, columns: list[str], metrics: ServiceMetrics, max_queue: int = 20_000
+    ) -> None:
         self.holder, self.runs, self.columns, self.metrics = holder, runs, columns, metrics
         self.queue: queue.Queue[tuple[str, Mapping[str, Any]] | None] = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._run, name="driftlight-shadow", daemon=True)

@@ -274,7 +274,7 @@ class PredictionLog:
         self._done = 0  # of those, rows committed (or rejected); FIFO, so a prefix of `_popped`
         self._held = 0  # rows out of `_q` but not yet in the store (in flight + spool files)
         self._handed_off = 0  # rows left in `ready-` files by stop() for the next start()
-        self._batch: list[tuple[str, Mapping[str, Any]]] | None = None
+        self._batch: Sequence[tuple[str, Mapping[str, Any]]] | None = None
         self._batch_src: _SpoolFile | None = None  # None: the batch came from memory
         self._batch_end = 0  # offset in `_batch_src` once the batch is committed
         self._batch_kinds_done: set[str] = set()

@@ -13,13 +13,16 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.runs import RunStore
 
 log = logging.getLogger("driftlight.service")
 
 
 class ViolationCounter:
-    def __init__(self, store: Any, interval: float = 5.0) -> None:
+    def __init__(self, store: RunStore, interval: float = 5.0) -> None:
         self.store = store
         self.interval = interval
         self._lock = threading.Lock()

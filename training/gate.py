@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ import pandas as pd
 from data_contracts.contract import Contract
 from training.data import contract_frame
 from training.evaluate import Metrics, evaluate, slice_metrics
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class GateConfig:
     confidence: float = 0.95  # one-sided: the gain's lower bound at this level must be > 0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> GateConfig:
+    def from_settings(cls, settings: Settings) -> GateConfig:
         return cls(
             margin=settings.gate_margin,
             guard_tolerance=settings.gate_guard_tolerance,

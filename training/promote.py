@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from data_contracts.contract import Contract
 from data_contracts.windows import window_bounds
 from training.gate import GateConfig, GateDecision, run_gate
+
+if TYPE_CHECKING:
+    from core.logstore import LogStore
+    from core.registry import Registry
+    from core.runs import RunStore
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
 
@@ -26,7 +31,7 @@ class LifecycleError(RuntimeError):
     """A promotion or rollback that cannot be done as asked (the message says why)."""
 
 
-def labelled_log(store: Any, contract: Contract, first: date, last: date) -> pd.DataFrame:
+def labelled_log(store: LogStore, contract: Contract, first: date, last: date) -> pd.DataFrame:
     """Labelled rows of the prediction log with event time on local days `first..last`.
 
     Columns: the contract fields, `late` (the delayed label, 0/1 as float), `model_version`. The
@@ -49,14 +54,14 @@ def labelled_log(store: Any, contract: Contract, first: date, last: date) -> pd.
     return frame
 
 
-def latest_labelled_day(store: Any, contract: Contract) -> date | None:
+def latest_labelled_day(store: LogStore, contract: Contract) -> date | None:
     rng = store.labelled_event_range()
     if rng is None:
         return None
     return pd.Timestamp(rng[1]).tz_convert(contract.timezone).date()
 
 
-def set_champion(registry: Any, name: str, version: str) -> str | None:
+def set_champion(registry: Registry, name: str, version: str) -> str | None:
     """Make `version` the champion; the old champion becomes `previous_champion`. Returns the old one."""
     old = registry.alias_version(name, CHAMPION)
     if old == version:
@@ -70,8 +75,8 @@ def set_champion(registry: Any, name: str, version: str) -> str | None:
 
 
 def record_decision(
-    registry: Any,
-    runs: Any,
+    registry: Registry,
+    runs: RunStore,
     name: str,
     challenger_version: str,
     champion_version: str | None,
@@ -104,9 +109,9 @@ def holdout_window(last: date, days: int) -> tuple[date, date]:
 
 def promote(
     contract: Contract,
-    registry: Any,
-    store: Any,
-    runs: Any,
+    registry: Registry,
+    store: LogStore,
+    runs: RunStore,
     name: str,
     version: str,
     *,
@@ -150,7 +155,7 @@ def promote(
     }
 
 
-def rollback(registry: Any, runs: Any, name: str, reasons: Sequence[str] = ()) -> dict[str, Any]:
+def rollback(registry: Registry, runs: RunStore, name: str, reasons: Sequence[str] = ()) -> dict[str, Any]:
     """`driftlight rollback`: the previous champion serves again (a second rollback undoes the first)."""
     prev = registry.alias_version(name, PREVIOUS)
     current = registry.alias_version(name, CHAMPION)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -35,6 +35,12 @@ from data_contracts.windows import select_window
 from training.gate import GateConfig, run_gate
 from training.promote import CHALLENGER, CHAMPION, labelled_log, latest_labelled_day, record_decision, set_champion
 from training.train import DEFAULT_END, DEFAULT_START, TrainConfig, check_contract, fit_bundle, labelled
+
+if TYPE_CHECKING:
+    from core.logstore import LogStore
+    from core.registry import Registry
+    from core.runs import RunStore
+    from core.settings import Settings
 
 log = logging.getLogger("driftlight.retrain")
 VALIDATION_DAYS = 7
@@ -50,7 +56,7 @@ class RetrainConfig:
     end: date | None = None  # last labelled local day to use; default: the latest in the log
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> RetrainConfig:
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RetrainConfig:
         base = cls(
             train_days=settings.retrain_train_days,
             holdout_days=settings.retrain_holdout_days,
@@ -93,9 +99,9 @@ class RetrainOutcome:
 
 def retrain(
     contract: Contract,
-    registry: Any,
-    store: Any,
-    runs: Any,
+    registry: Registry,
+    store: LogStore,
+    runs: RunStore,
     config: RetrainConfig,
     gate: GateConfig,
     *,
@@ -190,7 +196,7 @@ def retrain(
     )
 
 
-def last_attempt(runs: Any, model_name: str) -> datetime | None:
+def last_attempt(runs: RunStore, model_name: str) -> datetime | None:
     """When (by the caller's clock) the latest retrain attempt was decided."""
     events = [e for e in runs.events(("promoted", "refused", "failed")) if e["model_name"] == model_name]
     return events[-1]["at"].replace(tzinfo=UTC) if events else None
@@ -198,9 +204,9 @@ def last_attempt(runs: Any, model_name: str) -> datetime | None:
 
 def handle_pending(
     contract: Contract,
-    registry: Any,
-    store: Any,
-    runs: Any,
+    registry: Registry,
+    store: LogStore,
+    runs: RunStore,
     config: RetrainConfig,
     gate: GateConfig,
     *,
@@ -241,11 +247,11 @@ def handle_pending(
 
 
 def handle_pending_with_settings(
-    settings: Any,
+    settings: Settings,
     contract: Contract,
-    registry: Any,
-    store: Any,
-    runs: Any,
+    registry: Registry,
+    store: LogStore,
+    runs: RunStore,
     *,
     now: datetime | None = None,
     echo: Callable[[str], None] = lambda m: None,

@@ -48,7 +48,7 @@ def send(client, contract, frame, transform=None):
     res = replay_frame("", frame, contract, batch_size=500, client=client, transform=transform)
     assert res.rejected == 0 and res.failed_requests == 0, res.errors
     # The monitor reads what the writer has committed; in a test, wait for it rather than race it.
-    assert client.app.state.runtime["log"].flush(10.0)
+    assert client.app.state.ctx.log.flush(10.0)
     return res
 
 
@@ -165,7 +165,7 @@ def test_schema_change_rejected_at_the_door_still_turns_the_light_red(served, co
 
     res = replay_frame("", control_rows.head(800), contract, batch_size=1, client=client, transform=renamed)
     assert res.served == 0 and res.rejected == 800
-    assert client.app.state.runtime["violations"].flush()
+    assert client.app.state.ctx.violations.flush()
     now = datetime.now(UTC)
     mon = Monitor(s)
     from core.monitor_job import run_window

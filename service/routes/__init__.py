@@ -1,0 +1,1 @@
+"""Route modules, one per group; each exposes `router(ctx) -> APIRouter` over the typed context."""

@@ -1,0 +1,106 @@
+"""Operations: /health, /ready, /model, /contract, /status, /metrics."""
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from data_contracts.request_model import json_schema
+from service.context import ServiceContext
+from service.errors import ErrorOut
+from service.lifecycle import FALLBACK_VERSION
+from service.routes.predict import not_ready
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+def status_body(latest: dict[str, Any]) -> dict[str, Any]:
+    """The latest run as GET /status shows it."""
+    return {
+        "status": latest["status"],
+        "raw_status": latest["raw_status"],
+        "reasons": latest["reasons"],
+        "finished_at": latest["finished_at"].isoformat(),
+        "window": [_iso(latest["window_start"]), _iso(latest["window_end"])],
+        "window_by": latest["window_by"],
+        "model_version": latest["model_version"],
+        "rows": latest["rows"],
+        "reports": latest["summary"].get("reports", {}),
+    }
+
+
+def router(ctx: ServiceContext) -> APIRouter:
+    r = APIRouter(tags=["ops"])
+    holder, settings, contract, metrics = ctx.holder, ctx.settings, ctx.contract, ctx.metrics
+
+    @r.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "alive"}
+
+    @r.get("/ready", responses={503: {"model": ErrorOut}})
+    async def ready() -> Response:
+        """Readiness and what serves: 200 with `served_by` model or fallback (degraded, with the
+        reason); 503 when nothing can serve (no model and the fallback disabled)."""
+        model, fb = holder.model, holder.fallback
+        pending = ctx.log.pending() if ctx.log is not None else 0
+        if model is not None:
+            body = {
+                "status": "ready",
+                "model_name": model.name,
+                "model_version": model.version,
+                "served_by": "model",
+                "shadow_version": holder.shadow.version if holder.shadow else None,
+                "log_pending": pending,
+            }
+            return JSONResponse(body)
+        if fb is None:
+            return not_ready(ctx)
+        body = {
+            "status": "degraded",
+            "model_name": settings.model_name,
+            "model_version": FALLBACK_VERSION,
+            "served_by": "fallback",
+            "fallback_source": fb.source,
+            "reason": holder.load_error,
+            "log_pending": pending,
+        }
+        return JSONResponse(body)
+
+    @r.get("/model", responses={503: {"model": ErrorOut}})
+    async def model_info() -> Response:
+        """Name, version, alias, training window, validation metrics and contract version."""
+        model = holder.model
+        if model is None:
+            return not_ready(ctx)
+        return JSONResponse({**model.describe(contract), "reloads": holder.reloads})
+
+    @r.get("/contract")
+    async def contract_schema() -> dict[str, Any]:
+        """The JSON Schema of one record, derived from the contract."""
+        return json_schema(contract)
+
+    @r.get("/status")
+    async def status() -> Response:
+        """The latest monitor verdict (green / yellow / red) with its reasons, from the run store."""
+        try:
+            latest = await run_in_threadpool(ctx.run_store().latest)
+        except Exception as exc:  # the store is down: say so, do not fail
+            return JSONResponse({"status": "unknown", "reason": f"run store unavailable: {type(exc).__name__}"}, status_code=503)
+        if latest is None:
+            return JSONResponse({"status": "unknown", "reason": "no monitor run yet: run `driftlight monitor`"})
+        return JSONResponse(status_body(latest))
+
+    @r.get("/metrics", include_in_schema=True)
+    async def prom() -> Response:
+        """Prometheus exposition (all workers aggregated in multiprocess mode)."""
+        if ctx.log is not None:
+            metrics.set_pending(ctx.log.pending())
+        data, ctype = metrics.exposition()
+        return Response(data, media_type=ctype)
+
+    return r
