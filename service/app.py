@@ -3,13 +3,13 @@
 The factory builds one typed `ServiceContext` (service.context), includes one router per group
 (service.routes: predict, feedback, ops, admin), installs the error handlers and the metrics
 middleware, and leaves every I/O to the lifespan. Collaborators are injectable: a registry fake and
-a log fake in unit tests. The route list the metrics label by is read from the app itself.
+a log fake in unit tests. The route list the metrics label by is read from the routers the app includes.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from core.registry import Registry
@@ -23,6 +23,11 @@ from service.lifecycle import ModelHolder
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
 from service.routes import admin, feedback, ops, predict
+
+
+def api_paths(routers: list[APIRouter]) -> list[str]:
+    """The paths the routers serve: the one list the metrics label requests by."""
+    return [r.path for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
 def create_app(
@@ -68,9 +73,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    predict_router = predict.router(ctx)
-    for r in (predict_router, feedback.router(ctx), ops.router(ctx), admin.router(ctx)):
+    routers = [predict.router(ctx), feedback.router(ctx), ops.router(ctx), admin.router(ctx)]
+    for r in routers:
         app.include_router(r)
-    handlers.install(app, ctx, predict_paths={r.path for r in predict_router.routes if isinstance(r, APIRoute)})
-    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=[r.path for r in app.routes if isinstance(r, APIRoute)])
+    handlers.install(app, ctx, predict_paths=api_paths(routers[:1]))
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=api_paths(routers))
     return app

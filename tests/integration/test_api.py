@@ -221,3 +221,29 @@ def test_no_model_and_no_fallback_means_not_ready_never_500(tmp_path, good_recor
         assert r.status_code == 503 and "champion" in detail_of(r)[0]["message"]
         assert client.post("/predict", json=good_record).status_code == 503
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("token", [None, "an-admin-token-of-some-length"])
+@pytest.mark.parametrize("body", ["{not json", '{"version": "x", "unknown": 1}', '{"version": "1"}'])
+def test_admin_refuses_before_reading_the_body(tmp_path, token, body):
+    """No token configured -> 403; a missing token -> 401; whatever the body (never 400/422 first)."""
+    s = Settings(home=tmp_path, admin_token=token, reload_interval=0)
+    app = create_app(s, registry=InMemoryRegistry())
+    with TestClient(app) as client:
+        r = client.post("/admin/promote", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == (403 if token is None else 401), r.text
+        assert detail_of(r)[0]["field"] == "authorization"
+        if token is not None:  # with the token, the body is read and judged
+            ok = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+            assert client.post("/admin/promote", content="{not json", headers=ok).status_code == 400
+
+
+def test_request_metrics_are_labelled_by_the_served_routes(served, good_record):
+    """The endpoint label comes from the app's routes: every route has its series, others are 'other'."""
+    client, _ = served
+    client.post("/predict/batch", json={"records": [good_record]})
+    client.get("/no-such-route")
+    text = client.get("/metrics").text
+    for path in ("/predict", "/predict/batch", "/feedback", "/feedback/batch", "/ready", "/status", "/admin/promote"):
+        assert f'driftlight_requests_total{{endpoint="{path}",outcome="ok"}}' in text, path
+    assert 'driftlight_requests_total{endpoint="other",outcome="client_error"}' in text
