@@ -128,13 +128,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> None:
+    from core.ids import new_id
     from core.registry import registry_from_settings
     from core.settings import Settings
     from data_contracts.contract import contract_path, load_contract
     from data_contracts.request_model import request_model
     from data_contracts.windows import select_window
     from drills.replay import to_record
-    from service.ids import new_id
     from service.metrics import ServiceMetrics
     from service.model import LoadedModel
     from training.data import load_flights

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pandas as pd
 
+from core.ids import drill_mask
 from core.logstore import log_store_from_settings
 from core.registry import registry_from_settings
 from core.reports import reference_frame_from_profile
@@ -128,8 +129,10 @@ def publish(
     reports: Mapping[str, str],
     extra: Mapping[str, Any],
     request_retrain: bool,
+    drill: str | None = None,
 ) -> tuple[str, str | None]:
     """Record the run, notify the owner on yellow/red, ask for a retrain on a window red on its own.
+    A drill's run is recorded as the drill's (never the real light), pages nobody, asks for nothing.
     Returns (run id, retrain request id or None)."""
     verdict = j.verdict
     run_id = runs.record_run(
@@ -143,7 +146,11 @@ def publish(
         raw_status=verdict.raw_status,
         reasons=[asdict(r) for r in verdict.reasons],
         summary={**j.summary, **extra, "reports": dict(reports)},
+        drill=drill,
     )
+    if drill is not None:
+        log.info("drill %s: %s", drill, verdict.status.upper())
+        return run_id, None
     if verdict.status in ("yellow", "red"):
         notify_owner(
             verdict, policy, {"run_id": run_id, "status": verdict.status, "reasons": [asdict(r) for r in verdict.top_reasons(5)]}
@@ -173,18 +180,22 @@ def run_window(
     chunksize: int = 50_000,
     history: list[str] | None = None,
     request_retrain: bool = True,
+    drill: str | None = None,
 ) -> MonitorResult:
     """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
     hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
-    a retrain (drills)."""
+    a retrain. Without `drill`, drill traffic (drill ids) is left out: the real light; with it, the
+    run is the named drill's, judged on the traffic `store` yields and the drill's door refusals."""
     acc = WindowAccumulator(ctx, contract)
     for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
+        if drill is None:
+            chunk = chunk[~drill_mask(chunk["prediction_id"]).to_numpy()]
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
     ws = acc.finish()
     # Rejected requests never reach the log: count the ones seen at the door while this window's
     # traffic was served (by served_at: the window itself; by event time: its rows' serving span).
     span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
-    violations = runs.violations_between(*span) if span is not None else {}
+    violations = runs.violations_between(*span, drill=drill is not None) if span is not None else {}
     if history is None:
         history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
     from monitoring.shadow import compare
@@ -199,7 +210,7 @@ def run_window(
     if record:
         run_id, request = publish(
             j, ctx=ctx, runs=runs, policy=policy, window=(start, end), by=by, reports=reports, extra=extra,
-            request_retrain=request_retrain,
+            request_retrain=request_retrain, drill=drill,
         )  # fmt: skip
     return MonitorResult(
         run_id=run_id,

@@ -34,6 +34,7 @@ monitor_runs = sa.Table(
     sa.Column("raw_status", sa.String(20), nullable=False),
     sa.Column("reasons", sa.Text),  # JSON list
     sa.Column("summary", sa.Text),  # JSON object: signals, performance, report paths
+    sa.Column("drill", sa.String(64)),  # the drill's name for a drill's run; NULL for the real light
 )
 
 retrain_requests = sa.Table(
@@ -76,14 +77,21 @@ shadow_predictions = sa.Table(
     sa.Column("scored_at", sa.DateTime, nullable=False),
 )
 
-contract_violations = sa.Table(
-    "contract_violations",
-    metadata,
-    sa.Column("bucket_start", sa.DateTime, primary_key=True),  # the second (UTC) they were seen in
-    sa.Column("field", sa.String(64), primary_key=True),
-    sa.Column("kind", sa.String(32), primary_key=True),
-    sa.Column("count", sa.Integer, nullable=False),
-)
+
+def _violations_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("bucket_start", sa.DateTime, primary_key=True),  # the second (UTC) they were seen in
+        sa.Column("field", sa.String(64), primary_key=True),
+        sa.Column("kind", sa.String(32), primary_key=True),
+        sa.Column("count", sa.Integer, nullable=False),
+    )
+
+
+# Refusals at the door of real traffic, and of drill traffic (X-Driftlight-Drill), kept apart.
+contract_violations = _violations_table("contract_violations")
+drill_violations = _violations_table("drill_violations")
 
 
 def to_utc_naive_second(ts: datetime) -> datetime:
@@ -107,7 +115,15 @@ class RunStore:
     def _ensure(self) -> None:
         if not self._ready:
             metadata.create_all(self.engine, checkfirst=True)
+            self._migrate()
             self._ready = True
+
+    def _migrate(self) -> None:
+        """Columns added since a store was created (additive, nullable): added in place."""
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(monitor_runs.name)}
+        if "drill" not in have:
+            with self.engine.begin() as c:
+                c.execute(sa.text(f"ALTER TABLE {monitor_runs.name} ADD COLUMN drill VARCHAR(64)"))
 
     def record_run(
         self,
@@ -122,7 +138,9 @@ class RunStore:
         raw_status: str,
         reasons: list[Mapping[str, Any]],
         summary: Mapping[str, Any],
+        drill: str | None = None,
     ) -> str:
+        """Store one monitor run; `drill` names the drill whose traffic it judged (None: the real light)."""
         self._ensure()
         run_id = uuid.uuid4().hex
         with self.engine.begin() as c:
@@ -140,6 +158,7 @@ class RunStore:
                     raw_status=raw_status,
                     reasons=json.dumps(list(reasons), default=str),
                     summary=json.dumps(summary, default=str),
+                    drill=drill,
                 )
             )
         return run_id
@@ -148,20 +167,29 @@ class RunStore:
         """Raw statuses of the last `n` runs, oldest first (the policy's hysteresis history).
 
         With `model_version`, only that model's runs: a newly promoted model is not held red by the
-        windows that condemned its predecessor.
+        windows that condemned its predecessor. Drill runs never count: a red drill must not hold
+        the next real window red.
         """
         self._ensure()
-        q = sa.select(monitor_runs.c.raw_status).order_by(monitor_runs.c.finished_at.desc()).limit(n)
+        q = (
+            sa.select(monitor_runs.c.raw_status)
+            .where(monitor_runs.c.drill.is_(None))
+            .order_by(monitor_runs.c.finished_at.desc())
+            .limit(n)
+        )
         if model_version is not None:
             q = q.where(monitor_runs.c.model_version == model_version)
         with self.engine.connect() as c:
             rows = c.execute(q).all()
         return [r[0] for r in reversed(rows)]
 
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self, *, drill: bool = False) -> dict[str, Any] | None:
+        """The newest run of the real light (or, with `drill=True`, the newest drill run)."""
         self._ensure()
+        which = monitor_runs.c.drill.is_not(None) if drill else monitor_runs.c.drill.is_(None)
+        q = sa.select(monitor_runs).where(which).order_by(monitor_runs.c.finished_at.desc()).limit(1)
         with self.engine.connect() as c:
-            row = c.execute(sa.select(monitor_runs).order_by(monitor_runs.c.finished_at.desc()).limit(1)).mappings().first()
+            row = c.execute(q).mappings().first()
         if row is None:
             return None
         out = dict(row)
@@ -291,8 +319,8 @@ class RunStore:
                     out[pid] = (ver, float(p))
         return out
 
-    def add_violations(self, counts: Mapping[tuple[datetime, str, str], int]) -> None:
-        """Add per-minute violation counts (upsert: count = count + new)."""
+    def add_violations(self, counts: Mapping[tuple[datetime, str, str], int], *, drill: bool = False) -> None:
+        """Add per-second violation counts (upsert: count = count + new); drill traffic's apart."""
         if not counts:
             return
         self._ensure()
@@ -301,18 +329,19 @@ class RunStore:
         else:
             from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
         rows = [{"bucket_start": _naive_utc(b), "field": f, "kind": k, "count": n} for (b, f, k), n in counts.items()]
-        stmt = insert(contract_violations)
+        table = drill_violations if drill else contract_violations
+        stmt = insert(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=["bucket_start", "field", "kind"],
-            set_={"count": contract_violations.c["count"] + stmt.excluded["count"]},
+            set_={"count": table.c["count"] + stmt.excluded["count"]},
         )
         with self.engine.begin() as c:
             c.execute(stmt, rows)
 
-    def violations_between(self, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
-        """Violations seen at the door in [start, end], by (field, kind)."""
+    def violations_between(self, start: datetime, end: datetime, *, drill: bool = False) -> dict[tuple[str, str], int]:
+        """Violations seen at the door in [start, end], by (field, kind), of real (or drill) traffic."""
         self._ensure()
-        t = contract_violations
+        t = drill_violations if drill else contract_violations
         start_s = to_utc_naive_second(start)
         q = (
             sa.select(t.c.field, t.c.kind, sa.func.sum(t.c["count"]))

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         "baseline", description="what serves when the model cannot load or fails: the non-ML baseline, or nothing (503)"
     )
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = admin endpoints disabled")
+    drills: bool | None = Field(
+        None,
+        description="accept traffic tagged `X-Driftlight-Drill` (kept out of the real light and of retraining); "
+        "default: on in the dev profile, off in prod (a tag hides traffic from the light: enable it deliberately)",
+    )
 
     # Retraining and the challenger gate (training.retrain, training.gate)
     retrain_train_days: int = Field(28, ge=7, le=365, description="labelled days a challenger trains on (last 7 validate)")
@@ -94,6 +99,10 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.home / "spool"
+
+    @property
+    def drills_allowed(self) -> bool:
+        return self.drills if self.drills is not None else self.profile == "dev"
 
     def as_env(self) -> dict[str, str]:
         """The `DRIFTLIGHT_*` environment that rebuilds these settings in a child process."""

@@ -87,13 +87,16 @@ def replay_frame(
     window: tuple[str, str] = ("", ""),
     timeout: float = 30.0,
     rate: float | None = None,
+    drill: str | None = None,
 ) -> ReplayResult:
     """Send the rows of `frame` (contract fields + `late`) to the API at `base_url`.
 
     `transform` may rewrite each JSON record before sending (drills use it to inject faults).
     `rate` caps the pace in records per second (a demo stack's steady trickle); None = as fast as
-    the API answers.
+    the API answers. `drill` tags the traffic as that drill's (`X-Driftlight-Drill`): served as
+    usual, kept out of the real light and of retraining.
     """
+    tag = {"X-Driftlight-Drill": drill} if drill else None
     own = client is None
     http = client or httpx.Client(base_url=base_url, timeout=timeout)
     res = ReplayResult(window=window)
@@ -133,9 +136,9 @@ def replay_frame(
             s = time.perf_counter()
             try:
                 if batch_size == 1:
-                    r = http.post("/predict", json=records[0])
+                    r = http.post("/predict", json=records[0], headers=tag)
                 else:
-                    r = http.post("/predict/batch", json={"records": records})
+                    r = http.post("/predict/batch", json={"records": records}, headers=tag)
             except httpx.HTTPError as exc:
                 res.failed_requests += 1
                 res.errors.append(f"{type(exc).__name__}: {exc}")

@@ -87,7 +87,7 @@ def wait_violations(runs: RunStore, start: datetime, timeout: float = 30.0) -> i
     """The service stores door violations every few seconds: wait until this span's are in."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        n = sum(runs.violations_between(start, datetime.now(UTC)).values())
+        n = sum(runs.violations_between(start, datetime.now(UTC), drill=True).values())
         if n:
             return n
         time.sleep(0.5)
@@ -137,6 +137,7 @@ def run_drill(
             client=http,
             transform=phase.record_fault,
             send_labels=drill.labels,
+            drill=drill.name,
         )
         t1 = datetime.now(UTC)
         say(
@@ -158,6 +159,7 @@ def run_drill(
             store=OnlyIds(monitor.store, ids),
             history=list(history),
             request_retrain=False,
+            drill=drill.name,
         )
         v = out.verdict
         history.append(v.raw_status)

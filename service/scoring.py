@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from core.ids import new_id
 from service.context import ServiceContext
-from service.ids import new_id
 from service.lifecycle import FALLBACK_VERSION
 from service.model import frame_from_records
 
@@ -68,8 +68,9 @@ def score(ctx: ServiceContext, recs: list[Mapping[str, Any]]) -> Scored | None:
     )
 
 
-def answer(ctx: ServiceContext, recs: list[Mapping[str, Any]], scored: Scored) -> list[dict[str, Any]]:
-    """The prediction bodies (PredictionOut), each row logged (off the request path) and counted."""
+def answer(ctx: ServiceContext, recs: list[Mapping[str, Any]], scored: Scored, *, drill: bool = False) -> list[dict[str, Any]]:
+    """The prediction bodies (PredictionOut), each row logged (off the request path) and counted.
+    Drill traffic gets drill ids (core.ids): logged like any row, left out of the real light."""
     now = datetime.now(UTC)
     shadow = ctx.shadow if scored.served_by == "model" else None
     key, name = ctx.id_key, ctx.settings.model_name
@@ -80,7 +81,7 @@ def answer(ctx: ServiceContext, recs: list[Mapping[str, Any]], scored: Scored) -
         warns = [*ctx.count_unseen(rec), *scored.warnings]
         late = p >= threshold
         n_late += late
-        pid = new_id(key)
+        pid = new_id(key, drill=drill)
         ctx.log_row(pid, rec, p, late, x, warns, version, now)
         if shadow is not None:
             shadow.submit(pid, rec)

@@ -26,30 +26,33 @@ class ViolationCounter:
         self.store = store
         self.interval = interval
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[datetime, str, str]] = Counter()
+        self._counts: Counter[tuple[datetime, str, str, bool]] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, field: str, kind: str, n: int = 1) -> None:
+    def add(self, field: str, kind: str, n: int = 1, *, drill: bool = False) -> None:
         # One-second buckets: a drill's window of a few seconds must not inherit the previous
         # minute's violations (at most one row per second per field and kind, only while rejecting).
         second = datetime.now(UTC).replace(microsecond=0)
         with self._lock:
-            self._counts[(second, field, kind)] += n
+            self._counts[(second, field, kind, drill)] += n
 
     def flush(self) -> bool:
         with self._lock:
             batch, self._counts = self._counts, Counter()
-        if not batch:
-            return True
-        try:
-            self.store.add_violations(batch)
-            return True
-        except Exception as exc:  # store down: put the counts back for the next attempt
-            with self._lock:
-                self._counts.update(batch)
-            log.warning("could not store contract-violation counts (%s); will retry", type(exc).__name__)
-            return False
+        ok = True
+        for drill in (False, True):  # a drill's refusals are kept apart from the real traffic's
+            part = Counter({(t, f, k): n for (t, f, k, d), n in batch.items() if d == drill})
+            if not part:
+                continue
+            try:
+                self.store.add_violations(part, drill=drill)
+            except Exception as exc:  # store down: put the counts back for the next attempt
+                with self._lock:
+                    self._counts.update({(t, f, k, drill): n for (t, f, k), n in part.items()})
+                log.warning("could not store contract-violation counts (%s); will retry", type(exc).__name__)
+                ok = False
+        return ok
 
     def start(self) -> None:
         def run() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.ids import drill_mask
 from data_contracts.contract import Contract
 from data_contracts.windows import window_bounds
 from training.gate import GateConfig, GateDecision, run_gate
@@ -40,7 +41,8 @@ def labelled_log(store: LogStore, contract: Contract, first: date, last: date) -
     lo, hi = window_bounds(first, last, contract.timezone)
     parts = []
     for chunk in store.iter_predictions(lo, hi, by="event_time"):
-        chunk = chunk[chunk["label"].notna()]
+        # drill traffic (drill ids: shuffled labels, made-up carriers) never trains a model
+        chunk = chunk[chunk["label"].notna().to_numpy() & ~drill_mask(chunk["prediction_id"]).to_numpy()]
         if len(chunk):
             out = chunk[[*contract.field_names, "model_version"]].copy()
             out["late"] = chunk["label"].astype("float64").to_numpy()

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from core.ids import is_ours
 from service.context import ServiceContext
 from service.errors import ERROR_RESPONSES, error_response, received_value
 from service.errors import item as error_item
-from service.ids import is_ours
 from service.schemas import FeedbackIn, FeedbackOut, batch_models
 
 

@@ -30,6 +30,7 @@ def status_body(latest: dict[str, Any]) -> dict[str, Any]:
         "model_version": latest["model_version"],
         "rows": latest["rows"],
         "reports": latest["summary"].get("reports", {}),
+        "drill": latest.get("drill"),
     }
 
 
@@ -89,11 +90,16 @@ def router(ctx: ServiceContext) -> APIRouter:
         """The latest monitor verdict (green / yellow / red) with its reasons, from the run store."""
         try:
             latest = await run_in_threadpool(ctx.run_store().latest)
+            drill = await run_in_threadpool(lambda: ctx.run_store().latest(drill=True))
         except Exception as exc:  # the store is down: say so, do not fail
             return JSONResponse({"status": "unknown", "reason": f"run store unavailable: {type(exc).__name__}"}, status_code=503)
         if latest is None:
             return JSONResponse({"status": "unknown", "reason": "no monitor run yet: run `driftlight monitor`"})
-        return JSONResponse(status_body(latest))
+        body = status_body(latest)
+        if drill is not None and drill["finished_at"] > latest["finished_at"]:
+            # shown beside the light, never as it: a drill's colour is the drill's
+            body["latest_drill"] = {k: status_body(drill)[k] for k in ("drill", "status", "finished_at", "window")}
+        return JSONResponse(body)
 
     @r.get("/metrics", include_in_schema=True)
     async def prom() -> Response:

@@ -1,4 +1,4 @@
-from service.ids import ID_LENGTH, is_ours, new_id
+from core.ids import ID_LENGTH, is_ours, new_id
 
 
 def test_ids_verify_with_their_key_only():
