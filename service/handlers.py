@@ -57,4 +57,5 @@ def install(app: FastAPI, ctx: ServiceContext, predict_paths: Collection[str]) -
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return errors.error_response(exc.status_code, "http_error", str(exc.detail), [])
+        # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
+        return errors.error_response(exc.status_code, "http_error", str(exc.detail), [], headers=exc.headers)

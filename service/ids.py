@@ -13,6 +13,7 @@ import hmac
 import uuid
 
 ID_LENGTH = 40
+_HEX = frozenset("0123456789abcdef")
 
 
 def new_id(key: bytes) -> str:
@@ -22,7 +23,8 @@ def new_id(key: bytes) -> str:
 
 def is_ours(prediction_id: str, key: bytes) -> bool:
     """True when `prediction_id` has the right shape and a valid tag for `key`."""
-    if len(prediction_id) != ID_LENGTH:
+    # Only ASCII hex can be ours (and hmac.compare_digest raises on non-ASCII text).
+    if len(prediction_id) != ID_LENGTH or not _HEX.issuperset(prediction_id):
         return False
     body, tag = prediction_id[:32], prediction_id[32:]
     expected = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:8]

@@ -13,8 +13,14 @@ Nothing accepted is ever lost, whatever the store does:
   that are appended to a JSONL spool file (fsync'd), so memory stays bounded;
 - `stop()` writes what it can and spools the rest; the next `start()` in any process claims the
   spool files (atomic rename, so two workers never take the same file) and writes them;
-- a row the store rejects as invalid (it can never succeed) is isolated by bisecting its batch and
-  kept in a `rejected-*.jsonl` file for a person to look at, instead of blocking the log forever.
+- a row the store cannot hold (it can never succeed: an event time that overflows in UTC, a NUL in
+  text, a missing key) is isolated by bisecting its batch and quarantined with its reason in the
+  store's dead-letter table (`LogStore.quarantine`), counted (`driftlight_log_rows_quarantined_total`,
+  the monitor), while every other row is written. A row whose error *looks* like an outage (the
+  driver says "operational error") but which fails again and again while the store answers a ping
+  is isolated the same way after `suspect_after` failed attempts of its batch, so one poison row can
+  never stop the log. Only if the dead-letter table itself refuses a row does it go to a
+  `rejected-*.jsonl` file.
 
 Spool files in `spool_dir` (`<state>-<pid>-<time_ns>-<random>.jsonl`, one `{"k": "p"|"l", "r": row}`
 per line, datetimes as `{"$dt": "<ISO-8601>"}`):
@@ -80,6 +86,9 @@ class LogMetrics(Protocol):
     def spooled(self, kind: str, n: int) -> None:
         """`n` rows of `kind` written to a spool file on disk."""
 
+    def quarantined(self, kind: str, n: int) -> None:
+        """`n` rows of `kind` the store cannot hold, kept in its dead-letter table instead."""
+
 
 class NullLogMetrics:
     """A `LogMetrics` that records nothing (the default)."""
@@ -96,9 +105,17 @@ class NullLogMetrics:
     def spooled(self, kind: str, n: int) -> None:
         pass
 
+    def quarantined(self, kind: str, n: int) -> None:
+        pass
+
 
 class RowStore(Protocol):
-    """The two idempotent writes the log needs (`LogStore` implements them)."""
+    """The two idempotent writes the log needs (`LogStore` implements them).
+
+    Optional, looked up with getattr: `quarantine(kind, [(row, reason)])` (a dead-letter table;
+    without it rejected rows go to a `rejected-` spool file) and `ping() -> bool` (without it an
+    outage-looking error is never blamed on a row).
+    """
 
     def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
@@ -232,7 +249,8 @@ class PredictionLog:
 
     `batch_size`: rows per store call; `flush_interval` (s): how long a short batch waits for more
     rows; `max_memory_rows`: rows held in memory before the oldest spill to `spool_dir`;
-    `retry_initial` / `retry_max` (s): backoff between failed attempts.
+    `retry_initial` / `retry_max` (s): backoff between failed attempts; `suspect_after`: failed
+    attempts of one batch, with the store answering a ping, before its rows are tried one by one.
     """
 
     def __init__(
@@ -245,6 +263,7 @@ class PredictionLog:
         max_memory_rows: int = 100_000,
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
+        suspect_after: int = 3,
         metrics: LogMetrics | None = None,
     ) -> None:
         if batch_size < 1:
@@ -253,6 +272,9 @@ class PredictionLog:
             raise ValueError(f"max_memory_rows ({max_memory_rows}) must be >= batch_size ({batch_size})")
         if flush_interval <= 0 or retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError("need flush_interval > 0 and 0 < retry_initial <= retry_max (seconds)")
+        if suspect_after < 1:
+            raise ValueError(f"suspect_after must be >= 1, got {suspect_after}")
+        self.suspect_after = suspect_after
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -490,16 +512,20 @@ class PredictionLog:
         self._cv.notify_all()
 
     def _write_batch(self) -> bool:
-        """Write the in-flight batch; True once all of it is committed (or rejected)."""
+        """Write the in-flight batch; True once all of it is committed (or quarantined)."""
         assert self._batch is not None
+        # After repeated failures with the store answering, suspect the rows rather than the store.
+        suspect = self._failures >= self.suspect_after and self._store_answers()
         for code in (_P, _L):
             if code in self._batch_kinds_done:
                 continue
             rows = [row for c, row in self._batch if c == code]
             if rows:
                 kind = _KIND[code]
+                bad: list[tuple[Mapping[str, Any], str]] = []
                 try:
-                    written = self._write_isolating(code, rows)
+                    written = self._write_isolating(code, rows, bad, suspect=suspect)
+                    self._quarantine(code, bad)
                 except Exception as exc:
                     self.metrics.write_failed(kind)
                     self._note_failure(kind, exc)
@@ -522,10 +548,19 @@ class PredictionLog:
             self._cv.notify_all()
         return True
 
-    def _write_isolating(self, code: str, rows: list[Mapping[str, Any]]) -> int:
-        """Write `rows`; if the store calls some rows invalid, bisect to set exactly those aside.
+    def _store_answers(self) -> bool:
+        ping = getattr(self.store, "ping", None)
+        return bool(ping()) if callable(ping) else False
 
-        Returns the number of rows passed to a successful write. Store outages propagate.
+    def _write_isolating(
+        self, code: str, rows: list[Mapping[str, Any]], bad: list[tuple[Mapping[str, Any], str]], *, suspect: bool
+    ) -> int:
+        """Write `rows`, bisecting to set aside (into `bad`) exactly the rows the store cannot hold.
+
+        A row error (the store says the row is invalid) is isolated at once. With `suspect`, any
+        other error is isolated too, as long as the store keeps answering a ping; a single row is
+        only blamed if it fails twice on its own. Returns the number of rows passed to a successful
+        write. Store outages propagate (the batch is retried as a whole; writes are idempotent).
         """
         write = self.store.insert_predictions if code == _P else self.store.upsert_labels
         try:
@@ -533,19 +568,51 @@ class PredictionLog:
             return len(rows)
         except Exception as exc:
             if not is_row_error(exc):
-                raise
-            if len(rows) == 1:
-                self._reject(code, rows[0], exc)
+                if not suspect or not self._store_answers():
+                    raise
+                if len(rows) == 1:
+                    try:  # once more, alone: a transient error (a lock) should pass now
+                        write(rows)
+                        return 1
+                    except Exception as again:
+                        if is_row_error(again) or self._store_answers():
+                            bad.append((rows[0], f"fails while the store answers: {type(again).__name__}: {again}"))
+                            return 0
+                        raise
+            elif len(rows) == 1:
+                bad.append((rows[0], f"{type(exc).__name__}: {exc}"))
                 return 0
         mid = len(rows) // 2
-        return self._write_isolating(code, rows[:mid]) + self._write_isolating(code, rows[mid:])
+        return self._write_isolating(code, rows[:mid], bad, suspect=suspect) + self._write_isolating(
+            code, rows[mid:], bad, suspect=suspect
+        )
 
-    def _reject(self, code: str, row: Mapping[str, Any], exc: BaseException) -> None:
-        self.metrics.write_failed(_KIND[code])
-        log.error("prediction log: %s row rejected by the store, kept in %s: %s", _KIND[code], self.spool_dir, exc)
-        rec = json.loads(encode_record(code, row))
-        rec["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-        self._append_rejected([json.dumps(rec).encode() + b"\n"])
+    def _quarantine(self, code: str, bad: list[tuple[Mapping[str, Any], str]]) -> None:
+        """Keep rows the store cannot hold in its dead-letter table (else a `rejected-` file).
+
+        An outage while writing the dead-letter rows propagates: the batch is retried whole.
+        """
+        if not bad:
+            return
+        kind = _KIND[code]
+        for _, reason in bad[:3]:
+            log.error("prediction log: %s row quarantined (the store cannot hold it): %s", kind, reason[:500])
+        quarantine = getattr(self.store, "quarantine", None)
+        if callable(quarantine):
+            try:
+                quarantine(kind, bad)
+                self.metrics.quarantined(kind, len(bad))
+                return
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                log.error("prediction log: the dead-letter table refused %d row(s) too: %s", len(bad), exc)
+        for row, reason in bad:
+            self.metrics.write_failed(kind)
+            rec = json.loads(encode_record(code, row))
+            rec["error"] = reason[:2000]
+            self._append_rejected([json.dumps(rec).encode() + b"\n"])
+        self.metrics.quarantined(kind, len(bad))
 
     def _reject_lines(self, lines: list[bytes]) -> None:
         log.error("prediction log: %d unreadable spool line(s) kept in a rejected- file", len(lines))
