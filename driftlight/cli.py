@@ -132,6 +132,8 @@ def serve(
         shutil.rmtree(mp, ignore_errors=True)
         mp.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp.resolve())
+    from service.limits import uvicorn_options
+
     uvicorn.run(
         "service.main:app_from_env",
         factory=True,
@@ -141,6 +143,7 @@ def serve(
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=20,
+        **uvicorn_options(settings),
     )
 
 

@@ -20,6 +20,7 @@ from features.pipeline import build_features
 from service import handlers
 from service.context import PredictionSink, ServiceContext
 from service.lifecycle import ModelHolder
+from service.limits import BodyLimitMiddleware
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
 from service.routes import admin, feedback, ops, predict
@@ -73,4 +74,6 @@ def create_app(
         app.include_router(r)
     handlers.install(app, ctx, predict_paths={r.path for r in predict_router.routes if isinstance(r, APIRoute)})
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=[r.path for r in app.routes if isinstance(r, APIRoute)])
+    # Outermost: a body over the limit is refused before any other work (service.limits).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -22,15 +22,23 @@ Nothing accepted is ever lost, whatever the store does:
   never stop the log. Only if the dead-letter table itself refuses a row does it go to a
   `rejected-*.jsonl` file.
 
-Spool files in `spool_dir` (`<state>-<pid>-<time_ns>-<random>.jsonl`, one `{"k": "p"|"l", "r": row}`
-per line, datetimes as `{"$dt": "<ISO-8601>"}`):
+Spool files in `spool_dir` (`<state>-<owner>-<time_ns>-<random>.jsonl`, one `{"k": "p"|"l", "r": row}`
+per line, datetimes as `{"$dt": "<ISO-8601>"}`). `owner` is a random id drawn by each log when it
+starts (`w` + 16 hex digits), never a process id: in containers every worker gets the same small pids,
+so a pid says nothing about who owns a file after a restart. The owner holds an exclusive `flock`
+on `owner-<owner>.lock` for as long as it runs; the kernel drops it when the process dies, however
+it dies (SIGKILL and OOM included):
 
-- `spill-<pid>-…`   being appended by the live writer of process `pid`;
-- `ready-<pid>-…`   sealed, claimable by any process;
-- `claimed-<pid>-…` being written to the store by process `pid`;
-- `rejected-<pid>-…` rows the store refused as invalid (never replayed automatically).
+- `spill-<owner>-…`   being appended by the live writer `owner`;
+- `ready-<owner>-…`   sealed, claimable by any writer;
+- `claimed-<owner>-…` being written to the store by `owner`;
+- `rejected-<owner>-…` rows even the dead-letter table refused (never replayed automatically).
 
-A `spill-`/`claimed-` file whose process is dead is claimable too (crash recovery).
+A `spill-`/`claimed-` file whose owner's lock is free (the owner is dead) is claimable too (crash
+recovery). Every running writer looks for claimable files at start and every `rescan_interval`
+seconds, so files stranded by a crashed sibling worker are written (and counted in `pending()`)
+without waiting for a restart. Files named with a numeric pid (older versions) are claimable when
+that pid is not alive or is this process's own pid (a leftover, since this writer never uses pids).
 
 Guarantee and its limit: every accepted row ends up in the store exactly once, in a spool file, or
 in a rejected file - unless the process is killed hard (SIGKILL, OOM) while rows are still in
@@ -40,6 +48,7 @@ memory: those (at most `max_memory_rows` plus one batch) are lost; spilled rows 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -264,6 +273,7 @@ class PredictionLog:
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         suspect_after: int = 3,
+        rescan_interval: float = 5.0,
         metrics: LogMetrics | None = None,
     ) -> None:
         if batch_size < 1:
@@ -275,6 +285,7 @@ class PredictionLog:
         if suspect_after < 1:
             raise ValueError(f"suspect_after must be >= 1, got {suspect_after}")
         self.suspect_after = suspect_after
+        self.rescan_interval = rescan_interval
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -312,6 +323,9 @@ class PredictionLog:
         self._last_warning = -_WARN_EVERY
         self._last_spill_error = -_WARN_EVERY
         self._pid = os.getpid()
+        self._owner = "w" + uuid.uuid4().hex[:16]  # see the module docstring: never a pid
+        self._owner_lock: int | None = None  # fd holding flock on owner-<owner>.lock while running
+        self._last_scan = time.monotonic()
 
     # -- hot path -------------------------------------------------------------------------------
     def log_prediction(self, row: Mapping[str, Any]) -> None:
@@ -336,13 +350,8 @@ class PredictionLog:
         if self._thread is not None or self._closed:
             raise RuntimeError("PredictionLog.start() may be called once, before stop()")
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        claimed = self._claim_spool_files()
-        with self._lock:
-            for src in claimed:
-                self._sources.append(src)
-                self._held += src.rows_left
-        if claimed:
-            log.info("recovering %d spooled rows from %d file(s)", sum(s.rows_left for s in claimed), len(claimed))
+        self._take_owner_lock()
+        self._adopt(self._claim_spool_files())
         self._thread = threading.Thread(target=self._run, name="driftlight-predlog", daemon=True)
         self._thread.start()
 
@@ -394,19 +403,77 @@ class PredictionLog:
             # Also catches rows a producer appended while stop() was closing the log.
             self._spool_everything()
             pending = len(self._q) + self._held + self._handed_off
+            if not self._abandoned:
+                # Every file of ours is `ready-` now: claimable by anyone, no lock needed.
+                self._release_owner_lock()
         self.metrics.set_pending(pending)
 
     # -- spool recovery -------------------------------------------------------------------------
+    def _lock_path(self, owner: str) -> Path:
+        return self.spool_dir / f"owner-{owner}.lock"
+
+    def _take_owner_lock(self) -> None:
+        fd = os.open(self._lock_path(self._owner), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random name: never contended
+        self._owner_lock = fd
+
+    def _release_owner_lock(self) -> None:
+        if self._owner_lock is not None:
+            with contextlib.suppress(OSError):  # a vanished spool folder must not fail the shutdown
+                self._lock_path(self._owner).unlink(missing_ok=True)
+            os.close(self._owner_lock)
+            self._owner_lock = None
+
+    def _owner_alive(self, owner: str, dead: dict[str, int]) -> bool:
+        """True if a live writer owns files named `owner`; a dead owner's lock is kept in `dead`."""
+        if owner == self._owner:
+            return True
+        if owner.isdigit():  # an older version's pid-named file
+            return int(owner) != self._pid and _pid_alive(int(owner))
+        if owner in dead:
+            return False
+        try:
+            fd = os.open(self._lock_path(owner), os.O_RDWR)
+        except FileNotFoundError:
+            return False  # its owner stopped cleanly or was cleaned up: nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return True
+        dead[owner] = fd  # held until its files are claimed, so no one else judges it meanwhile
+        return False
+
+    def _adopt(self, claimed: list[_SpoolFile]) -> None:
+        with self._lock:
+            for src in claimed:
+                self._sources.append(src)
+                self._held += src.rows_left
+        if claimed:
+            log.info("recovering %d spooled rows from %d file(s)", sum(s.rows_left for s in claimed), len(claimed))
+
     def _claim_spool_files(self) -> list[_SpoolFile]:
+        claimed: list[_SpoolFile] = []
+        dead: dict[str, int] = {}
+        try:
+            claimed = self._claim_from(dead)
+        finally:
+            for owner, fd in dead.items():
+                # Its files are ours now (or another claimer's): the lock file has no more use.
+                self._lock_path(owner).unlink(missing_ok=True)
+                os.close(fd)
+        return claimed
+
+    def _claim_from(self, dead: dict[str, int]) -> list[_SpoolFile]:
         claimed: list[_SpoolFile] = []
         for path in sorted(self.spool_dir.glob("*.jsonl"), key=lambda p: p.name.split("-", 2)[-1]):
             state, _, rest = path.name.partition("-")
-            pid_text, _, suffix = rest.partition("-")
-            if state not in ("ready", "spill", "claimed") or not pid_text.isdigit():
+            owner, _, suffix = rest.partition("-")
+            if state not in ("ready", "spill", "claimed") or not owner.isalnum():
                 continue
-            if state != "ready" and (int(pid_text) == self._pid or _pid_alive(int(pid_text))):
+            if state != "ready" and self._owner_alive(owner, dead):
                 continue  # a live writer owns it
-            target = path.with_name(f"claimed-{self._pid}-{suffix}")
+            target = path.with_name(f"claimed-{self._owner}-{suffix}")
             try:
                 # Atomic: of several workers renaming the same file, exactly one succeeds.
                 os.rename(path, target)
@@ -420,7 +487,7 @@ class PredictionLog:
         return claimed
 
     def _new_spool_path(self, state: str) -> Path:
-        return self.spool_dir / f"{state}-{self._pid}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        return self.spool_dir / f"{state}-{self._owner}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
 
     # -- writer thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -436,6 +503,13 @@ class PredictionLog:
         """One writer iteration; False when the writer should exit."""
         if not self._refresh_pending():
             return False
+        if not self._stopping and time.monotonic() - self._last_scan >= self.rescan_interval:
+            # Files a sibling worker stranded (it crashed, or stopped and handed them off).
+            self._last_scan = time.monotonic()
+            try:
+                self._adopt(self._claim_spool_files())
+            except OSError as exc:  # an unreadable spool folder: rows stay where they are; say so
+                log.warning("prediction log: cannot scan %s for stranded spool files: %s", self.spool_dir, exc)
         if self._batch is None and not self._next_batch():
             with self._lock:
                 if self._stopping and not self._q and not self._sources and self._batch is None:
@@ -736,7 +810,7 @@ class PredictionLog:
                 continue
             # Rows before `offset` are committed already; replaying them is an idempotent no-op.
             suffix = src.path.name.split("-", 2)[2]
-            os.replace(src.path, src.path.with_name(f"ready-{self._pid}-{suffix}"))
+            os.replace(src.path, src.path.with_name(f"ready-{self._owner}-{suffix}"))
             handed += src.rows_left
         _fsync_dir(self.spool_dir)
         # Everything out of the queue is now committed or in a handed-off file.

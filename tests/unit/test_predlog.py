@@ -521,7 +521,9 @@ def test_spool_of_a_killed_process_is_recovered(store: LogStore, spool: Path, tm
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
     (spilled,) = spool_files(spool, "spill-")
-    assert spilled.name.startswith(f"spill-{child.pid}-"), "the dead process's own segment"
+    owner = spilled.name.split("-")[1]
+    assert owner.startswith("w") and str(child.pid) not in owner, "owned by a random id, not a pid"
+    assert (spool / f"owner-{owner}.lock").exists(), "SIGKILL left its lock file (the kernel dropped the lock)"
     survived = [decode_record(line)[1]["prediction_id"] for line in spilled.read_bytes().splitlines()]
 
     plog = make_log(store, spool)
@@ -532,6 +534,62 @@ def test_spool_of_a_killed_process_is_recovered(store: LogStore, spool: Path, tm
     # all there, once.
     assert len(ids) == len(survived) >= 890 and set(ids) == set(survived)
     assert spool_files(spool) == []
+    plog.stop()
+
+
+def write_spool(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(encode_record("p", r) for r in rows))
+
+
+@pytest.mark.unit
+def test_pid_reuse_strands_nothing(store: LogStore, spool: Path) -> None:
+    """The issue's container case: files of a crashed worker that had *our* pid are recovered (they
+    used to be skipped as "our own"), a dead random owner's files are recovered, and a live writer's
+    files are left alone."""
+    import os
+
+    # A live writer (same process, its own lock) with a spill segment of its own; started first
+    # (and never rescanning) so it does not take the files below itself.
+    live = make_log(FlakyStore(store), spool, rescan_interval=3600)
+    live.store.down.set()  # type: ignore[attr-defined]
+    live.start()
+    live_file = spool / f"spill-{live._owner}-{time.time_ns():020d}-cccccccc.jsonl"
+    write_spool(live_file, [make_prediction(i, prefix="live") for i in range(10)])
+    legacy = spool / f"claimed-{os.getpid()}-{time.time_ns():020d}-aaaaaaaa.jsonl"
+    write_spool(legacy, [make_prediction(i, prefix="legacy") for i in range(30)])
+    # A crashed owner: its lock file is there, nobody holds the lock.
+    write_spool(
+        spool / f"spill-wdead000000000001-{time.time_ns():020d}-bbbbbbbb.jsonl",
+        [make_prediction(i, prefix="dead") for i in range(40)],
+    )
+    (spool / "owner-wdead000000000001.lock").touch()
+
+    plog = make_log(store, spool)
+    plog.start()
+    assert plog.flush(30)
+    ids = stored_ids(store)
+    assert sorted(ids) == sorted([f"legacy{i:08d}" for i in range(30)] + [f"dead{i:08d}" for i in range(40)])
+    assert live_file.exists(), "a live writer's file is never taken"
+    assert not (spool / "owner-wdead000000000001.lock").exists()
+    plog.stop()
+    live.store.down.clear()  # type: ignore[attr-defined]
+    live.stop()
+
+
+@pytest.mark.unit
+def test_files_stranded_while_running_are_claimed_and_counted(store: LogStore, spool: Path) -> None:
+    """A sibling worker's handed-off or crashed files are written by a running writer within
+    `rescan_interval`, and pending() counts them meanwhile (no restart needed, no silent 0)."""
+    flaky = FlakyStore(store)
+    flaky.down.set()
+    plog = make_log(flaky, spool, rescan_interval=0.1)
+    plog.start()
+    write_spool(spool / f"ready-wsibling00000001-{time.time_ns():020d}-dddddddd.jsonl", [make_prediction(i) for i in range(25)])
+    assert wait_until(lambda: plog.pending() == 25, 10), plog.pending()
+    flaky.down.clear()
+    assert plog.flush(30)
+    assert store.count_predictions() == 25 and plog.pending() == 0
     plog.stop()
 
 
