@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     log_batch_size: int = Field(500, ge=1, le=100_000)
     log_flush_interval: float = Field(0.2, gt=0, le=60)
     log_max_memory_rows: int = Field(100_000, ge=1_000)
+    log_spool_reserve_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="disk space each worker reserves in the spool folder at start and gives back if the disk is full at shutdown",
+    )
     log_suspect_after: int = Field(
         3, ge=1, le=1000, description="failed attempts of one batch, the store answering, before its rows are tried one by one"
     )

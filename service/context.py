@@ -110,6 +110,8 @@ class ServiceContext:
             batch_size=s.log_batch_size,
             flush_interval=s.log_flush_interval,
             max_memory_rows=s.log_max_memory_rows,
+            suspect_after=s.log_suspect_after,
+            spool_reserve_bytes=s.log_spool_reserve_bytes,
             metrics=self.metrics,
         )
 

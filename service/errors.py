@@ -168,6 +168,16 @@ def item(field: str, kind: str, expected: str, received: Any, message: str) -> E
     return ErrorItem(field=field, kind=kind, expected=expected, received=received, message=message)
 
 
+def public_reason(reason: str | None) -> str | None:
+    """What an unauthenticated caller may see of an internal error: its type, never its text (which
+    can hold file-system paths, URLs or hostnames). "LookupError: no version..." -> "LookupError"."""
+    if not reason:
+        return reason
+    head = reason.split(":", 1)[0].strip()
+    kind = head if head.isidentifier() else "error"
+    return f"{kind} (details in the server log, or send the admin token)"
+
+
 def encodable(obj: Any) -> Any:
     """`obj` with every string (keys too) made UTF-8 encodable: lone surrogates become `\\udXXX`."""
     if isinstance(obj, str):

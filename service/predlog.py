@@ -48,6 +48,7 @@ memory: those (at most `max_memory_rows` plus one batch) are lost; spilled rows 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -186,6 +187,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _fsync_dir(path: Path) -> None:
     # Make renames and new files survive an OS crash, not just a process crash.
     fd = os.open(path, os.O_RDONLY)
@@ -274,6 +279,7 @@ class PredictionLog:
         retry_max: float = 5.0,
         suspect_after: int = 3,
         rescan_interval: float = 5.0,
+        spool_reserve_bytes: int = 0,
         metrics: LogMetrics | None = None,
     ) -> None:
         if batch_size < 1:
@@ -286,6 +292,7 @@ class PredictionLog:
             raise ValueError(f"suspect_after must be >= 1, got {suspect_after}")
         self.suspect_after = suspect_after
         self.rescan_interval = rescan_interval
+        self.spool_reserve_bytes = spool_reserve_bytes
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -326,6 +333,8 @@ class PredictionLog:
         self._owner = "w" + uuid.uuid4().hex[:16]  # see the module docstring: never a pid
         self._owner_lock: int | None = None  # fd holding flock on owner-<owner>.lock while running
         self._last_scan = time.monotonic()
+        self._reserve: int | None = None  # fd of reserve-<owner>.bin (disk space kept for stop())
+        self._spool_full = False  # the last spill failed with a full disk
 
     # -- hot path -------------------------------------------------------------------------------
     def log_prediction(self, row: Mapping[str, Any]) -> None:
@@ -351,6 +360,7 @@ class PredictionLog:
             raise RuntimeError("PredictionLog.start() may be called once, before stop()")
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._take_owner_lock()
+        self._make_reserve()
         self._adopt(self._claim_spool_files())
         self._thread = threading.Thread(target=self._run, name="driftlight-predlog", daemon=True)
         self._thread.start()
@@ -401,7 +411,15 @@ class PredictionLog:
                 self._abandoned = True
                 log.error("prediction log writer did not finish within %.1f s; spooling its rows", timeout)
             # Also catches rows a producer appended while stop() was closing the log.
-            self._spool_everything()
+            try:
+                self._spool_everything()
+            except OSError as exc:
+                # Disk full at shutdown: give back the space reserved at start() for exactly this
+                # moment and try once more; only if that fails too are memory rows lost.
+                if not (_disk_full(exc) and self._release_reserve()):
+                    raise
+                log.error("prediction log: spool disk full at shutdown; released the %d-byte reserve", self.spool_reserve_bytes)
+                self._spool_everything()
             pending = len(self._q) + self._held + self._handed_off
             if not self._abandoned:
                 # Every file of ours is `ready-` now: claimable by anyone, no lock needed.
@@ -417,7 +435,52 @@ class PredictionLog:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random name: never contended
         self._owner_lock = fd
 
+    def _reserve_path(self, owner: str) -> Path:
+        return self.spool_dir / f"reserve-{owner}.bin"
+
+    def _make_reserve(self) -> None:
+        """Take `spool_reserve_bytes` of real disk blocks now, to be given back if the disk is full
+        when stop() must spool what is in memory."""
+        if self.spool_reserve_bytes <= 0:
+            return
+        path = self._reserve_path(self._owner)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.spool_reserve_bytes)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            self._spool_full = _disk_full(exc)
+            log.error("prediction log: cannot reserve %d bytes in %s: %s", self.spool_reserve_bytes, self.spool_dir, exc)
+            return
+        self._reserve = fd
+
+    def _release_reserve(self) -> bool:
+        """Give the reserved space back to the file system; True if there was any."""
+        if self._reserve is None:
+            return False
+        with contextlib.suppress(OSError):
+            self._reserve_path(self._owner).unlink(missing_ok=True)
+        os.close(self._reserve)
+        self._reserve = None
+        return True
+
+    def health(self) -> str | None:
+        """None when the log is healthy, else why not, for /ready: a full spool disk (rows can no
+        longer leave memory) or a store that has not answered for over a second."""
+        if self._spool_full:
+            return "spool disk full: rows cannot be spilled and wait in memory"
+        since = self._outage_since
+        if since is not None and (down := time.monotonic() - since) > 1.0:
+            return f"log store unreachable for {down:.0f} s: rows wait in memory and the spool"
+        return None
+
+    def disk_full(self) -> bool:
+        """True while the spool disk is full (a worker should stop taking traffic: fail closed)."""
+        return self._spool_full
+
     def _release_owner_lock(self) -> None:
+        self._release_reserve()
         if self._owner_lock is not None:
             with contextlib.suppress(OSError):  # a vanished spool folder must not fail the shutdown
                 self._lock_path(self._owner).unlink(missing_ok=True)
@@ -459,7 +522,8 @@ class PredictionLog:
             claimed = self._claim_from(dead)
         finally:
             for owner, fd in dead.items():
-                # Its files are ours now (or another claimer's): the lock file has no more use.
+                # Its files are ours now (or another claimer's): its lock and reserve have no use.
+                self._reserve_path(owner).unlink(missing_ok=True)
                 self._lock_path(owner).unlink(missing_ok=True)
                 os.close(fd)
         return claimed
@@ -755,14 +819,16 @@ class PredictionLog:
                 self._spill = _SpoolWriter(self._new_spool_path("spill"))
                 _fsync_dir(self.spool_dir)
             self._spill.append(items)
-        except OSError:
+        except OSError as exc:
             # Disk full or unwritable: keep the rows in memory (over the bound) rather than lose them.
+            self._spool_full = _disk_full(exc)
             self._q.extendleft(reversed(items))
             now = time.monotonic()
             if now - self._last_spill_error >= _WARN_EVERY:
                 self._last_spill_error = now
                 log.exception("prediction log: cannot spill to %s; keeping %d rows in memory", self.spool_dir, len(self._q))
             return
+        self._spool_full = False
         self._popped += excess
         self._held += excess
         self._count_spooled(items)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from service.context import ServiceContext
-from service.errors import ERROR_RESPONSES, error_response, item
+from service.errors import ERROR_RESPONSES, error_response, item, public_reason
 from service.schemas import BatchOut, PredictionOut, batch_models
 from service.scoring import answer, score
 
@@ -20,7 +20,10 @@ def not_ready(ctx: ServiceContext) -> JSONResponse:
     disabled = ctx.settings.fallback == "none"
     message = "no model is loaded and the fallback is disabled" if disabled else "no model is loaded"
     return error_response(
-        503, "no_model", message, [item("model", "unavailable", "a champion model", None, ctx.holder.load_error or "")]
+        503,
+        "no_model",
+        message,
+        [item("model", "unavailable", "a champion model", None, public_reason(ctx.holder.load_error) or "")],
     )
 
 

@@ -304,3 +304,44 @@ def test_slowloris_connections_are_closed_and_the_server_keeps_answering(live: s
     assert closed == len(socks), f"only {closed} of {len(socks)} slow connections were closed"
     assert time.monotonic() - t0 < HEADER_TIMEOUT + 5
     assert httpx.get(f"{live}/health", timeout=5).status_code == 200
+
+
+# -- a tampered registry artifact ------------------------------------------------------------------
+class _RunsCodeOnLoad:
+    """Unpickling this creates a file: a stand-in for the arbitrary code a pickle can run."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.marker, "w"))
+
+
+def test_a_tampered_pickle_model_is_refused_before_it_is_deserialised(bundle, tmp_path) -> None:
+    import pickle
+
+    import yaml
+
+    from core.registry import MlflowRegistry, UnsafeArtifactError
+
+    reg = MlflowRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri(), experiment="tamper")
+    mv = reg.register("tamper", bundle, params={}, metrics={}, artifacts={})
+    assert reg.load("tamper", mv.version).pipeline is not None  # as written by driftlight: loads
+    marker = tmp_path / "code-ran"
+    mlmodels = sorted((tmp_path / "artifacts").rglob("MLmodel"))
+    assert len(mlmodels) == 2  # the model and its baseline
+    for path in mlmodels:
+        doc = yaml.safe_load(path.read_text())
+        doc["flavors"]["sklearn"]["serialization_format"] = "pickle"
+        doc["flavors"]["sklearn"]["pickled_model"] = "model.pkl"
+        doc["flavors"]["python_function"]["model_path"] = "model.pkl"
+        path.write_text(yaml.safe_dump(doc))
+        (path.parent / "model.pkl").write_bytes(pickle.dumps(_RunsCodeOnLoad(str(marker))))
+    with pytest.raises(UnsafeArtifactError, match="serialization_format 'pickle' refused"):
+        reg.load("tamper", mv.version)
+    assert not marker.exists(), "the tampered artifact was deserialised"
+    # The threat is real: MLflow itself honours the tampered MLmodel and runs the payload.
+    import mlflow
+
+    mlflow.sklearn.load_model(str(mlmodels[0].parent)).close()  # the payload returns an open file
+    assert marker.exists()
