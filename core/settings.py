@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         ge=0,
         description="disk space each worker reserves in the spool folder at start and gives back if the disk is full at shutdown",
     )
+    log_durability: Literal["memory", "local"] = Field(
+        "memory",
+        description="memory: answer once a row is queued (a SIGKILL loses the queue); local: answer only after the row "
+        "is fsync'd to a local group-committed journal (a SIGKILL loses nothing answered)",
+    )
     log_suspect_after: int = Field(
         3, ge=1, le=1000, description="failed attempts of one batch, the store answering, before its rows are tried one by one"
     )

@@ -10,6 +10,7 @@ used as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from core.registry import Registry
@@ -112,6 +114,7 @@ class ServiceContext:
             max_memory_rows=s.log_max_memory_rows,
             suspect_after=s.log_suspect_after,
             spool_reserve_bytes=s.log_spool_reserve_bytes,
+            durable=s.log_durability == "local",
             metrics=self.metrics,
         )
 
@@ -129,6 +132,22 @@ class ServiceContext:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
+
+    async def acknowledged(self) -> JSONResponse | None:
+        """None once the rows this request logged may be acknowledged (durable mode: fsync'd in the
+        local journal); a 503 if they could not be made durable (the caller should retry)."""
+        barrier = getattr(self.log, "barrier", None)
+        fut = barrier() if callable(barrier) else None
+        if fut is None:
+            return None
+        try:
+            await asyncio.wrap_future(fut)
+        except OSError as exc:
+            from service.errors import error_response, item
+
+            detail = item("log", "unavailable", "a writable journal in DRIFTLIGHT_HOME/spool", None, type(exc).__name__)
+            return error_response(503, "log_not_durable", "the prediction could not be written durably: retry", [detail])
+        return None
 
     def count_unseen(self, record: Mapping[str, Any]) -> list[str]:
         """Warnings for categories the contract flags as unseen (served as unknown), counted."""

@@ -41,8 +41,11 @@ without waiting for a restart. Files named with a numeric pid (older versions) a
 that pid is not alive or is this process's own pid (a leftover, since this writer never uses pids).
 
 Guarantee and its limit: every accepted row ends up in the store exactly once, in a spool file, or
-in a rejected file - unless the process is killed hard (SIGKILL, OOM) while rows are still in
-memory: those (at most `max_memory_rows` plus one batch) are lost; spilled rows are not.
+in the dead-letter table - unless the process is killed hard (SIGKILL, OOM) while rows are still in
+memory: in the default mode those (at most `max_memory_rows` plus one batch) are lost; spilled rows
+are not. With `durable=True` every row is also group-committed to a local journal (service.journal)
+and `barrier()` tells the caller when it may acknowledge: then a hard kill loses nothing that was
+acknowledged.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +70,7 @@ from typing import Any, Protocol
 from sqlalchemy import exc as sa_exc
 
 from core.logstore import InvalidRowError
+from service.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +285,7 @@ class PredictionLog:
         suspect_after: int = 3,
         rescan_interval: float = 5.0,
         spool_reserve_bytes: int = 0,
+        durable: bool = False,
         metrics: LogMetrics | None = None,
     ) -> None:
         if batch_size < 1:
@@ -293,6 +299,8 @@ class PredictionLog:
         self.suspect_after = suspect_after
         self.rescan_interval = rescan_interval
         self.spool_reserve_bytes = spool_reserve_bytes
+        self.durable = durable
+        self._journal: Journal | None = None
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -346,12 +354,21 @@ class PredictionLog:
         if self._closed:
             raise RuntimeError("PredictionLog is stopped: rows logged now would be lost")
         self._q.append((_P, row))
+        if self._journal is not None:
+            self._journal.append(_P, row)
 
     def log_label(self, row: Mapping[str, Any]) -> None:
         """Accept one label row (`prediction_id`, `label` 0/1, `received_at`); same cost as above."""
         if self._closed:
             raise RuntimeError("PredictionLog is stopped: rows logged now would be lost")
         self._q.append((_L, row))
+        if self._journal is not None:
+            self._journal.append(_L, row)
+
+    def barrier(self) -> Future[None] | None:
+        """In durable mode, a future done once every row logged so far is fsync'd in the local
+        journal (acknowledge only then); None in the default mode (nothing to wait for)."""
+        return self._journal.barrier() if self._journal is not None else None
 
     # -- control --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -362,6 +379,9 @@ class PredictionLog:
         self._take_owner_lock()
         self._make_reserve()
         self._adopt(self._claim_spool_files())
+        if self.durable:
+            self._journal = Journal(self.spool_dir, self._owner, encode_record, self._accepted)
+            self._journal.start()
         self._thread = threading.Thread(target=self._run, name="driftlight-predlog", daemon=True)
         self._thread.start()
 
@@ -421,6 +441,10 @@ class PredictionLog:
                 log.error("prediction log: spool disk full at shutdown; released the %d-byte reserve", self.spool_reserve_bytes)
                 self._spool_everything()
             pending = len(self._q) + self._held + self._handed_off
+            if self._journal is not None:
+                # Every journaled row is in the store or a ready- file now: the journal has done
+                # its job (abandoned: keep it, a later start() replays it idempotently).
+                self._journal.close(delete=not self._abandoned)
             if not self._abandoned:
                 # Every file of ours is `ready-` now: claimable by anyone, no lock needed.
                 self._release_owner_lock()
@@ -434,6 +458,11 @@ class PredictionLog:
         fd = os.open(self._lock_path(self._owner), os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random name: never contended
         self._owner_lock = fd
+
+    def _accepted(self) -> int:
+        """Rows accepted so far, in FIFO order (the journal's retirement watermark)."""
+        with self._lock:
+            return self._popped + len(self._q)
 
     def _reserve_path(self, owner: str) -> Path:
         return self.spool_dir / f"reserve-{owner}.bin"
@@ -533,7 +562,7 @@ class PredictionLog:
         for path in sorted(self.spool_dir.glob("*.jsonl"), key=lambda p: p.name.split("-", 2)[-1]):
             state, _, rest = path.name.partition("-")
             owner, _, suffix = rest.partition("-")
-            if state not in ("ready", "spill", "claimed") or not owner.isalnum():
+            if state not in ("ready", "spill", "claimed", "journal") or not owner.isalnum():
                 continue
             if state != "ready" and self._owner_alive(owner, dead):
                 continue  # a live writer owns it
@@ -567,6 +596,8 @@ class PredictionLog:
         """One writer iteration; False when the writer should exit."""
         if not self._refresh_pending():
             return False
+        if self._journal is not None:
+            self._journal.retire(self._done)
         if not self._stopping and time.monotonic() - self._last_scan >= self.rescan_interval:
             # Files a sibling worker stranded (it crashed, or stopped and handed them off).
             self._last_scan = time.monotonic()

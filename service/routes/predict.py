@@ -41,7 +41,8 @@ def router(ctx: ServiceContext) -> APIRouter:
         scored = score(ctx, recs)
         if scored is None:
             return not_ready(ctx)
-        return JSONResponse(answer(ctx, recs, scored)[0])
+        body = answer(ctx, recs, scored)[0]
+        return await ctx.acknowledged() or JSONResponse(body)
 
     @r.post("/predict/batch", response_model=BatchOut, responses=ERROR_RESPONSES)
     async def predict_batch(batch: BatchIn) -> Response:  # type: ignore[valid-type]
@@ -51,6 +52,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         if scored is None:
             return not_ready(ctx)
         body = {"model_name": ctx.settings.model_name, "model_version": scored.version, "threshold": scored.threshold}
-        return JSONResponse({**body, "predictions": answer(ctx, recs, scored)})
+        body["predictions"] = answer(ctx, recs, scored)
+        return await ctx.acknowledged() or JSONResponse(body)
 
     return r

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -158,3 +160,66 @@ def test_nul_bytes_on_postgresql_are_quarantined_and_counted(pg_url: str, tmp_pa
     assert store.count_quarantined() == len(bad) == 20
     assert list((tmp_path / "spool").glob("rejected-*")) == []
     store.dispose()
+
+
+SIGKILL_CHILD = """
+import os, signal, sys, threading
+from pathlib import Path
+from sqlalchemy import exc
+sys.path[:0] = [{root!r}]
+from tests.unit.test_predlog import make_label, make_prediction
+from service.predlog import PredictionLog
+
+class Down:  # the store is unreachable: every accepted row is still in this process
+    def insert_predictions(self, rows):
+        raise exc.OperationalError("x", None, ConnectionRefusedError("down"))
+    upsert_labels = insert_predictions
+
+plog = PredictionLog(Down(), spool_dir=Path({spool!r}), batch_size=100, max_memory_rows=100_000,
+                     flush_interval=0.01, retry_initial=0.01, retry_max=0.02, durable={durable})
+plog.start()
+acked = os.open({acked!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+count = [0]
+lock = threading.Lock()
+
+def client(w):
+    for j in range(100_000):
+        row = make_prediction(w * 1_000_000 + j)
+        plog.log_prediction(row)
+        plog.log_label(make_label(row["prediction_id"], j % 2))
+        fut = plog.barrier()
+        if fut is not None:
+            fut.result()  # acknowledged only now
+        os.write(acked, (row["prediction_id"] + "\\n").encode())
+        with lock:
+            count[0] += 1
+            if count[0] == 1500:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+for w in range(8):
+    threading.Thread(target=client, args=(w,), daemon=True).start()
+threading.Event().wait(120)
+"""
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "memory"])
+def test_sigkill_under_load_loses_no_acknowledged_row_in_durable_mode(store: LogStore, tmp_path: Path, durable: bool) -> None:
+    spool, acked = tmp_path / "spool", tmp_path / "acked.txt"
+    root = str(Path(__file__).resolve().parents[2])
+    script = SIGKILL_CHILD.format(root=root, spool=str(spool), acked=str(acked), durable=durable)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    answered = set(acked.read_text().split())
+    assert len(answered) >= 1500
+    recover = make_log(store, spool)
+    recover.start()
+    assert recover.flush(60)
+    recover.stop()
+    stored = set(stored_ids(store))
+    lost = answered - stored
+    if durable:
+        assert lost == set(), f"{len(lost)} acknowledged predictions lost"
+        assert store.count_labels() >= len(answered)
+    else:
+        # The default mode's documented limit: what was only in memory dies with the process.
+        assert len(lost) > 0
