@@ -597,6 +597,15 @@ class LogStore:
         self.engine.dispose()
 
 
+def store_error_message(url: Any, exc: BaseException, setting: str = "DRIFTLIGHT_LOG_STORE_URL") -> str:
+    """One line naming the setting, the URL without its password and the driver's own first line
+    (e.g. "connection refused"), instead of a traceback."""
+    safe = make_url(str(url) if not hasattr(url, "render_as_string") else url).render_as_string(hide_password=True)
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"cannot use the prediction log store {setting}={safe}: {type(orig).__name__}: {first}"
+
+
 def log_store_from_settings(settings: Settings, contract: Contract) -> LogStore:
     """The process's prediction log: the settings' URL, one `f_` column per feature the service serves."""
     from features.pipeline import build_features

@@ -102,10 +102,14 @@ class ServiceContext:
 
         s = self.settings
         store = LogStore(s.resolved_log_store_url, self.contract, self.feature_names)
+        ensure_schema = None
         try:
             store.create_schema()
-        except Exception as exc:  # store down at start: rows wait in memory / spool
-            log.error("log store unavailable at start (%s); rows will wait and be retried", exc)
+        except Exception as exc:  # store down at start: rows wait in memory / spool, /ready says degraded
+            from core.logstore import store_error_message
+
+            log.error("%s; rows will wait and be retried", store_error_message(store.url, exc))
+            ensure_schema = store.create_schema
         return PredictionLog(
             store,
             spool_dir=s.spool_dir,
@@ -115,6 +119,7 @@ class ServiceContext:
             suspect_after=s.log_suspect_after,
             spool_reserve_bytes=s.log_spool_reserve_bytes,
             durable=s.log_durability == "local",
+            ensure_schema=ensure_schema,
             metrics=self.metrics,
         )
 

@@ -61,7 +61,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import date, datetime
 from pathlib import Path
@@ -286,6 +286,7 @@ class PredictionLog:
         rescan_interval: float = 5.0,
         spool_reserve_bytes: int = 0,
         durable: bool = False,
+        ensure_schema: Callable[[], Any] | None = None,
         metrics: LogMetrics | None = None,
     ) -> None:
         if batch_size < 1:
@@ -300,6 +301,9 @@ class PredictionLog:
         self.rescan_interval = rescan_interval
         self.spool_reserve_bytes = spool_reserve_bytes
         self.durable = durable
+        # The store was down when the service started, so its tables may not exist yet: create them
+        # (idempotent) before the first write and while idle, until it works.
+        self._ensure_schema = ensure_schema
         self._journal: Journal | None = None
         self.store = store
         self.spool_dir = Path(spool_dir)
@@ -379,6 +383,8 @@ class PredictionLog:
         self._take_owner_lock()
         self._make_reserve()
         self._adopt(self._claim_spool_files())
+        if self._ensure_schema is not None:
+            self._outage_since = time.monotonic()  # down at start: /ready says so until it answers
         if self.durable:
             self._journal = Journal(self.spool_dir, self._owner, encode_record, self._accepted)
             self._journal.start()
@@ -601,6 +607,8 @@ class PredictionLog:
         if not self._stopping and time.monotonic() - self._last_scan >= self.rescan_interval:
             # Files a sibling worker stranded (it crashed, or stopped and handed them off).
             self._last_scan = time.monotonic()
+            if self._batch is None and not self._q:
+                self._schema_ready()  # the store down at start: notice its return with no traffic
             try:
                 self._adopt(self._claim_spool_files())
             except OSError as exc:  # an unreadable spool folder: rows stay where they are; say so
@@ -683,6 +691,8 @@ class PredictionLog:
     def _write_batch(self) -> bool:
         """Write the in-flight batch; True once all of it is committed (or quarantined)."""
         assert self._batch is not None
+        if not self._schema_ready():
+            return False
         # After repeated failures with the store answering, suspect the rows rather than the store.
         suspect = self._failures >= self.suspect_after and self._store_answers()
         for code in (_P, _L):
@@ -715,6 +725,20 @@ class PredictionLog:
             self._held -= n
             self._batch, self._batch_src = None, None
             self._cv.notify_all()
+        return True
+
+    def _schema_ready(self) -> bool:
+        """True once the store's tables exist (created now if the store was down at start)."""
+        if self._ensure_schema is None:
+            return True
+        try:
+            self._ensure_schema()
+        except Exception as exc:
+            self._note_failure("schema", exc)
+            return False
+        self._ensure_schema = None
+        self._failures, self._outage_since = 0, None
+        log.warning("prediction log: the store answers again; schema ensured")
         return True
 
     def _store_answers(self) -> bool:

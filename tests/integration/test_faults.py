@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,3 +224,47 @@ def test_sigkill_under_load_loses_no_acknowledged_row_in_durable_mode(store: Log
     else:
         # The default mode's documented limit: what was only in memory dies with the process.
         assert len(lost) > 0
+
+
+# -- errors that say what to do ---------------------------------------------------------------------
+def _cli(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from driftlight.cli import app
+
+    res = CliRunner().invoke(app, args, env=env)
+    return res.exit_code, res.output + (res.stderr if hasattr(res, "stderr") else "")
+
+
+def _listening() -> tuple[socket.socket, int]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
+
+
+def test_replay_to_a_url_with_nothing_listening_says_connection_refused_and_use_url() -> None:
+    s, port = _listening()
+    s.close()  # nothing listens there now
+    code, out = _cli(["replay", "--url", f"http://127.0.0.1:{port}"])
+    assert code == 2 and "connection refused" in out and "--url" in out and "Traceback" not in out
+
+
+def test_demo_checks_its_port_before_training_and_names_it(tmp_path: Path) -> None:
+    s, port = _listening()
+    try:
+        t0 = time.monotonic()
+        code, out = _cli(["demo", "--port", str(port), "--home", str(tmp_path / "demo")])
+    finally:
+        s.close()
+    assert code == 2 and f"port {port}" in out and "already in use" in out
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "demo" / "mlflow.db").exists(), "refused before training"
+
+
+def test_monitor_with_an_unreachable_store_names_the_setting_and_hides_the_password(trained) -> None:
+    settings, _ = trained
+    env = {**settings.as_env(), "DRIFTLIGHT_LOG_STORE_URL": "postgresql+psycopg://driftlight:s3cret-pw@127.0.0.1:1/nope"}
+    code, out = _cli(["monitor", "--from", "2013-04-01", "--to", "2013-04-02"], env=env)
+    assert code == 2, out
+    assert "DRIFTLIGHT_LOG_STORE_URL=postgresql+psycopg://driftlight:***@127.0.0.1:1/nope" in out
+    assert "s3cret-pw" not in out and "Traceback" not in out and "refused" in out.lower()

@@ -774,3 +774,31 @@ def test_log_prediction_never_waits_for_the_store(spool: Path) -> None:
     assert plog.flush(30)
     plog.stop()
     assert stuck.rows == 20_000
+
+
+@pytest.mark.unit
+def test_a_store_down_at_start_gets_its_schema_and_every_row_when_it_returns(tmp_path: Path, spool: Path) -> None:
+    """The tables could not be created at start; rows wait, health() says why, and once the store
+    answers the schema is created and every row lands (it used to retry "no such table" for ever)."""
+    fresh = LogStore(f"sqlite:///{tmp_path / 'late' / 'log.db'}", CONTRACT, FEATURES)
+    flaky = FlakyStore(fresh)
+    flaky.down.set()
+    down = {"on": True}
+
+    def ensure() -> None:
+        if down["on"]:
+            raise _outage()
+        fresh.create_schema()
+
+    plog = make_log(flaky, spool, ensure_schema=ensure, rescan_interval=0.1)
+    plog.start()
+    for i in range(300):
+        plog.log_prediction(make_prediction(i))
+    time.sleep(1.2)
+    assert plog.health() is not None and "unreachable" in plog.health()  # type: ignore[operator]
+    down["on"] = False
+    flaky.down.clear()
+    assert plog.flush(20)
+    assert fresh.count_predictions() == 300 and plog.health() is None
+    plog.stop()
+    fresh.dispose()
