@@ -465,11 +465,13 @@ class LogStore:
         return len(values)
 
     # -- reads ----------------------------------------------------------------------------------
-    def count_quarantined(self, since: datetime | None = None) -> int:
-        """Rows in the dead-letter table (quarantined at or after `since`, an aware datetime, if given)."""
+    def count_quarantined(self, since: datetime | None = None, until: datetime | None = None) -> int:
+        """Rows in the dead-letter table quarantined in [`since`, `until`) (aware datetimes; None = open)."""
         q = select(func.count()).select_from(self.quarantine_table)
         if since is not None:
             q = q.where(self.quarantine_table.c.quarantined_at >= to_utc_naive(since))
+        if until is not None:
+            q = q.where(self.quarantine_table.c.quarantined_at < to_utc_naive(until))
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
 
