@@ -114,6 +114,7 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(live: str) -> 
             _fuzz(op, live, tried, label)()
         except Exception as exc:  # every operation is fuzzed; all failures are reported together
             failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:3000]}")
+    print(f"schemathesis: {sum(tried.values())} cases over {len(tried)} operations: {tried}")
     assert not failures, "\n\n".join(failures)
     assert {"POST /predict", "POST /predict/batch", "POST /feedback", "POST /feedback/batch", "GET /ready"} <= set(tried)
     assert sum(tried.values()) >= 200, tried
