@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 
 from core.server_process import stop_server, wait_ready
 
+LIVE_SETTINGS: dict[str, Any] = {}
 HEADER_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
 ADMIN_TOKEN = "hostile-test-admin-token-0123456789abcdef"
@@ -76,6 +77,7 @@ def live(trained, tmp_path_factory) -> Iterator[str]:
     log = open(home / "server.log", "wb")  # noqa: SIM115 - held open for the server's lifetime
     proc = subprocess.Popen([sys.executable, "-m", "driftlight.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{s.port}"
+    LIVE_SETTINGS[url] = s
     try:
         wait_ready(url, proc, timeout=120)
         yield url
@@ -305,6 +307,58 @@ def test_slowloris_connections_are_closed_and_the_server_keeps_answering(live: s
     assert closed == len(socks), f"only {closed} of {len(socks)} slow connections were closed"
     assert time.monotonic() - t0 < HEADER_TIMEOUT + 5
     assert httpx.get(f"{live}/health", timeout=5).status_code == 200
+
+
+def test_hostile_requests_mixed_into_concurrent_load_lose_no_answered_prediction(live: str) -> None:
+    """8 clients send good records and labels with poison records (year 1 at +14:00, NUL, lone
+    surrogates, epoch numbers) mixed in: every poison is a 4xx, every answered id is stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.logstore import log_store_from_settings
+    from data_contracts.contract import load_contract
+
+    poisons = [
+        record_with(time_hour="0001-01-01T00:00:00+14:00"),
+        record_with(carrier="U\x00"),
+        record_with(dest="\ud800"),
+        record_with(time_hour=0),
+        raw(json.dumps({"records": [GOOD, {**GOOD, "carrier": "\udc00"}]})),
+    ]
+
+    def client(k: int) -> tuple[list[str], int, int]:
+        ids, refused, errors = [], 0, 0
+        with httpx.Client(base_url=live, timeout=30, headers={"content-type": "application/json"}) as http:
+            for i in range(60):
+                if i % 4 == 3:
+                    body = poisons[(k + i) % len(poisons)]
+                    r = http.post("/predict/batch" if body.startswith(b'{"records"') else "/predict", content=body)
+                    refused += 400 <= r.status_code < 500
+                    errors += r.status_code >= 500
+                    continue
+                r = http.post("/predict/batch", json={"records": [GOOD] * 5})
+                errors += r.status_code != 200
+                batch = [p["prediction_id"] for p in r.json()["predictions"]]
+                ids += batch
+                http.post("/feedback/batch", json={"labels": [{"prediction_id": p, "label": i % 2} for p in batch]})
+        return ids, refused, errors
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(client, range(8)))
+    answered = {p for ids, _, _ in results for p in ids}
+    assert sum(r[1] for r in results) == 8 * 15 and sum(r[2] for r in results) == 0
+    assert len(answered) == 8 * 45 * 5
+    store = log_store_from_settings(LIVE_SETTINGS[live], load_contract())
+    deadline = time.monotonic() + 30
+    stored: set[str] = set()
+    while time.monotonic() < deadline:
+        stored = set()
+        for chunk in store.iter_predictions(None, None, with_labels=False):
+            stored |= set(chunk["prediction_id"])
+        if answered <= stored:
+            break
+        time.sleep(0.5)
+    store.dispose()
+    assert answered - stored == set(), f"{len(answered - stored)} answered predictions not stored"
 
 
 # -- a tampered registry artifact ------------------------------------------------------------------
