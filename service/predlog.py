@@ -286,6 +286,7 @@ class PredictionLog:
         rescan_interval: float = 5.0,
         spool_reserve_bytes: int = 0,
         durable: bool = False,
+        journal_segment_bytes: int = 64 * 1024 * 1024,
         ensure_schema: Callable[[], Any] | None = None,
         metrics: LogMetrics | None = None,
     ) -> None:
@@ -301,6 +302,7 @@ class PredictionLog:
         self.rescan_interval = rescan_interval
         self.spool_reserve_bytes = spool_reserve_bytes
         self.durable = durable
+        self.journal_segment_bytes = journal_segment_bytes
         # The store was down when the service started, so its tables may not exist yet: create them
         # (idempotent) before the first write and while idle, until it works.
         self._ensure_schema = ensure_schema
@@ -386,7 +388,9 @@ class PredictionLog:
         if self._ensure_schema is not None:
             self._outage_since = time.monotonic()  # down at start: /ready says so until it answers
         if self.durable:
-            self._journal = Journal(self.spool_dir, self._owner, encode_record, self._accepted)
+            self._journal = Journal(
+                self.spool_dir, self._owner, encode_record, self._accepted, segment_bytes=self.journal_segment_bytes
+            )
             self._journal.start()
         self._thread = threading.Thread(target=self._run, name="driftlight-predlog", daemon=True)
         self._thread.start()
@@ -447,13 +451,15 @@ class PredictionLog:
                 log.error("prediction log: spool disk full at shutdown; released the %d-byte reserve", self.spool_reserve_bytes)
                 self._spool_everything()
             pending = len(self._q) + self._held + self._handed_off
-            if self._journal is not None:
-                # Every journaled row is in the store or a ready- file now: the journal has done
-                # its job (abandoned: keep it, a later start() replays it idempotently).
-                self._journal.close(delete=not self._abandoned)
-            if not self._abandoned:
-                # Every file of ours is `ready-` now: claimable by anyone, no lock needed.
-                self._release_owner_lock()
+            abandoned = self._abandoned
+        if self._journal is not None:
+            # Every journaled row is in the store or a ready- file now: the journal has done its
+            # job (abandoned: keep it, a later start() replays it idempotently). Closed outside the
+            # lock: its thread takes the lock to read the watermark when it rotates a segment.
+            self._journal.close(delete=not abandoned)
+        if not abandoned:
+            # Every file of ours is `ready-` now: claimable by anyone, no lock needed.
+            self._release_owner_lock()
         self.metrics.set_pending(pending)
 
     # -- spool recovery -------------------------------------------------------------------------

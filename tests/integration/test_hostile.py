@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from schemathesis.checks import not_a_server_error
@@ -93,9 +94,9 @@ def live(trained, tmp_path_factory) -> Iterator[str]:
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-def _fuzz(op: Any, base_url: str, tried: dict[str, int], label: str) -> Any:
+def _fuzz(op: Any, base_url: str, tried: dict[str, int], label: str, mode: Any) -> Any:
     @hsettings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(case=op.as_strategy())
+    @given(case=op.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         tried[label] = tried.get(label, 0) + 1
         case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=30)
@@ -112,14 +113,19 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(live: str) -> 
         label = f"{op.method.upper()} {op.path}"
         if op.path.startswith("/admin/"):
             continue  # covered by the catalogue: without the token nothing is read, with it a model would change
-        try:
-            _fuzz(op, live, tried, label)()
-        except Exception as exc:  # every operation is fuzzed; all failures are reported together
-            failures.append(f"{label}: {type(exc).__name__}: {str(exc)[:3000]}")
+        # Valid inputs (served, conforming) and schema-violating ones (4xx, conforming error bodies).
+        # (GET operations take no input: there is nothing to make invalid.)
+        modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if op.method.upper() == "POST" else (GenerationMode.POSITIVE,)
+        for mode in modes:
+            try:
+                _fuzz(op, live, tried, f"{label} [{mode.value}]", mode)()
+            except Exception as exc:  # every operation is fuzzed; all failures are reported together
+                failures.append(f"{label} [{mode.value}]: {type(exc).__name__}: {str(exc)[:3000]}")
     print(f"schemathesis: {sum(tried.values())} cases over {len(tried)} operations: {tried}")
     assert not failures, "\n\n".join(failures)
-    assert {"POST /predict", "POST /predict/batch", "POST /feedback", "POST /feedback/batch", "GET /ready"} <= set(tried)
-    assert sum(tried.values()) >= 200, tried
+    ops = {"POST /predict", "POST /predict/batch", "POST /feedback", "POST /feedback/batch"}
+    assert {f"{o} [{m}]" for o in ops for m in ("positive", "negative")} <= set(tried), tried
+    assert sum(tried.values()) >= 400, tried
 
 
 # -- the catalogue -------------------------------------------------------------------------------

@@ -802,3 +802,25 @@ def test_a_store_down_at_start_gets_its_schema_and_every_row_when_it_returns(tmp
     assert fresh.count_predictions() == 300 and plog.health() is None
     plog.stop()
     fresh.dispose()
+
+
+@pytest.mark.unit
+def test_durable_mode_acknowledges_after_the_journal_and_retires_it(store: LogStore, spool: Path) -> None:
+    """`barrier()` resolves only once the rows are in the journal on disk; closed segments are
+    deleted once their rows are in the store, and a clean stop leaves no journal behind."""
+    plog = make_log(store, spool, durable=True, journal_segment_bytes=20_000)
+    plog.start()
+    for i in range(600):
+        plog.log_prediction(make_prediction(i))
+        if i % 100 == 99:
+            fut = plog.barrier()
+            assert fut is not None
+            fut.result(10)
+            on_disk = sum(f.read_bytes().count(b"\n") for f in spool.glob("journal-*"))
+            committed = store.count_predictions()
+            assert on_disk + committed >= i + 1, "acknowledged before the rows were durable"
+    assert plog.flush(20)
+    assert wait_until(lambda: len(list(spool.glob("journal-*"))) <= 1, 10), "closed segments are retired"
+    plog.stop()
+    assert store.count_predictions() == 600 and list(spool.glob("journal-*")) == []
+    assert make_log(store, spool).barrier() is None  # the default mode has nothing to wait for
