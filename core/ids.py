@@ -21,6 +21,7 @@ import uuid
 import pandas as pd
 
 ID_LENGTH = 40
+_HEX = frozenset("0123456789abcdef")
 
 
 DRILL_MARK_AT, DRILL_MARK = 12, "d"
@@ -45,7 +46,8 @@ def drill_mask(prediction_ids: pd.Series) -> pd.Series:
 
 def is_ours(prediction_id: str, key: bytes) -> bool:
     """True when `prediction_id` has the right shape and a valid tag for `key`."""
-    if len(prediction_id) != ID_LENGTH:
+    # Only ASCII hex can be ours (and hmac.compare_digest raises on non-ASCII text).
+    if len(prediction_id) != ID_LENGTH or not _HEX.issuperset(prediction_id):
         return False
     body, tag = prediction_id[:32], prediction_id[32:]
     expected = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:8]

@@ -9,6 +9,11 @@ and speaks SQLite (the embedded default) and PostgreSQL (`postgresql+psycopg://`
 - `labels`: one row per prediction id, the latest known outcome. No foreign key on purpose: a label
   can arrive before its prediction row has been flushed by the batched writer.
 
+- `log_quarantine`: the dead-letter table. A row the store cannot hold (an event time that overflows
+  in UTC, NUL in a text field, a missing key) is kept here whole, as escaped JSON, with the reason,
+  so it is counted (`count_quarantined`, the monitor and `/metrics` show it) and can be looked at or
+  replayed, while every other row is written.
+
 Writes are idempotent so the writer can retry a batch after any failure without duplicating rows:
 predictions are `INSERT ... ON CONFLICT (prediction_id) DO NOTHING`; labels are upserts in which the
 label with the latest `received_at` wins (a later label is a correction; a replayed older one is a
@@ -71,6 +76,7 @@ ID_LENGTH = 64
 CATEGORY_LENGTH = 32
 # PostgreSQL truncates identifiers longer than this silently; refuse them instead.
 MAX_IDENTIFIER_LENGTH = 63
+QUARANTINE_TABLE = "log_quarantine"
 # Any constant works: it only has to be the same in every process that creates the schema.
 _SCHEMA_LOCK_KEY = 0x647269667431  # "drift1"
 
@@ -89,7 +95,8 @@ class SchemaMismatchError(RuntimeError):
 def to_utc_naive(value: Any) -> datetime:
     """A timezone-aware `datetime` (or ISO-8601 string with an offset) as naive UTC.
 
-    Raises `InvalidRowError` for naive datetimes: guessing their zone is how skew starts.
+    Raises `InvalidRowError` for naive datetimes (guessing their zone is how skew starts) and for
+    instants that do not exist in UTC (year 1 at +14:00 overflows): retrying cannot fix either.
     """
     if isinstance(value, str):
         try:
@@ -100,7 +107,52 @@ def to_utc_naive(value: Any) -> datetime:
         raise InvalidRowError(f"expected a datetime, got {type(value).__name__} {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidRowError(f"expected a timezone-aware datetime, got naive {value.isoformat()}")
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError as exc:
+        raise InvalidRowError(f"timestamp {value.isoformat()} is outside the range UTC can represent") from exc
+
+
+def storable_text(value: Any, max_length: int | None = None) -> str:
+    """`str(value)` if every store can hold it; else `InvalidRowError`.
+
+    PostgreSQL text cannot hold NUL, no store can hold a lone UTF-16 surrogate (not UTF-8), and a
+    PostgreSQL varchar refuses what SQLite would silently keep: check here so both behave alike.
+    """
+    text_value = str(value)
+    if "\x00" in text_value:
+        raise InvalidRowError(f"text contains a NUL character: {_escaped(text_value)}")
+    try:
+        text_value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRowError(f"text is not valid Unicode (lone surrogate): {_escaped(text_value)}") from None
+    if max_length is not None and len(text_value) > max_length:
+        raise InvalidRowError(f"text longer than {max_length} characters: {_escaped(text_value)}")
+    return text_value
+
+
+def _escaped(value: Any, limit: int = 80) -> str:
+    """A short, ASCII-only rendering of a value for error messages (never fails to encode)."""
+    out = ascii(value)
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def _ascii_cut(value: Any, limit: int) -> str:
+    """`value` as text with non-ASCII characters escaped, at most `limit` characters."""
+    return str(value).encode("ascii", "backslashreplace").decode("ascii")[:limit]
+
+
+def safe_json(obj: Any) -> str:
+    """`obj` as ASCII-only JSON that any store can hold (NUL and surrogates escaped); never raises."""
+    return json.dumps(obj, ensure_ascii=True, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    return str(obj)
 
 
 def _to_float(value: Any) -> float | None:
@@ -117,8 +169,8 @@ def _to_int(value: Any) -> int:
     return int(value)
 
 
-def _to_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _to_str(value: Any, max_length: int | None = None) -> str | None:
+    return None if value is None else storable_text(value, max_length)
 
 
 def _identity(value: Any) -> Any:
@@ -186,6 +238,19 @@ class LogStore:
             Column("label", Integer(), nullable=False),
             Column("received_at", DateTime(), nullable=False),
         )
+        self.quarantine_table = Table(
+            QUARANTINE_TABLE,
+            self.metadata,
+            Column("id", Integer(), primary_key=True, autoincrement=True),
+            Column("quarantined_at", DateTime(), nullable=False),
+            Column("kind", String(16), nullable=False),
+            # ASCII-escaped and cut to the id length: the original id may itself be the poison.
+            Column("prediction_id", String(ID_LENGTH)),
+            Column("reason", Text(), nullable=False),
+            # The whole row as ASCII-only JSON (NUL, surrogates escaped): replayable by hand.
+            Column("payload", Text(), nullable=False),
+            Index("ix_log_quarantine_at", "quarantined_at"),
+        )
         self.engine = self._create_engine()
         # SQLite keeps DATETIME as text: store exactly what SQLAlchemy's own DateTime would bind, so
         # reads and range filters through the Core types see the same format.
@@ -230,7 +295,7 @@ class LogStore:
         if spec.type == "timestamp":
             bind = self._bind_datetime
             return lambda value: bind(to_utc_naive(value))
-        return str
+        return lambda value: storable_text(value, CATEGORY_LENGTH)
 
     def _compile_positional(self, stmt: Any, table: Table) -> str:
         """The dialect's SQL text for `stmt` with one positional placeholder per table column.
@@ -301,20 +366,19 @@ class LogStore:
         """One prediction row as a tuple in `predictions` column order (bound values)."""
         dt = self._bind_datetime
         try:
-            pid = str(row["prediction_id"])
-            if len(pid) > ID_LENGTH:
-                raise InvalidRowError(f"prediction_id longer than {ID_LENGTH} characters")
+            pid = storable_text(row["prediction_id"], ID_LENGTH)
             values: list[Any] = [
                 pid,
                 dt(to_utc_naive(row["served_at"])),
                 dt(to_utc_naive(row["event_time"])),
                 # str(): an MLflow version is often an int, and PostgreSQL refuses an int for a
                 # varchar, an error that retrying could never fix.
-                _to_str(row["model_name"]),
-                _to_str(row["model_version"]),
+                _to_str(row["model_name"], 128),
+                _to_str(row["model_version"], 32),
                 _to_float(row["probability"]),
                 int(row["late"]),
-                json.dumps(list(warnings)) if (warnings := row.get("warnings")) else "[]",
+                # ASCII JSON: a warning that quotes caller text cannot carry a NUL into the store.
+                safe_json(list(warnings)) if (warnings := row.get("warnings")) else "[]",
             ]
             inputs = row.get("inputs") or {}
             for spec, conv in zip(self._field_specs, self._input_converters, strict=True):
@@ -324,9 +388,9 @@ class LogStore:
             get = (row.get("features") or {}).get
             values += [None if v is None or v != v else float(v) for v in map(get, self.feature_names)]
         except InvalidRowError as exc:
-            raise InvalidRowError(f"prediction {_id_of(row)!r}: {exc}") from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidRowError(f"prediction {_id_of(row)!r}: {type(exc).__name__}: {exc}") from None
+            raise InvalidRowError(f"prediction {_escaped(_id_of(row))}: {exc}") from None
+        except Exception as exc:  # flattening is pure Python: any failure is this row's, not an outage
+            raise InvalidRowError(f"prediction {_escaped(_id_of(row))}: {type(exc).__name__}: {exc}") from None
         return tuple(values)
 
     def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -359,14 +423,14 @@ class LogStore:
         for r in rows:
             try:
                 p = {
-                    "prediction_id": str(r["prediction_id"]),
+                    "prediction_id": storable_text(r["prediction_id"], ID_LENGTH),
                     "label": int(r["label"]),
                     "received_at": to_utc_naive(r["received_at"]),
                 }
             except InvalidRowError as exc:
-                raise InvalidRowError(f"label {_id_of(r)!r}: {exc}") from None
-            except (KeyError, TypeError, ValueError) as exc:
-                raise InvalidRowError(f"label {_id_of(r)!r}: {type(exc).__name__}: {exc}") from None
+                raise InvalidRowError(f"label {_escaped(_id_of(r))}: {exc}") from None
+            except Exception as exc:  # pure Python: any failure is this row's, not an outage
+                raise InvalidRowError(f"label {_escaped(_id_of(r))}: {type(exc).__name__}: {exc}") from None
             # One statement must not touch the same id twice (PostgreSQL refuses it in a
             # multi-row upsert): keep the latest label per id within the batch.
             prev = latest.get(p["prediction_id"])
@@ -376,7 +440,41 @@ class LogStore:
             result = conn.execution_options(preserve_rowcount=True).execute(self._upsert_labels, list(latest.values()))
             return max(result.rowcount, 0)
 
+    def quarantine(self, kind: str, items: Sequence[tuple[Mapping[str, Any], str]]) -> int:
+        """Keep rows the store cannot hold in the dead-letter table, each with its reason.
+
+        `kind`: "prediction" | "label"; `items`: (row, reason). Everything is stored as ASCII-only
+        text, so this write cannot fail on the row's content; it can fail on an outage (then the
+        writer retries it like any batch). Returns the number of rows quarantined.
+        """
+        if not items:
+            return 0
+        now = datetime.now(UTC).replace(tzinfo=None)
+        values = [
+            {
+                "quarantined_at": now,
+                "kind": kind[:16],
+                "prediction_id": _ascii_cut(pid, ID_LENGTH) if (pid := _id_of(row)) is not None else None,
+                "reason": _ascii_cut(reason, 2000),
+                "payload": safe_json(row),
+            }
+            for row, reason in items
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(self.quarantine_table.insert(), values)
+        return len(values)
+
     # -- reads ----------------------------------------------------------------------------------
+    def count_quarantined(self, since: datetime | None = None, until: datetime | None = None) -> int:
+        """Rows in the dead-letter table quarantined in [`since`, `until`) (aware datetimes; None = open)."""
+        q = select(func.count()).select_from(self.quarantine_table)
+        if since is not None:
+            q = q.where(self.quarantine_table.c.quarantined_at >= to_utc_naive(since))
+        if until is not None:
+            q = q.where(self.quarantine_table.c.quarantined_at < to_utc_naive(until))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def count_predictions(self) -> int:
         """Number of prediction rows stored."""
         with self.engine.connect() as conn:
@@ -499,6 +597,15 @@ class LogStore:
     def dispose(self) -> None:
         """Close all pooled connections (call at shutdown; the store can be used again after)."""
         self.engine.dispose()
+
+
+def store_error_message(url: Any, exc: BaseException, setting: str = "DRIFTLIGHT_LOG_STORE_URL") -> str:
+    """One line naming the setting, the URL without its password and the driver's own first line
+    (e.g. "connection refused"), instead of a traceback."""
+    safe = make_url(str(url) if not hasattr(url, "render_as_string") else url).render_as_string(hide_password=True)
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"cannot use the prediction log store {setting}={safe}: {type(orig).__name__}: {first}"
 
 
 def log_store_from_settings(settings: Settings, contract: Contract) -> LogStore:

@@ -206,6 +206,11 @@ def run_window(
     extra: dict[str, Any] = {}
     if reports_dir is not None:
         reports, extra = write_reports(j, acc, contract, reports_dir, html=html, reference_frame=reference_frame)
+    # Served rows the log store could not hold (service.predlog quarantines them): counted per run,
+    # so a poison row is visible next to the verdict instead of vanishing.
+    count_quarantined = getattr(store, "count_quarantined", None)
+    if callable(count_quarantined) and span is not None:
+        extra["log_quarantined"] = count_quarantined(*span)
     run_id = request = None
     if record:
         run_id, request = publish(

@@ -6,6 +6,10 @@ training window, validation metrics, contract version, feature names). Both trai
 use this module; mlflow is imported lazily so importing it costs nothing.
 
 Serialisation is skops (no arbitrary code on load): our own classes are listed as trusted types.
+Loading enforces it: a version's artifacts are downloaded to a local folder and its `MLmodel` file
+is checked (sklearn flavour, `serialization_format: skops`, a `.skops` model file, no other
+flavour that could load code) before MLflow deserialises anything; a pickle or cloudpickle model
+is refused with `UnsafeArtifactError`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,41 @@ PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "numpy==2.4.6", "pandas==2.3.3", "sko
 # Exit code of `driftlight promote|rollback` when the challenger gate refuses the change (the admin
 # endpoints map it to a 409 with the gate's reasons; any other non-zero code is an error).
 GATE_REFUSED_EXIT = 3
+# The one serialization driftlight writes (and therefore the only one it loads).
+SERIALIZATION_FORMAT = "skops"
+
+
+class UnsafeArtifactError(RuntimeError):
+    """A registry artifact is not in the format driftlight writes: refused before deserialising."""
+
+
+def check_mlmodel(model_dir: Path) -> None:
+    """Raise `UnsafeArtifactError` unless `model_dir` holds a skops-serialised sklearn model.
+
+    Reads only the `MLmodel` YAML (safe_load): nothing in the folder is deserialised here.
+    """
+    import yaml
+
+    try:
+        doc = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UnsafeArtifactError(f"{model_dir.name}: no readable MLmodel file ({type(exc).__name__})") from None
+    flavors = doc.get("flavors") if isinstance(doc, dict) else None
+    sk = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(flavors, dict) or not isinstance(sk, dict):
+        raise UnsafeArtifactError(f"{model_dir.name}: not an sklearn-flavoured model")
+    fmt = sk.get("serialization_format")
+    if fmt != SERIALIZATION_FORMAT:
+        raise UnsafeArtifactError(
+            f"{model_dir.name}: serialization_format {fmt!r} refused; driftlight only loads {SERIALIZATION_FORMAT!r} "
+            "(pickle and cloudpickle run arbitrary code on load)"
+        )
+    model_file = str(sk.get("pickled_model", ""))
+    if not model_file.endswith(".skops") or "/" in model_file or ".." in model_file:
+        raise UnsafeArtifactError(f"{model_dir.name}: model file {model_file!r} is not a local .skops file")
+    loader = (flavors.get("python_function") or {}).get("loader_module", "mlflow.sklearn")
+    if loader != "mlflow.sklearn" or set(flavors) - {"sklearn", "python_function"}:
+        raise UnsafeArtifactError(f"{model_dir.name}: unexpected flavours {sorted(flavors)} / loader {loader!r}")
 
 
 @dataclass(frozen=True)
@@ -214,16 +253,16 @@ class MlflowRegistry:
         mlflow = self._mlflow
         mlflow.set_tracking_uri(self.tracking_uri)
         mv = self.client.get_model_version(name, version)
-        # Resolve through *this* registry's client: `models:/…` URIs go through MLflow's
-        # process-global registry URI, which another registry object may have pointed elsewhere
-        # (a test caught a model loaded from the wrong store that way).
-        pipeline = mlflow.sklearn.load_model(self.client.get_model_version_download_uri(name, version))
-        # MLflow 3 stores a logged model outside the run's artifact folder; `runs:/` resolves it
-        # through the tracking URI, which was set to this registry's at the top of this method.
         run_id = _run_of(mv)
-        baseline = mlflow.sklearn.load_model(f"runs:/{run_id}/baseline")
         profile = None
         with tempfile.TemporaryDirectory() as tmp:
+            # Resolve through *this* registry's client: `models:/…` URIs go through MLflow's
+            # process-global registry URI, which another registry object may have pointed elsewhere
+            # (a test caught a model loaded from the wrong store that way). MLflow 3 stores a logged
+            # model outside the run's artifact folder; `runs:/` resolves it through the tracking
+            # URI, which was set to this registry's at the top of this method.
+            pipeline = self._load_checked(self.client.get_model_version_download_uri(name, version), Path(tmp) / "model")
+            baseline = self._load_checked(f"runs:/{run_id}/baseline", Path(tmp) / "baseline")
             path = self.client.download_artifacts(run_id, "driftlight/metadata.json", tmp)
             metadata = json.loads(Path(path).read_text(encoding="utf-8"))
             names = {a.path for a in self.client.list_artifacts(run_id, "driftlight")}
@@ -231,6 +270,14 @@ class MlflowRegistry:
                 ppath = self.client.download_artifacts(run_id, "driftlight/profile.json", tmp)
                 profile = json.loads(Path(ppath).read_text(encoding="utf-8"))
         return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile)
+
+    def _load_checked(self, uri: str, dst: Path) -> Any:
+        """Download the model at `uri` to `dst`, check its format, and only then deserialise it
+        (from the checked local copy, so what is checked is what is loaded)."""
+        dst.mkdir(parents=True)
+        local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        check_mlmodel(local)
+        return self._mlflow.sklearn.load_model(str(local))
 
     def record_evidence(self, name: str, version: str, evidence: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         """Keep a gate decision with the model version: tags on the version, and on its run a JSON

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,17 @@ from pathlib import Path
 import httpx
 
 from core.settings import Settings
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be served on (something listens there already), or None if free."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return f"port {port} on {host} is already in use ({exc.strerror}): stop what listens there or pick another port"
+    return None
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> float:

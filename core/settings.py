@@ -16,6 +16,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Usable only in the dev profile: it makes prediction ids verifiable across workers on one machine.
 _DEV_ID_SECRET = "driftlight-dev-only-id-secret"
+# Secrets shorter than this are refused in prod: 32 URL-safe characters carry ~190 bits.
+MIN_SECRET_LENGTH = 32
+# Values that are public: this repository's dev secret and the placeholders of examples and docs.
+PUBLISHED_SECRETS = frozenset(
+    {_DEV_ID_SECRET, "change-me", "changeme", "change_me", "secret", "password", "admin", "token", "example", "test"}
+)
+_GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def weak_secret(value: str) -> str | None:
+    """Why `value` must not protect anything in prod (empty, short, placeholder, published), or None."""
+    v = value.strip()
+    if not v:
+        return "is empty"
+    if v.lower() in PUBLISHED_SECRETS or "change-me" in v.lower() or "changeme" in v.lower():
+        return "is a published placeholder"
+    if len(v) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(v)) < 8:
+        return "has fewer than 8 distinct characters"
+    return None
 
 
 class Settings(BaseSettings):
@@ -40,12 +61,39 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         None, description="Prometheus multiprocess folder; default <home>/prometheus when workers > 1"
     )
+    # Request limits: a hostile or broken client must not exhaust a worker's memory or connections.
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="largest request body in bytes (413 beyond); a full batch of 1,000 records is ~0.35 MB",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds a connection may take to send a request's headers (slowloris guard)"
+    )
+    keep_alive_timeout: int = Field(5, ge=1, le=300, description="seconds an idle keep-alive connection is kept open")
+    limit_concurrency: int = Field(
+        1000, ge=0, description="connections + tasks per worker before uvicorn answers 503; 0 = unlimited"
+    )
 
     # Prediction log
     log_store_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<home>/predictions.db")
     log_batch_size: int = Field(500, ge=1, le=100_000)
     log_flush_interval: float = Field(0.2, gt=0, le=60)
     log_max_memory_rows: int = Field(100_000, ge=1_000)
+    log_spool_reserve_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="disk space each worker reserves in the spool folder at start and gives back if the disk is full at shutdown",
+    )
+    log_durability: Literal["memory", "local"] = Field(
+        "memory",
+        description="memory: answer once a row is queued (a SIGKILL loses the queue); local: answer only after the row "
+        "is fsync'd to a local group-committed journal (a SIGKILL loses nothing answered)",
+    )
+    log_suspect_after: int = Field(
+        3, ge=1, le=1000, description="failed attempts of one batch, the store answering, before its rows are tried one by one"
+    )
 
     # Model lifecycle in the service: hot reload, shadow scoring, fallback, admin endpoints
     reload_interval: float = Field(10.0, ge=0, le=3600, description="seconds between alias checks; 0 = never poll")
@@ -74,8 +122,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_in_prod(self) -> Settings:
-        if self.profile == "prod" and self.id_secret is None:
+        if self.profile != "prod":
+            return self
+        if self.id_secret is None:
             raise ValueError("DRIFTLIGHT_ID_SECRET must be set when DRIFTLIGHT_PROFILE=prod")
+        for name, secret in (("DRIFTLIGHT_ID_SECRET", self.id_secret), ("DRIFTLIGHT_ADMIN_TOKEN", self.admin_token)):
+            if secret is not None and (why := weak_secret(secret.get_secret_value())):
+                raise ValueError(f"{name} {why} (DRIFTLIGHT_PROFILE=prod); generate one with: {_GENERATE}")
         return self
 
     # -- resolved values -----------------------------------------------------------------------

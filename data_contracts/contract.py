@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,11 @@ FieldType = Literal["number", "integer", "category", "timestamp"]
 UnseenPolicy = Literal["reject", "flag"]
 
 _TYPES = ("number", "integer", "category", "timestamp")
+# Event times outside this range are refused at the door unless the contract declares a narrower one:
+# the log stores naive UTC, pandas holds nanoseconds since 1970 (1677..2262), and an offset applied
+# near year 1 or 9999 overflows. A timestamp field's `min`/`max` in the YAML narrows it.
+DEFAULT_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class ContractError(ValueError):
@@ -44,6 +50,9 @@ class FieldSpec:
     max: float | None = None
     categories: tuple[str, ...] = ()
     unseen: UnseenPolicy = "reject"
+    # Timestamps only: the inclusive event-time range (aware UTC).
+    earliest: datetime | None = None
+    latest: datetime | None = None
 
     @property
     def is_numeric(self) -> bool:
@@ -52,7 +61,9 @@ class FieldSpec:
     def expected(self) -> str:
         """A person-readable sentence of what a valid value looks like (used in 4xx bodies)."""
         if self.type == "timestamp":
-            text = "an ISO-8601 timestamp with a timezone, e.g. 2013-01-01T10:00:00Z"
+            text = "an ISO-8601 timestamp string with a timezone, e.g. 2013-01-01T10:00:00Z"
+            if self.earliest is not None and self.latest is not None:
+                text += f", between {_iso(self.earliest)} and {_iso(self.latest)}"
         elif self.type == "category":
             if self.unseen == "reject":
                 text = "one of " + ", ".join(self.categories)
@@ -66,6 +77,26 @@ class FieldSpec:
             unit = f" {self.unit}" if self.unit and self.format != "hhmm" else ""
             text = f"{kind}{bounds}{unit}"
         return text + (", or null" if self.nullable else "")
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def _timestamp_bound(name: str, key: str, raw: Any, default: datetime) -> datetime:
+    """A timestamp field's `min`/`max` as aware UTC (YAML gives a datetime or an ISO string)."""
+    if raw is None:
+        return default
+    try:
+        ts = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+    except ValueError as exc:
+        raise ContractError(f"field {name}: {key} must be an ISO-8601 timestamp, got {raw!r}") from exc
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)  # YAML timestamps with a Z come back naive UTC
+    ts = ts.astimezone(UTC)
+    if not DEFAULT_EARLIEST <= ts <= DEFAULT_LATEST:
+        raise ContractError(f"field {name}: {key} must lie within {_iso(DEFAULT_EARLIEST)}..{_iso(DEFAULT_LATEST)}")
+    return ts
 
 
 def _num(x: float | None) -> str:
@@ -141,6 +172,13 @@ def _parse_field(raw: dict[str, Any]) -> FieldSpec:
     fmt = raw.get("format")
     if fmt not in (None, "hhmm"):
         raise ContractError(f"field {name}: unknown format {fmt!r}")
+    earliest = latest = None
+    if ftype == "timestamp":
+        earliest = _timestamp_bound(name, "min", lo, DEFAULT_EARLIEST)
+        latest = _timestamp_bound(name, "max", hi, DEFAULT_LATEST)
+        if earliest >= latest:
+            raise ContractError(f"field {name}: need min < max, got {_iso(earliest)}, {_iso(latest)}")
+        lo = hi = None
     return FieldSpec(
         name=name,
         type=ftype,
@@ -152,6 +190,8 @@ def _parse_field(raw: dict[str, Any]) -> FieldSpec:
         max=None if hi is None else float(hi),
         categories=cats,
         unseen=unseen,
+        earliest=earliest,
+        latest=latest,
     )
 
 

@@ -132,6 +132,8 @@ def serve(
         shutil.rmtree(mp, ignore_errors=True)
         mp.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp.resolve())
+    from service.limits import uvicorn_options
+
     uvicorn.run(
         "service.main:app_from_env",
         factory=True,
@@ -141,6 +143,7 @@ def serve(
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=20,
+        **uvicorn_options(settings),
     )
 
 
@@ -156,6 +159,7 @@ def replay(
     as_json: JsonOpt = False,
 ) -> None:
     """Send real 2013 flights through a live API and their true labels to /feedback."""
+    import httpx
     from rich.progress import Progress
 
     from data_contracts.contract import load_contract
@@ -163,6 +167,14 @@ def replay(
     from drills.replay import replay_frame
     from training.data import load_flights
 
+    try:
+        httpx.get(f"{url}/health", timeout=5.0)
+    except httpx.ConnectError:
+        typer.echo(f"replay: connection refused at {url}: start `driftlight serve`, or use --url to point at the API", err=True)
+        raise typer.Exit(2) from None
+    except httpx.HTTPError as exc:
+        typer.echo(f"replay: {url} does not answer ({type(exc).__name__}): use --url to point at the API", err=True)
+        raise typer.Exit(2) from None
     contract = load_contract()
     lo, hi = _parse_date(start, "--from"), _parse_date(end, "--to")
     frame = select_window(load_flights(), contract, lo, hi)
@@ -228,11 +240,17 @@ def monitor(
     """Judge a window of the prediction log: drift, quality, skew, performance -> green / yellow / red."""
     import logging
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from core.logstore import store_error_message
     from core.monitor_job import Monitor, WindowBy, loop
 
     settings = _settings(home=home)
     try:
         mon = Monitor(settings, policy)
+    except SQLAlchemyError as exc:
+        typer.echo(f"monitor: {store_error_message(settings.resolved_log_store_url, exc)}", err=True)
+        raise typer.Exit(2) from None
     except (LookupError, ValueError, OSError) as exc:
         typer.echo(f"monitor: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -255,7 +273,11 @@ def monitor(
         typer.echo(f"monitor: --by must be event_time or served_at, got {by!r}", err=True)
         raise typer.Exit(2)
     clock: WindowBy = "served_at" if by == "served_at" else "event_time"
-    res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html, by=clock)
+    try:
+        res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html, by=clock)
+    except SQLAlchemyError as exc:
+        typer.echo(f"monitor: {store_error_message(settings.resolved_log_store_url, exc)}", err=True)
+        raise typer.Exit(2) from None
     v = res.verdict
     lines = [f"{v.status.upper()} for {start}..{end}: {res.rows} rows, {res.performance.labelled} labelled"]
     lines += [f"  - [{r.severity}] {r.message}" for r in v.top_reasons(8)]
@@ -499,9 +521,15 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Train, serve, replay a slice of April 2013 and print a summary."""
+    from core.server_process import port_taken
     from driftlight.demo import run_demo
 
     settings = _settings(home=home or Path(".driftlight/demo"), port=port)
+    # Before minutes of training: a taken port would otherwise end in a server that cannot bind,
+    # or in a replay against whatever else answers there.
+    if why := port_taken(settings.host, settings.port):
+        typer.echo(f"demo: {why} (--port N)", err=True)
+        raise typer.Exit(2)
     summary = run_demo(
         settings, _parse_date(start, "--from"), _parse_date(end, "--to"), echo=(lambda m: None) if as_json else typer.echo
     )

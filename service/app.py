@@ -20,6 +20,7 @@ from features.pipeline import build_features
 from service import handlers
 from service.context import PredictionSink, ServiceContext
 from service.lifecycle import ModelHolder
+from service.limits import BodyLimitMiddleware
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
 from service.routes import admin, feedback, ops, predict
@@ -78,4 +79,6 @@ def create_app(
         app.include_router(r)
     handlers.install(app, ctx, predict_paths=api_paths(routers[:1]))
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=api_paths(routers))
+    # Outermost: a body over the limit is refused before any other work (service.limits).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

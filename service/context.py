@@ -10,6 +10,7 @@ used as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from core.registry import Registry
@@ -100,16 +102,24 @@ class ServiceContext:
 
         s = self.settings
         store = LogStore(s.resolved_log_store_url, self.contract, self.feature_names)
+        ensure_schema = None
         try:
             store.create_schema()
-        except Exception as exc:  # store down at start: rows wait in memory / spool
-            log.error("log store unavailable at start (%s); rows will wait and be retried", exc)
+        except Exception as exc:  # store down at start: rows wait in memory / spool, /ready says degraded
+            from core.logstore import store_error_message
+
+            log.error("%s; rows will wait and be retried", store_error_message(store.url, exc))
+            ensure_schema = store.create_schema
         return PredictionLog(
             store,
             spool_dir=s.spool_dir,
             batch_size=s.log_batch_size,
             flush_interval=s.log_flush_interval,
             max_memory_rows=s.log_max_memory_rows,
+            suspect_after=s.log_suspect_after,
+            spool_reserve_bytes=s.log_spool_reserve_bytes,
+            durable=s.log_durability == "local",
+            ensure_schema=ensure_schema,
             metrics=self.metrics,
         )
 
@@ -127,6 +137,22 @@ class ServiceContext:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
+
+    async def acknowledged(self) -> JSONResponse | None:
+        """None once the rows this request logged may be acknowledged (durable mode: fsync'd in the
+        local journal); a 503 if they could not be made durable (the caller should retry)."""
+        barrier = getattr(self.log, "barrier", None)
+        fut = barrier() if callable(barrier) else None
+        if fut is None:
+            return None
+        try:
+            await asyncio.wrap_future(fut)
+        except OSError as exc:
+            from service.errors import error_response, item
+
+            detail = item("log", "unavailable", "a writable journal in DRIFTLIGHT_HOME/spool", None, type(exc).__name__)
+            return error_response(503, "log_not_durable", "the prediction could not be written durably: retry", [detail])
+        return None
 
     def count_unseen(self, record: Mapping[str, Any]) -> list[str]:
         """Warnings for categories the contract flags as unseen (served as unknown), counted."""

@@ -6,6 +6,9 @@ Every 4xx body has the same shape:
 `field` is a dotted path (`records[3].temp`), `expected` comes from the contract, `received` is
 the value that came (non-finite numbers as strings, long strings cut), `kind` is from a fixed set
 that is also the `kind` label of `driftlight_contract_violations_total`.
+
+A body can always be encoded: text the caller sent that UTF-8 cannot hold (a lone surrogate such as
+"\\ud800", in a value or in a key) is shown with backslash escapes instead of failing as a 500.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ _TYPE_TO_KIND = {
     "less_than": "out_of_range",
     "literal_error": "unknown_category",
     "timezone_aware": "bad_format",
+    "time_out_of_range": "out_of_range",
+    "timestamp_type": "wrong_type",
+    "unprintable_text": "invalid_value",
+    "string_unicode": "invalid_value",
     "datetime_from_date_parsing": "bad_format",
     "datetime_parsing": "bad_format",
     "value_error": "bad_format",
@@ -161,7 +168,51 @@ def item(field: str, kind: str, expected: str, received: Any, message: str) -> E
     return ErrorItem(field=field, kind=kind, expected=expected, received=received, message=message)
 
 
-def error_response(status: int, error: str, message: str, detail: Sequence[ErrorItem | Mapping[str, Any]]) -> JSONResponse:
-    """Every 4xx/5xx body, built through the one error model (`ErrorOut`)."""
+def public_reason(reason: str | None) -> str | None:
+    """What an unauthenticated caller may see of an internal error: its type, never its text (which
+    can hold file-system paths, URLs or hostnames). "LookupError: no version..." -> "LookupError"."""
+    if not reason:
+        return reason
+    head = reason.split(":", 1)[0].strip()
+    kind = head if head.isidentifier() else "error"
+    return f"{kind} (details in the server log, or send the admin token)"
+
+
+def encodable(obj: Any) -> Any:
+    """`obj` with every string (keys too) made UTF-8 encodable: lone surrogates become `\\udXXX`."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+        return obj
+    if isinstance(obj, Mapping):
+        return {encodable(k): encodable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [encodable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return received_value(obj)
+    return obj
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSONResponse that never fails to render on text that came from a caller."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeEncodeError, ValueError):
+            return super().render(encodable(content))
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    detail: Sequence[ErrorItem | Mapping[str, Any]],
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Every 4xx/5xx body, built through the one error model (`ErrorOut`); always encodable."""
     items = [d if isinstance(d, ErrorItem) else ErrorItem(**d) for d in detail]
-    return JSONResponse(ErrorOut(error=error, message=message, detail=items).model_dump(), status_code=status)
+    body = ErrorOut(error=error, message=message, detail=items).model_dump()
+    return SafeJSONResponse(body, status_code=status, headers=dict(headers) if headers else None)

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from data_contracts.contract import REJECTED_RECORDS
 from service import errors
 from service.context import ServiceContext
+from service.limits import too_large
 from service.routes.predict import DRILL_HEADER
 
 
@@ -59,4 +60,7 @@ def install(app: FastAPI, ctx: ServiceContext, predict_paths: Collection[str]) -
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return errors.error_response(exc.status_code, "http_error", str(exc.detail), [])
+        # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
+        if exc.status_code == 413:
+            return too_large(ctx.settings.max_body_bytes)
+        return errors.error_response(exc.status_code, "http_error", str(exc.detail), [], headers=exc.headers)

@@ -7,8 +7,11 @@ Each worker builds its own settings from the environment (`DRIFTLIGHT_*`) here, 
 from fastapi import FastAPI
 
 from core.settings import Settings
+from service import limits
 from service.app import create_app
 
 
 def app_from_env() -> FastAPI:
-    return create_app(Settings())
+    settings = Settings()
+    limits.configure(settings)
+    return create_app(settings)

@@ -62,6 +62,12 @@ class ServiceMetrics:
         self.log_spooled = Counter(
             "driftlight_log_rows_spooled", "Rows spilled to the local spool file while the store was down", ["kind"], registry=r
         )
+        self.log_quarantined = Counter(
+            "driftlight_log_rows_quarantined",
+            "Rows the log store cannot hold (kept in its dead-letter table log_quarantine instead)",
+            ["kind"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "driftlight_model_info",
             "1 for the model version being served",
@@ -101,6 +107,9 @@ class ServiceMetrics:
 
     def spooled(self, kind: str, n: int) -> None:
         self.log_spooled.labels(kind).inc(n)
+
+    def quarantined(self, kind: str, n: int) -> None:
+        self.log_quarantined.labels(kind).inc(n)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition: every worker's values in multiprocess mode, else this app's."""

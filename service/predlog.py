@@ -13,27 +13,46 @@ Nothing accepted is ever lost, whatever the store does:
   that are appended to a JSONL spool file (fsync'd), so memory stays bounded;
 - `stop()` writes what it can and spools the rest; the next `start()` in any process claims the
   spool files (atomic rename, so two workers never take the same file) and writes them;
-- a row the store rejects as invalid (it can never succeed) is isolated by bisecting its batch and
-  kept in a `rejected-*.jsonl` file for a person to look at, instead of blocking the log forever.
+- a row the store cannot hold (it can never succeed: an event time that overflows in UTC, a NUL in
+  text, a missing key) is isolated by bisecting its batch and quarantined with its reason in the
+  store's dead-letter table (`LogStore.quarantine`), counted (`driftlight_log_rows_quarantined_total`,
+  the monitor), while every other row is written. A row whose error *looks* like an outage (the
+  driver says "operational error") but which fails again and again while the store answers a ping
+  is isolated the same way after `suspect_after` failed attempts of its batch, so one poison row can
+  never stop the log. Only if the dead-letter table itself refuses a row does it go to a
+  `rejected-*.jsonl` file.
 
-Spool files in `spool_dir` (`<state>-<pid>-<time_ns>-<random>.jsonl`, one `{"k": "p"|"l", "r": row}`
-per line, datetimes as `{"$dt": "<ISO-8601>"}`):
+Spool files in `spool_dir` (`<state>-<owner>-<time_ns>-<random>.jsonl`, one `{"k": "p"|"l", "r": row}`
+per line, datetimes as `{"$dt": "<ISO-8601>"}`). `owner` is a random id drawn by each log when it
+starts (`w` + 16 hex digits), never a process id: in containers every worker gets the same small pids,
+so a pid says nothing about who owns a file after a restart. The owner holds an exclusive `flock`
+on `owner-<owner>.lock` for as long as it runs; the kernel drops it when the process dies, however
+it dies (SIGKILL and OOM included):
 
-- `spill-<pid>-…`   being appended by the live writer of process `pid`;
-- `ready-<pid>-…`   sealed, claimable by any process;
-- `claimed-<pid>-…` being written to the store by process `pid`;
-- `rejected-<pid>-…` rows the store refused as invalid (never replayed automatically).
+- `spill-<owner>-…`   being appended by the live writer `owner`;
+- `ready-<owner>-…`   sealed, claimable by any writer;
+- `claimed-<owner>-…` being written to the store by `owner`;
+- `rejected-<owner>-…` rows even the dead-letter table refused (never replayed automatically).
 
-A `spill-`/`claimed-` file whose process is dead is claimable too (crash recovery).
+A `spill-`/`claimed-` file whose owner's lock is free (the owner is dead) is claimable too (crash
+recovery). Every running writer looks for claimable files at start and every `rescan_interval`
+seconds, so files stranded by a crashed sibling worker are written (and counted in `pending()`)
+without waiting for a restart. Files named with a numeric pid (older versions) are claimable when
+that pid is not alive or is this process's own pid (a leftover, since this writer never uses pids).
 
 Guarantee and its limit: every accepted row ends up in the store exactly once, in a spool file, or
-in a rejected file - unless the process is killed hard (SIGKILL, OOM) while rows are still in
-memory: those (at most `max_memory_rows` plus one batch) are lost; spilled rows are not.
+in the dead-letter table - unless the process is killed hard (SIGKILL, OOM) while rows are still in
+memory: in the default mode those (at most `max_memory_rows` plus one batch) are lost; spilled rows
+are not. With `durable=True` every row is also group-committed to a local journal (service.journal)
+and `barrier()` tells the caller when it may acknowledge: then a hard kill loses nothing that was
+acknowledged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -42,7 +61,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +70,7 @@ from typing import Any, Protocol
 from sqlalchemy import exc as sa_exc
 
 from core.logstore import InvalidRowError
+from service.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +101,9 @@ class LogMetrics(Protocol):
     def spooled(self, kind: str, n: int) -> None:
         """`n` rows of `kind` written to a spool file on disk."""
 
+    def quarantined(self, kind: str, n: int) -> None:
+        """`n` rows of `kind` the store cannot hold, kept in its dead-letter table instead."""
+
 
 class NullLogMetrics:
     """A `LogMetrics` that records nothing (the default)."""
@@ -96,9 +120,17 @@ class NullLogMetrics:
     def spooled(self, kind: str, n: int) -> None:
         pass
 
+    def quarantined(self, kind: str, n: int) -> None:
+        pass
+
 
 class RowStore(Protocol):
-    """The two idempotent writes the log needs (`LogStore` implements them)."""
+    """The two idempotent writes the log needs (`LogStore` implements them).
+
+    Optional, looked up with getattr: `quarantine(kind, [(row, reason)])` (a dead-letter table;
+    without it rejected rows go to a `rejected-` spool file) and `ping() -> bool` (without it an
+    outage-looking error is never blamed on a row).
+    """
 
     def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
@@ -158,6 +190,10 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -232,7 +268,8 @@ class PredictionLog:
 
     `batch_size`: rows per store call; `flush_interval` (s): how long a short batch waits for more
     rows; `max_memory_rows`: rows held in memory before the oldest spill to `spool_dir`;
-    `retry_initial` / `retry_max` (s): backoff between failed attempts.
+    `retry_initial` / `retry_max` (s): backoff between failed attempts; `suspect_after`: failed
+    attempts of one batch, with the store answering a ping, before its rows are tried one by one.
     """
 
     def __init__(
@@ -245,6 +282,12 @@ class PredictionLog:
         max_memory_rows: int = 100_000,
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
+        suspect_after: int = 3,
+        rescan_interval: float = 5.0,
+        spool_reserve_bytes: int = 0,
+        durable: bool = False,
+        journal_segment_bytes: int = 64 * 1024 * 1024,
+        ensure_schema: Callable[[], Any] | None = None,
         metrics: LogMetrics | None = None,
     ) -> None:
         if batch_size < 1:
@@ -253,6 +296,17 @@ class PredictionLog:
             raise ValueError(f"max_memory_rows ({max_memory_rows}) must be >= batch_size ({batch_size})")
         if flush_interval <= 0 or retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError("need flush_interval > 0 and 0 < retry_initial <= retry_max (seconds)")
+        if suspect_after < 1:
+            raise ValueError(f"suspect_after must be >= 1, got {suspect_after}")
+        self.suspect_after = suspect_after
+        self.rescan_interval = rescan_interval
+        self.spool_reserve_bytes = spool_reserve_bytes
+        self.durable = durable
+        self.journal_segment_bytes = journal_segment_bytes
+        # The store was down when the service started, so its tables may not exist yet: create them
+        # (idempotent) before the first write and while idle, until it works.
+        self._ensure_schema = ensure_schema
+        self._journal: Journal | None = None
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -290,6 +344,11 @@ class PredictionLog:
         self._last_warning = -_WARN_EVERY
         self._last_spill_error = -_WARN_EVERY
         self._pid = os.getpid()
+        self._owner = "w" + uuid.uuid4().hex[:16]  # see the module docstring: never a pid
+        self._owner_lock: int | None = None  # fd holding flock on owner-<owner>.lock while running
+        self._last_scan = time.monotonic()
+        self._reserve: int | None = None  # fd of reserve-<owner>.bin (disk space kept for stop())
+        self._spool_full = False  # the last spill failed with a full disk
 
     # -- hot path -------------------------------------------------------------------------------
     def log_prediction(self, row: Mapping[str, Any]) -> None:
@@ -301,12 +360,21 @@ class PredictionLog:
         if self._closed:
             raise RuntimeError("PredictionLog is stopped: rows logged now would be lost")
         self._q.append((_P, row))
+        if self._journal is not None:
+            self._journal.append(_P, row)
 
     def log_label(self, row: Mapping[str, Any]) -> None:
         """Accept one label row (`prediction_id`, `label` 0/1, `received_at`); same cost as above."""
         if self._closed:
             raise RuntimeError("PredictionLog is stopped: rows logged now would be lost")
         self._q.append((_L, row))
+        if self._journal is not None:
+            self._journal.append(_L, row)
+
+    def barrier(self) -> Future[None] | None:
+        """In durable mode, a future done once every row logged so far is fsync'd in the local
+        journal (acknowledge only then); None in the default mode (nothing to wait for)."""
+        return self._journal.barrier() if self._journal is not None else None
 
     # -- control --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -314,13 +382,16 @@ class PredictionLog:
         if self._thread is not None or self._closed:
             raise RuntimeError("PredictionLog.start() may be called once, before stop()")
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        claimed = self._claim_spool_files()
-        with self._lock:
-            for src in claimed:
-                self._sources.append(src)
-                self._held += src.rows_left
-        if claimed:
-            log.info("recovering %d spooled rows from %d file(s)", sum(s.rows_left for s in claimed), len(claimed))
+        self._take_owner_lock()
+        self._make_reserve()
+        self._adopt(self._claim_spool_files())
+        if self._ensure_schema is not None:
+            self._outage_since = time.monotonic()  # down at start: /ready says so until it answers
+        if self.durable:
+            self._journal = Journal(
+                self.spool_dir, self._owner, encode_record, self._accepted, segment_bytes=self.journal_segment_bytes
+            )
+            self._journal.start()
         self._thread = threading.Thread(target=self._run, name="driftlight-predlog", daemon=True)
         self._thread.start()
 
@@ -370,21 +441,144 @@ class PredictionLog:
                 self._abandoned = True
                 log.error("prediction log writer did not finish within %.1f s; spooling its rows", timeout)
             # Also catches rows a producer appended while stop() was closing the log.
-            self._spool_everything()
+            try:
+                self._spool_everything()
+            except OSError as exc:
+                # Disk full at shutdown: give back the space reserved at start() for exactly this
+                # moment and try once more; only if that fails too are memory rows lost.
+                if not (_disk_full(exc) and self._release_reserve()):
+                    raise
+                log.error("prediction log: spool disk full at shutdown; released the %d-byte reserve", self.spool_reserve_bytes)
+                self._spool_everything()
             pending = len(self._q) + self._held + self._handed_off
+            abandoned = self._abandoned
+        if self._journal is not None:
+            # Every journaled row is in the store or a ready- file now: the journal has done its
+            # job (abandoned: keep it, a later start() replays it idempotently). Closed outside the
+            # lock: its thread takes the lock to read the watermark when it rotates a segment.
+            self._journal.close(delete=not abandoned)
+        if not abandoned:
+            # Every file of ours is `ready-` now: claimable by anyone, no lock needed.
+            self._release_owner_lock()
         self.metrics.set_pending(pending)
 
     # -- spool recovery -------------------------------------------------------------------------
+    def _lock_path(self, owner: str) -> Path:
+        return self.spool_dir / f"owner-{owner}.lock"
+
+    def _take_owner_lock(self) -> None:
+        fd = os.open(self._lock_path(self._owner), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random name: never contended
+        self._owner_lock = fd
+
+    def _accepted(self) -> int:
+        """Rows accepted so far, in FIFO order (the journal's retirement watermark)."""
+        with self._lock:
+            return self._popped + len(self._q)
+
+    def _reserve_path(self, owner: str) -> Path:
+        return self.spool_dir / f"reserve-{owner}.bin"
+
+    def _make_reserve(self) -> None:
+        """Take `spool_reserve_bytes` of real disk blocks now, to be given back if the disk is full
+        when stop() must spool what is in memory."""
+        if self.spool_reserve_bytes <= 0:
+            return
+        path = self._reserve_path(self._owner)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.spool_reserve_bytes)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            self._spool_full = _disk_full(exc)
+            log.error("prediction log: cannot reserve %d bytes in %s: %s", self.spool_reserve_bytes, self.spool_dir, exc)
+            return
+        self._reserve = fd
+
+    def _release_reserve(self) -> bool:
+        """Give the reserved space back to the file system; True if there was any."""
+        if self._reserve is None:
+            return False
+        with contextlib.suppress(OSError):
+            self._reserve_path(self._owner).unlink(missing_ok=True)
+        os.close(self._reserve)
+        self._reserve = None
+        return True
+
+    def health(self) -> str | None:
+        """None when the log is healthy, else why not, for /ready: a full spool disk (rows can no
+        longer leave memory) or a store that has not answered for over a second."""
+        if self._spool_full:
+            return "spool disk full: rows cannot be spilled and wait in memory"
+        since = self._outage_since
+        if since is not None and (down := time.monotonic() - since) > 1.0:
+            return f"log store unreachable for {down:.0f} s: rows wait in memory and the spool"
+        return None
+
+    def disk_full(self) -> bool:
+        """True while the spool disk is full (a worker should stop taking traffic: fail closed)."""
+        return self._spool_full
+
+    def _release_owner_lock(self) -> None:
+        self._release_reserve()
+        if self._owner_lock is not None:
+            with contextlib.suppress(OSError):  # a vanished spool folder must not fail the shutdown
+                self._lock_path(self._owner).unlink(missing_ok=True)
+            os.close(self._owner_lock)
+            self._owner_lock = None
+
+    def _owner_alive(self, owner: str, dead: dict[str, int]) -> bool:
+        """True if a live writer owns files named `owner`; a dead owner's lock is kept in `dead`."""
+        if owner == self._owner:
+            return True
+        if owner.isdigit():  # an older version's pid-named file
+            return int(owner) != self._pid and _pid_alive(int(owner))
+        if owner in dead:
+            return False
+        try:
+            fd = os.open(self._lock_path(owner), os.O_RDWR)
+        except FileNotFoundError:
+            return False  # its owner stopped cleanly or was cleaned up: nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return True
+        dead[owner] = fd  # held until its files are claimed, so no one else judges it meanwhile
+        return False
+
+    def _adopt(self, claimed: list[_SpoolFile]) -> None:
+        with self._lock:
+            for src in claimed:
+                self._sources.append(src)
+                self._held += src.rows_left
+        if claimed:
+            log.info("recovering %d spooled rows from %d file(s)", sum(s.rows_left for s in claimed), len(claimed))
+
     def _claim_spool_files(self) -> list[_SpoolFile]:
+        claimed: list[_SpoolFile] = []
+        dead: dict[str, int] = {}
+        try:
+            claimed = self._claim_from(dead)
+        finally:
+            for owner, fd in dead.items():
+                # Its files are ours now (or another claimer's): its lock and reserve have no use.
+                self._reserve_path(owner).unlink(missing_ok=True)
+                self._lock_path(owner).unlink(missing_ok=True)
+                os.close(fd)
+        return claimed
+
+    def _claim_from(self, dead: dict[str, int]) -> list[_SpoolFile]:
         claimed: list[_SpoolFile] = []
         for path in sorted(self.spool_dir.glob("*.jsonl"), key=lambda p: p.name.split("-", 2)[-1]):
             state, _, rest = path.name.partition("-")
-            pid_text, _, suffix = rest.partition("-")
-            if state not in ("ready", "spill", "claimed") or not pid_text.isdigit():
+            owner, _, suffix = rest.partition("-")
+            if state not in ("ready", "spill", "claimed", "journal") or not owner.isalnum():
                 continue
-            if state != "ready" and (int(pid_text) == self._pid or _pid_alive(int(pid_text))):
+            if state != "ready" and self._owner_alive(owner, dead):
                 continue  # a live writer owns it
-            target = path.with_name(f"claimed-{self._pid}-{suffix}")
+            target = path.with_name(f"claimed-{self._owner}-{suffix}")
             try:
                 # Atomic: of several workers renaming the same file, exactly one succeeds.
                 os.rename(path, target)
@@ -398,7 +592,7 @@ class PredictionLog:
         return claimed
 
     def _new_spool_path(self, state: str) -> Path:
-        return self.spool_dir / f"{state}-{self._pid}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        return self.spool_dir / f"{state}-{self._owner}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
 
     # -- writer thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -414,6 +608,17 @@ class PredictionLog:
         """One writer iteration; False when the writer should exit."""
         if not self._refresh_pending():
             return False
+        if self._journal is not None:
+            self._journal.retire(self._done)
+        if not self._stopping and time.monotonic() - self._last_scan >= self.rescan_interval:
+            # Files a sibling worker stranded (it crashed, or stopped and handed them off).
+            self._last_scan = time.monotonic()
+            if self._batch is None and not self._q:
+                self._schema_ready()  # the store down at start: notice its return with no traffic
+            try:
+                self._adopt(self._claim_spool_files())
+            except OSError as exc:  # an unreadable spool folder: rows stay where they are; say so
+                log.warning("prediction log: cannot scan %s for stranded spool files: %s", self.spool_dir, exc)
         if self._batch is None and not self._next_batch():
             with self._lock:
                 if self._stopping and not self._q and not self._sources and self._batch is None:
@@ -490,16 +695,22 @@ class PredictionLog:
         self._cv.notify_all()
 
     def _write_batch(self) -> bool:
-        """Write the in-flight batch; True once all of it is committed (or rejected)."""
+        """Write the in-flight batch; True once all of it is committed (or quarantined)."""
         assert self._batch is not None
+        if not self._schema_ready():
+            return False
+        # After repeated failures with the store answering, suspect the rows rather than the store.
+        suspect = self._failures >= self.suspect_after and self._store_answers()
         for code in (_P, _L):
             if code in self._batch_kinds_done:
                 continue
             rows = [row for c, row in self._batch if c == code]
             if rows:
                 kind = _KIND[code]
+                bad: list[tuple[Mapping[str, Any], str]] = []
                 try:
-                    written = self._write_isolating(code, rows)
+                    written = self._write_isolating(code, rows, bad, suspect=suspect)
+                    self._quarantine(code, bad)
                 except Exception as exc:
                     self.metrics.write_failed(kind)
                     self._note_failure(kind, exc)
@@ -522,10 +733,33 @@ class PredictionLog:
             self._cv.notify_all()
         return True
 
-    def _write_isolating(self, code: str, rows: list[Mapping[str, Any]]) -> int:
-        """Write `rows`; if the store calls some rows invalid, bisect to set exactly those aside.
+    def _schema_ready(self) -> bool:
+        """True once the store's tables exist (created now if the store was down at start)."""
+        if self._ensure_schema is None:
+            return True
+        try:
+            self._ensure_schema()
+        except Exception as exc:
+            self._note_failure("schema", exc)
+            return False
+        self._ensure_schema = None
+        self._failures, self._outage_since = 0, None
+        log.warning("prediction log: the store answers again; schema ensured")
+        return True
 
-        Returns the number of rows passed to a successful write. Store outages propagate.
+    def _store_answers(self) -> bool:
+        ping = getattr(self.store, "ping", None)
+        return bool(ping()) if callable(ping) else False
+
+    def _write_isolating(
+        self, code: str, rows: list[Mapping[str, Any]], bad: list[tuple[Mapping[str, Any], str]], *, suspect: bool
+    ) -> int:
+        """Write `rows`, bisecting to set aside (into `bad`) exactly the rows the store cannot hold.
+
+        A row error (the store says the row is invalid) is isolated at once. With `suspect`, any
+        other error is isolated too, as long as the store keeps answering a ping; a single row is
+        only blamed if it fails twice on its own. Returns the number of rows passed to a successful
+        write. Store outages propagate (the batch is retried as a whole; writes are idempotent).
         """
         write = self.store.insert_predictions if code == _P else self.store.upsert_labels
         try:
@@ -533,19 +767,51 @@ class PredictionLog:
             return len(rows)
         except Exception as exc:
             if not is_row_error(exc):
-                raise
-            if len(rows) == 1:
-                self._reject(code, rows[0], exc)
+                if not suspect or not self._store_answers():
+                    raise
+                if len(rows) == 1:
+                    try:  # once more, alone: a transient error (a lock) should pass now
+                        write(rows)
+                        return 1
+                    except Exception as again:
+                        if is_row_error(again) or self._store_answers():
+                            bad.append((rows[0], f"fails while the store answers: {type(again).__name__}: {again}"))
+                            return 0
+                        raise
+            elif len(rows) == 1:
+                bad.append((rows[0], f"{type(exc).__name__}: {exc}"))
                 return 0
         mid = len(rows) // 2
-        return self._write_isolating(code, rows[:mid]) + self._write_isolating(code, rows[mid:])
+        return self._write_isolating(code, rows[:mid], bad, suspect=suspect) + self._write_isolating(
+            code, rows[mid:], bad, suspect=suspect
+        )
 
-    def _reject(self, code: str, row: Mapping[str, Any], exc: BaseException) -> None:
-        self.metrics.write_failed(_KIND[code])
-        log.error("prediction log: %s row rejected by the store, kept in %s: %s", _KIND[code], self.spool_dir, exc)
-        rec = json.loads(encode_record(code, row))
-        rec["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-        self._append_rejected([json.dumps(rec).encode() + b"\n"])
+    def _quarantine(self, code: str, bad: list[tuple[Mapping[str, Any], str]]) -> None:
+        """Keep rows the store cannot hold in its dead-letter table (else a `rejected-` file).
+
+        An outage while writing the dead-letter rows propagates: the batch is retried whole.
+        """
+        if not bad:
+            return
+        kind = _KIND[code]
+        for _, reason in bad[:3]:
+            log.error("prediction log: %s row quarantined (the store cannot hold it): %s", kind, reason[:500])
+        quarantine = getattr(self.store, "quarantine", None)
+        if callable(quarantine):
+            try:
+                quarantine(kind, bad)
+                self.metrics.quarantined(kind, len(bad))
+                return
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                log.error("prediction log: the dead-letter table refused %d row(s) too: %s", len(bad), exc)
+        for row, reason in bad:
+            self.metrics.write_failed(kind)
+            rec = json.loads(encode_record(code, row))
+            rec["error"] = reason[:2000]
+            self._append_rejected([json.dumps(rec).encode() + b"\n"])
+        self.metrics.quarantined(kind, len(bad))
 
     def _reject_lines(self, lines: list[bytes]) -> None:
         log.error("prediction log: %d unreadable spool line(s) kept in a rejected- file", len(lines))
@@ -614,14 +880,16 @@ class PredictionLog:
                 self._spill = _SpoolWriter(self._new_spool_path("spill"))
                 _fsync_dir(self.spool_dir)
             self._spill.append(items)
-        except OSError:
+        except OSError as exc:
             # Disk full or unwritable: keep the rows in memory (over the bound) rather than lose them.
+            self._spool_full = _disk_full(exc)
             self._q.extendleft(reversed(items))
             now = time.monotonic()
             if now - self._last_spill_error >= _WARN_EVERY:
                 self._last_spill_error = now
                 log.exception("prediction log: cannot spill to %s; keeping %d rows in memory", self.spool_dir, len(self._q))
             return
+        self._spool_full = False
         self._popped += excess
         self._held += excess
         self._count_spooled(items)
@@ -669,7 +937,7 @@ class PredictionLog:
                 continue
             # Rows before `offset` are committed already; replaying them is an idempotent no-op.
             suffix = src.path.name.split("-", 2)[2]
-            os.replace(src.path, src.path.with_name(f"ready-{self._pid}-{suffix}"))
+            os.replace(src.path, src.path.with_name(f"ready-{self._owner}-{suffix}"))
             handed += src.rows_left
         _fsync_dir(self.spool_dir)
         # Everything out of the queue is now committed or in a handed-off file.

@@ -7,7 +7,17 @@ batch wrappers are built around it here, with the configured batch size. Error b
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from data_contracts.request_model import printable_text
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON Schema's "integer" includes 0.0 and 1.0 (a number with no fraction): accept them as the
+    # schema says, while strict mode still refuses strings, booleans and 0.5.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class PredictionOut(BaseModel):
@@ -30,8 +40,12 @@ class BatchOut(BaseModel):
 
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prediction_id: Annotated[str, Field(strict=True, min_length=1, max_length=64, description="from /predict")]
-    label: Annotated[int, Field(strict=True, ge=0, le=1, description="1 = arrived > 15 min late, 0 = not")]
+    prediction_id: Annotated[
+        str, Field(strict=True, min_length=1, max_length=64, description="from /predict"), AfterValidator(printable_text)
+    ]
+    label: Annotated[
+        int, Field(strict=True, ge=0, le=1, description="1 = arrived > 15 min late, 0 = not"), BeforeValidator(_integral_float)
+    ]
 
 
 class FeedbackOut(BaseModel):
@@ -43,12 +57,12 @@ class PromoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+$", description="a registered version")]
     force: bool = Field(False, description="skip the challenger gate (recorded)")
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: Annotated[str, Field(max_length=500), AfterValidator(printable_text)] = ""
 
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: Annotated[str, Field(max_length=500), AfterValidator(printable_text)] = ""
 
 
 def batch_models(record: type[BaseModel], max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:

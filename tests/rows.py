@@ -33,6 +33,7 @@ class RecordingMetrics:
         self.written_rows: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.spooled_rows: Counter[str] = Counter()
+        self.quarantined_rows: Counter[str] = Counter()
         self.last_pending = -1
 
     def set_pending(self, n: int) -> None:
@@ -49,3 +50,7 @@ class RecordingMetrics:
     def spooled(self, kind: str, n: int) -> None:
         with self.lock:
             self.spooled_rows[kind] += n
+
+    def quarantined(self, kind: str, n: int) -> None:
+        with self.lock:
+            self.quarantined_rows[kind] += n

@@ -61,6 +61,13 @@ def token_check(token: bytes | None) -> Callable[[Request], JSONResponse | None]
     return denied
 
 
+def is_admin(ctx: ServiceContext, request: Request) -> bool:
+    """True when the request carries the configured admin token (never when none is configured)."""
+    s = ctx.settings
+    token = s.admin_token.get_secret_value().encode() if s.admin_token else None
+    return token is not None and token_check(token)(request) is None
+
+
 def guarded_route(denied: Callable[[Request], JSONResponse | None]) -> type[APIRoute]:
     """A route class whose handler answers `denied(request)` before FastAPI reads the body."""
 

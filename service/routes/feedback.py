@@ -25,20 +25,20 @@ def router(ctx: ServiceContext) -> APIRouter:
     _, FeedbackBatchIn = batch_models(ctx.record_model, ctx.settings.max_batch)
     key = ctx.id_key
 
-    def store(items: list[FeedbackIn]) -> JSONResponse:
+    async def store(items: list[FeedbackIn]) -> JSONResponse:
         assert ctx.log is not None, "the log writer is opened in start()"
         now = datetime.now(UTC)
         for it in items:
             ctx.log.log_label({"prediction_id": it.prediction_id, "label": it.label, "received_at": now})
         ctx.metrics.labels.inc(len(items))
-        return JSONResponse({"accepted": len(items), "status": "accepted"}, status_code=202)
+        return await ctx.acknowledged() or JSONResponse({"accepted": len(items), "status": "accepted"}, status_code=202)
 
     @r.post("/feedback", response_model=FeedbackOut, status_code=202, responses=ERROR_RESPONSES)
     async def feedback(item: FeedbackIn) -> Response:
         """Record the true outcome of a prediction (idempotent; a later label corrects an earlier one)."""
         if not is_ours(item.prediction_id, key):
             return unknown_ids([("prediction_id", item.prediction_id)])
-        return store([item])
+        return await store([item])
 
     @r.post("/feedback/batch", response_model=FeedbackOut, status_code=202, responses=ERROR_RESPONSES)
     async def feedback_batch(batch: FeedbackBatchIn) -> Response:  # type: ignore[valid-type]
@@ -49,6 +49,6 @@ def router(ctx: ServiceContext) -> APIRouter:
         ]
         if bad:
             return unknown_ids(bad)
-        return store(items)
+        return await store(items)
 
     return r

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 
 from service.context import ServiceContext
-from service.errors import ERROR_RESPONSES, ErrorOut, error_response, item
+from service.errors import ERROR_RESPONSES, ErrorOut, error_response, item, public_reason
 from service.schemas import BatchOut, PredictionOut, batch_models
 from service.scoring import answer, score
 
@@ -20,7 +20,10 @@ def not_ready(ctx: ServiceContext) -> JSONResponse:
     disabled = ctx.settings.fallback == "none"
     message = "no model is loaded and the fallback is disabled" if disabled else "no model is loaded"
     return error_response(
-        503, "no_model", message, [item("model", "unavailable", "a champion model", None, ctx.holder.load_error or "")]
+        503,
+        "no_model",
+        message,
+        [item("model", "unavailable", "a champion model", None, public_reason(ctx.holder.load_error) or "")],
     )
 
 
@@ -62,7 +65,8 @@ def router(ctx: ServiceContext) -> APIRouter:
         scored = score(ctx, recs)
         if scored is None:
             return not_ready(ctx)
-        return JSONResponse(answer(ctx, recs, scored, drill=drill is not None)[0])
+        body = answer(ctx, recs, scored, drill=drill is not None)[0]
+        return await ctx.acknowledged() or JSONResponse(body)
 
     @r.post("/predict/batch", response_model=BatchOut, responses=PREDICT_RESPONSES)
     async def predict_batch(batch: BatchIn, drill: DrillTag = None) -> Response:  # type: ignore[valid-type]
@@ -74,6 +78,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         if scored is None:
             return not_ready(ctx)
         body = {"model_name": ctx.settings.model_name, "model_version": scored.version, "threshold": scored.threshold}
-        return JSONResponse({**body, "predictions": answer(ctx, recs, scored, drill=drill is not None)})
+        body["predictions"] = answer(ctx, recs, scored, drill=drill is not None)
+        return await ctx.acknowledged() or JSONResponse(body)
 
     return r

@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -521,7 +521,9 @@ def test_spool_of_a_killed_process_is_recovered(store: LogStore, spool: Path, tm
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
     (spilled,) = spool_files(spool, "spill-")
-    assert spilled.name.startswith(f"spill-{child.pid}-"), "the dead process's own segment"
+    owner = spilled.name.split("-")[1]
+    assert owner.startswith("w") and str(child.pid) not in owner, "owned by a random id, not a pid"
+    assert (spool / f"owner-{owner}.lock").exists(), "SIGKILL left its lock file (the kernel dropped the lock)"
     survived = [decode_record(line)[1]["prediction_id"] for line in spilled.read_bytes().splitlines()]
 
     plog = make_log(store, spool)
@@ -535,8 +537,72 @@ def test_spool_of_a_killed_process_is_recovered(store: LogStore, spool: Path, tm
     plog.stop()
 
 
+def write_spool(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(encode_record("p", r) for r in rows))
+
+
 @pytest.mark.unit
-def test_an_invalid_row_is_set_aside_and_does_not_block_the_log(store: LogStore, spool: Path) -> None:
+def test_pid_reuse_strands_nothing(store: LogStore, spool: Path) -> None:
+    """The issue's container case: files of a crashed worker that had *our* pid are recovered (they
+    used to be skipped as "our own"), a dead random owner's files are recovered, and a live writer's
+    files are left alone."""
+    import os
+
+    # A live writer (same process, its own lock) with a spill segment of its own; started first
+    # (and never rescanning) so it does not take the files below itself.
+    live = make_log(FlakyStore(store), spool, rescan_interval=3600)
+    live.store.down.set()  # type: ignore[attr-defined]
+    live.start()
+    live_file = spool / f"spill-{live._owner}-{time.time_ns():020d}-cccccccc.jsonl"
+    write_spool(live_file, [make_prediction(i, prefix="live") for i in range(10)])
+    legacy = spool / f"claimed-{os.getpid()}-{time.time_ns():020d}-aaaaaaaa.jsonl"
+    write_spool(legacy, [make_prediction(i, prefix="legacy") for i in range(30)])
+    # A crashed owner: its lock file is there, nobody holds the lock.
+    write_spool(
+        spool / f"spill-wdead000000000001-{time.time_ns():020d}-bbbbbbbb.jsonl",
+        [make_prediction(i, prefix="dead") for i in range(40)],
+    )
+    (spool / "owner-wdead000000000001.lock").touch()
+
+    plog = make_log(store, spool)
+    plog.start()
+    assert plog.flush(30)
+    ids = stored_ids(store)
+    assert sorted(ids) == sorted([f"legacy{i:08d}" for i in range(30)] + [f"dead{i:08d}" for i in range(40)])
+    assert live_file.exists(), "a live writer's file is never taken"
+    assert not (spool / "owner-wdead000000000001.lock").exists()
+    plog.stop()
+    live.store.down.clear()  # type: ignore[attr-defined]
+    live.stop()
+
+
+@pytest.mark.unit
+def test_files_stranded_while_running_are_claimed_and_counted(store: LogStore, spool: Path) -> None:
+    """A sibling worker's handed-off or crashed files are written by a running writer within
+    `rescan_interval`, and pending() counts them meanwhile (no restart needed, no silent 0)."""
+    flaky = FlakyStore(store)
+    flaky.down.set()
+    plog = make_log(flaky, spool, rescan_interval=0.1)
+    plog.start()
+    write_spool(spool / f"ready-wsibling00000001-{time.time_ns():020d}-dddddddd.jsonl", [make_prediction(i) for i in range(25)])
+    assert wait_until(lambda: plog.pending() == 25, 10), plog.pending()
+    flaky.down.clear()
+    assert plog.flush(30)
+    assert store.count_predictions() == 25 and plog.pending() == 0
+    plog.stop()
+
+
+def quarantined(store: LogStore) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(kind, prediction_id, reason, payload) of every dead-letter row."""
+    q = store.quarantine_table
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(q.c.kind, q.c.prediction_id, q.c.reason, q.c.payload).order_by(q.c.id)).all()
+    return [(k, pid, reason, json.loads(payload)) for k, pid, reason, payload in rows]
+
+
+@pytest.mark.unit
+def test_an_invalid_row_is_quarantined_and_does_not_block_the_log(store: LogStore, spool: Path) -> None:
     metrics = RecordingMetrics()
     plog = make_log(store, spool, batch_size=100, metrics=metrics)
     bad = make_prediction(50)
@@ -546,11 +612,129 @@ def test_an_invalid_row_is_set_aside_and_does_not_block_the_log(store: LogStore,
     plog.start()
     assert plog.flush(10)
     assert store.count_predictions() == 99 and "p00000050" not in stored_ids(store)
-    (rejected,) = spool_files(spool, "rejected-")
-    record = json.loads(rejected.read_text())
-    assert record["r"]["prediction_id"] == "p00000050" and "naive" in record["error"]
-    assert metrics.failed == {"prediction": 1}
+    ((kind, pid, reason, payload),) = quarantined(store)
+    assert (kind, pid) == ("prediction", "p00000050") and "naive" in reason
+    assert payload["prediction_id"] == "p00000050" and store.count_quarantined() == 1
+    assert spool_files(spool, "rejected-") == []
+    assert metrics.quarantined_rows == {"prediction": 1}
     plog.stop()
+
+
+def _poison_rows(i: int) -> dict[str, Any]:
+    """A row of each kind that reached the log in the issue and blocked it (or was lost)."""
+    row = make_prediction(i, prefix="x")
+    kind = i % 4
+    if kind == 0:  # year 1 at +14:00: converting to UTC overflows
+        row["event_time"] = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    elif kind == 1:  # NUL in a category: PostgreSQL text cannot hold it
+        row["inputs"]["carrier"] = "U\x00"
+    elif kind == 2:  # a lone surrogate: not UTF-8
+        row["inputs"]["dest"] = "\ud800"
+    else:  # a value that is not a number at all
+        row["probability"] = "not a number"
+    return row
+
+
+@pytest.mark.unit
+def test_poison_rows_under_concurrent_load_lose_no_answered_row(store: LogStore, spool: Path) -> None:
+    """8 producers, 12,000 rows, one poison row in every 100: every good row is stored once, every
+    poison row is in the dead-letter table with its reason, nothing waits."""
+    plog = make_log(store, spool, batch_size=500, flush_interval=0.02)
+    plog.start()
+    good: list[str] = []
+    poison: list[str] = []
+    lock = threading.Lock()
+
+    def produce(worker: int) -> None:
+        mine_good, mine_bad = [], []
+        for j in range(1500):
+            i = worker * 10_000 + j
+            if j % 100 == 37:
+                row = _poison_rows(i)
+                mine_bad.append(row["prediction_id"])
+            else:
+                row = make_prediction(i)
+                mine_good.append(row["prediction_id"])
+            plog.log_prediction(row)
+            plog.log_label(make_label(row["prediction_id"], j % 2))
+        with lock:
+            good.extend(mine_good)
+            poison.extend(mine_bad)
+
+    threads = [threading.Thread(target=produce, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert plog.flush(60), f"log still has {plog.pending()} rows pending: a poison row blocked it"
+    plog.stop()
+    assert len(good) == 11_880 and len(poison) == 120
+    assert sorted(stored_ids(store)) == sorted(good)
+    dead = quarantined(store)
+    assert sorted(pid for _, pid, _, _ in dead) == sorted(poison)
+    assert all(kind == "prediction" and reason for kind, _, reason, _ in dead)
+    assert len(labels_by_id(store)) == 12_000  # labels of poison predictions are valid labels
+    assert plog.pending() == 0 and spool_files(spool) == []
+
+
+class PoisonedStore:
+    """A real store that fails one row id with an *outage-looking* error (OperationalError), the way
+    a driver can choke on a value; the store itself answers pings. `down`: a real outage."""
+
+    def __init__(self, inner: LogStore, poison_id: str) -> None:
+        self.inner = inner
+        self.poison_id = poison_id
+        self.down = threading.Event()
+        self.attempts = 0
+
+    def insert_predictions(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        self.attempts += 1
+        if self.down.is_set() or any(r["prediction_id"] == self.poison_id for r in rows):
+            raise _outage()
+        return self.inner.insert_predictions(rows)
+
+    def upsert_labels(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        if self.down.is_set():
+            raise _outage()
+        return self.inner.upsert_labels(rows)
+
+    def quarantine(self, kind: str, items: Sequence[tuple[Mapping[str, Any], str]]) -> int:
+        if self.down.is_set():
+            raise _outage()
+        return self.inner.quarantine(kind, items)
+
+    def ping(self) -> bool:
+        return not self.down.is_set()
+
+
+@pytest.mark.unit
+def test_a_row_failing_like_an_outage_while_the_store_answers_is_isolated(store: LogStore, spool: Path) -> None:
+    poisoned = PoisonedStore(store, "p00000042")
+    plog = make_log(poisoned, spool, batch_size=100, suspect_after=3)
+    for i in range(300):
+        plog.log_prediction(make_prediction(i))
+    plog.start()
+    assert plog.flush(20)
+    plog.stop()
+    assert store.count_predictions() == 299 and "p00000042" not in stored_ids(store)
+    ((_, pid, reason, _),) = quarantined(store)
+    assert pid == "p00000042" and "fails while the store answers" in reason and "OperationalError" in reason
+
+
+@pytest.mark.unit
+def test_a_real_outage_never_quarantines_a_row(store: LogStore, spool: Path) -> None:
+    poisoned = PoisonedStore(store, "none")
+    poisoned.down.set()
+    plog = make_log(poisoned, spool, batch_size=50, suspect_after=1)
+    for i in range(200):
+        plog.log_prediction(make_prediction(i))
+    plog.start()
+    assert wait_until(lambda: poisoned.attempts >= 10)
+    assert store.count_quarantined() == 0 and plog.pending() == 200
+    poisoned.down.clear()
+    assert plog.flush(20)
+    plog.stop()
+    assert store.count_predictions() == 200 and store.count_quarantined() == 0
 
 
 @pytest.mark.unit
@@ -590,3 +774,53 @@ def test_log_prediction_never_waits_for_the_store(spool: Path) -> None:
     assert plog.flush(30)
     plog.stop()
     assert stuck.rows == 20_000
+
+
+@pytest.mark.unit
+def test_a_store_down_at_start_gets_its_schema_and_every_row_when_it_returns(tmp_path: Path, spool: Path) -> None:
+    """The tables could not be created at start; rows wait, health() says why, and once the store
+    answers the schema is created and every row lands (it used to retry "no such table" for ever)."""
+    fresh = LogStore(f"sqlite:///{tmp_path / 'late' / 'log.db'}", CONTRACT, FEATURES)
+    flaky = FlakyStore(fresh)
+    flaky.down.set()
+    down = {"on": True}
+
+    def ensure() -> None:
+        if down["on"]:
+            raise _outage()
+        fresh.create_schema()
+
+    plog = make_log(flaky, spool, ensure_schema=ensure, rescan_interval=0.1)
+    plog.start()
+    for i in range(300):
+        plog.log_prediction(make_prediction(i))
+    time.sleep(1.2)
+    assert plog.health() is not None and "unreachable" in plog.health()  # type: ignore[operator]
+    down["on"] = False
+    flaky.down.clear()
+    assert plog.flush(20)
+    assert fresh.count_predictions() == 300 and plog.health() is None
+    plog.stop()
+    fresh.dispose()
+
+
+@pytest.mark.unit
+def test_durable_mode_acknowledges_after_the_journal_and_retires_it(store: LogStore, spool: Path) -> None:
+    """`barrier()` resolves only once the rows are in the journal on disk; closed segments are
+    deleted once their rows are in the store, and a clean stop leaves no journal behind."""
+    plog = make_log(store, spool, durable=True, journal_segment_bytes=20_000)
+    plog.start()
+    for i in range(600):
+        plog.log_prediction(make_prediction(i))
+        if i % 100 == 99:
+            fut = plog.barrier()
+            assert fut is not None
+            fut.result(10)
+            on_disk = sum(f.read_bytes().count(b"\n") for f in spool.glob("journal-*"))
+            committed = store.count_predictions()
+            assert on_disk + committed >= i + 1, "acknowledged before the rows were durable"
+    assert plog.flush(20)
+    assert wait_until(lambda: len(list(spool.glob("journal-*"))) <= 1, 10), "closed segments are retired"
+    plog.stop()
+    assert store.count_predictions() == 600 and list(spool.glob("journal-*")) == []
+    assert make_log(store, spool).barrier() is None  # the default mode has nothing to wait for
