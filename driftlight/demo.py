@@ -281,6 +281,6 @@ def monitor_windows(settings: Settings, start: date, end: date, echo: Callable[[
         echo(f"    {name}: {r.verdict.status.upper()} ({r.rows} rows, realised AUC {r.performance.roc_auc:.3f})")
         for t in top:
             echo(f"      - {t}")
-        for path in r.reports.values():
-            echo(f"      report: {path}")
+        for path in r.reports.values():  # over HTTP, as the page links them (no file-system path)
+            echo(f"      report: http://{settings.host}:{settings.port}/reports/{Path(path).name}")
     return out

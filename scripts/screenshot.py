@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=Path(".driftlight/demo"), help="stores to serve (default: the demo's)")
     ap.add_argument("--url", help="shoot an API that is already running instead of serving --home")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "page.png")
+    ap.add_argument("--port", type=int, default=0, help="port to serve --home on (default: a free one)")
     args = ap.parse_args()
     if args.url:
         refused = shoot(args.url.rstrip("/") + "/", args.out)
@@ -68,7 +69,7 @@ def main() -> None:
 
         if not (args.home / "predictions.db").exists():
             raise SystemExit(f"{args.home} holds no stores: run `make demo` first (or pass --url)")
-        settings = Settings(home=args.home, port=free_port())
+        settings = Settings(home=args.home, port=args.port or free_port())
         url = f"http://{settings.host}:{settings.port}"
         proc = start_server(settings, args.home / "screenshot-server.log")
         try:

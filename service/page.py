@@ -155,18 +155,42 @@ def severity_of(run: Mapping[str, Any], signal: str, feature: str | None) -> str
 
 
 # -- SVG -------------------------------------------------------------------------------------------
-def _scale(values: Iterable[float], rule: Rule | None) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Axis:
+    """A y axis from `lo` to `hi`; compressed (log10(1 + v/k)) when values run far past the
+    thresholds (PSI 16 against a critical 1), so the bands stay readable."""
+
+    lo: float
+    hi: float
+    k: float = 0.0  # > 0: compressed
+
+    def t(self, v: float) -> float:
+        return math.copysign(math.log10(1 + abs(v) / self.k), v) if self.k else v
+
+    def frac(self, v: float) -> float:
+        """0 at `lo`, 1 at `hi`."""
+        return (self.t(v) - self.t(self.lo)) / ((self.t(self.hi) - self.t(self.lo)) or 1.0)
+
+    def ticks(self, rule: Rule | None) -> list[float]:
+        marks = [m for m in ((rule.warning, rule.critical) if rule else ()) if m is not None and self.lo <= m <= self.hi]
+        return sorted({self.lo, self.hi, *marks} if marks else {self.lo, (self.lo + self.hi) / 2, self.hi})
+
+
+def _scale(values: Iterable[float], rule: Rule | None) -> Axis:
     vals = [v for v in values if _finite(v)]
     marks = [t for t in ((rule.warning, rule.critical) if rule else ()) if t is not None]
     lo = min([0.0, *vals, *marks])
     hi = max([*vals, *[m * 1.25 for m in marks], lo + 1e-9])
     if hi - lo < 1e-9:
         hi = lo + 1.0
-    return lo, hi
+    top_mark = max((abs(m) for m in marks), default=0.0)
+    k = min((abs(m) for m in marks if m), default=0.0) if top_mark and max(map(abs, vals), default=0) > 6 * top_mark else 0.0
+    return Axis(lo, hi, k)
 
 
-def _bands(rule: Rule | None, y: Any, x0: float, x1: float, lo: float, hi: float) -> str:
+def _bands(rule: Rule | None, y: Any, x0: float, x1: float, ax: Axis) -> str:
     """Shaded threshold bands: green below the warning, yellow to the critical, red beyond."""
+    lo, hi = ax.lo, ax.hi
     if rule is None or (rule.warning is None and rule.critical is None):
         return ""
     w = rule.warning if rule.warning is not None else rule.critical
@@ -195,21 +219,21 @@ def _bands(rule: Rule | None, y: Any, x0: float, x1: float, lo: float, hi: float
 
 def sparkline(values: Sequence[float | None], rule: Rule | None, width: int = 140, height: int = 28) -> str:
     """A tiny line of `values` (oldest first) over the thresholds; None leaves a gap."""
-    lo, hi = _scale([v for v in values if v is not None], rule)
+    ax = _scale([v for v in values if v is not None], rule)
     n = max(len(values), 2)
 
     def x(i: int) -> float:
         return 2 + i * (width - 4) / (n - 1)
 
     def y(v: float) -> float:
-        return height - 2 - (v - lo) / (hi - lo) * (height - 4)
+        return height - 2 - ax.frac(v) * (height - 4)
 
     pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values) if v is not None)
     last = next(((i, v) for i, v in reversed(list(enumerate(values))) if v is not None), None)
     dot = f'<circle cx="{x(last[0]):.1f}" cy="{y(last[1]):.1f}" r="2.5" fill="#1f2328"/>' if last else ""
     return (
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="trend over {len(values)} runs">{_bands(rule, y, 0, width, lo, hi)}'
+        f'aria-label="trend over {len(values)} runs">{_bands(rule, y, 0, width, ax)}'
         f'<polyline points="{pts}" fill="none" stroke="#1f2328" stroke-width="1.5"/>{dot}</svg>'
     )
 
@@ -220,8 +244,8 @@ def chart(
     series: Sequence[tuple[str, Sequence[float | None], str]],
     rule: Rule | None = None,
     *,
-    width: int = 640,
-    height: int = 200,
+    width: int = 540,
+    height: int = 190,
     thresholds: Sequence[tuple[str, Sequence[float | None], str]] = (),
 ) -> str:
     """A line chart over runs (oldest first) with threshold bands, like NannyML's chunk plots.
@@ -231,11 +255,11 @@ def chart(
     left, right, top, bottom = 48, 12, 22, 34
     allv = [v for _, vs, _ in (*series, *thresholds) for v in vs if v is not None]
     if rule is not None:
-        lo, hi = _scale(allv, rule)
-    else:  # no bands to show (AUC): zoom on the values
+        ax = _scale(allv, rule)
+    else:  # no bands to show: zoom on the values (never below 0 for a quantity that is not)
         lo, hi = min(allv, default=0.0), max(allv, default=1.0)
         pad = max((hi - lo) * 0.15, 0.01)
-        lo, hi = lo - pad, hi + pad
+        ax = Axis(max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad)
     n = max(len(labels), 2)
     x0, x1 = float(left), float(width - right)
 
@@ -243,16 +267,20 @@ def chart(
         return x0 + (i + 0.5) * (x1 - x0) / n
 
     def y(v: float) -> float:
-        return top + (hi - v) / (hi - lo) * (height - top - bottom)
+        return top + (1 - ax.frac(v)) * (height - top - bottom)
 
     parts = [
         f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(title)}"><text x="{left}" y="14" class="ct">{escape(title)}</text>',
-        _bands(rule, y, x0, x1, lo, hi),
+        f'aria-label="{escape(title)}"><text x="{left}" y="14" class="ct">{escape(title)}'
+        + ("" if rule is not None or thresholds else " (not judged by the policy)")
+        + "</text>",
+        _bands(rule, y, x0, x1, ax),
         f'<line x1="{x0}" x2="{x0}" y1="{top}" y2="{height - bottom}" stroke="#8c959f"/>',
     ]
-    for t in (lo, (lo + hi) / 2, hi):
+    for t in ax.ticks(rule):
         parts.append(f'<text x="{left - 4}" y="{y(t) + 4:.1f}" class="ax" text-anchor="end">{t:.3g}</text>')
+    if ax.k:
+        parts.append(f'<text x="{x1:.0f}" y="14" class="ax" text-anchor="end">compressed scale</text>')
     step = max(1, len(labels) // 8)
     for i, lab in enumerate(labels):
         if i % step == 0 or i == len(labels) - 1:
@@ -440,7 +468,7 @@ def signals_section(runs_old_first: Sequence[Mapping[str, Any]], d: PageData) ->
 def history_section(d: PageData) -> str:
     vers = "".join(
         f"<tr><td>v{escape(str(v.version))}</td><td>{escape(', '.join(v.aliases) or '–')}</td>"
-        f"<td>{escape(str(v.tags.get('fit_window', v.tags.get('trained_on', ''))) or '')}</td></tr>"
+        f"<td>{escape(str(v.tags.get('role', 'trained')))}</td><td>{escape(str(v.tags.get('gate_decision', '–')))}</td></tr>"
         for v in d.versions
     )
     events = []
@@ -468,7 +496,7 @@ def history_section(d: PageData) -> str:
         '<section id="history"><h2>Model history</h2>'
         f'<p>Serving now: <b id="serving">{escape(d.serving or "unknown")}</b></p>'
         + (
-            '<table class="t" id="versions"><thead><tr><th>version</th><th>aliases</th><th>trained on</th></tr></thead>'
+            '<table class="t" id="versions"><thead><tr><th>version</th><th>aliases</th><th>role</th><th>gate</th></tr></thead>'
             f"<tbody>{vers}</tbody></table>"
             if vers
             else "<p>No registered versions could be read.</p>"
@@ -528,7 +556,7 @@ section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px;
 .questions .q{font-weight:600;margin-right:8px}.held{font-style:italic}
 .reasons{margin:8px 0 0;padding-left:22px}.reason{margin:4px 0}.reason .msg{color:#57606a;font-size:12px}
 .sev{font-weight:700;text-transform:uppercase;font-size:12px}.sev-critical .sev{color:#cf222e}.sev-warning .sev{color:#9a6700}
-.fhead,.field>summary{display:grid;grid-template-columns:150px 120px 120px 70px 150px 1fr;gap:8px;align-items:center}
+.fhead,.field>summary{display:grid;grid-template-columns:190px 170px 110px 70px 150px 1fr;gap:8px;align-items:center}
 .fhead{font-weight:600;font-size:13px;border-bottom:1px solid #d0d7de;padding:4px 8px}
 .field>summary{cursor:pointer;padding:3px 8px;border-bottom:1px solid #eaeef2;list-style:none}
 .field>summary::-webkit-details-marker{display:none}.field>summary:hover{background:#f6f8fa}
