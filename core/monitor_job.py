@@ -116,7 +116,12 @@ def write_reports(
 
         num = [f.name for f in contract.numeric_fields]
         cat = [f.name for f in contract.category_fields]
-        head = verdict_header(status=j.verdict.status, window=window, by=by, rows=j.rows, reasons=reasons)
+
+        def head(share: float | None) -> str:
+            return verdict_header(
+                status=j.verdict.status, window=window, by=by, rows=j.rows, reasons=reasons, evidently_share=share
+            )
+
         ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"{stem}.html", header=head)
         reports["html"] = ev["path"]
         extra["evidently"] = {k: v for k, v in ev.items() if k != "path"}

@@ -14,7 +14,7 @@ evidently costs ~3.3 s to import: it is imported inside these functions only, ne
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -42,12 +42,13 @@ def write_html_report(
     categorical: Sequence[str],
     path: Path,
     *,
-    header: str | None = None,
+    header: Callable[[float | None], str] | None = None,
 ) -> dict[str, Any]:
     """Write Evidently's drift + data summary report for `window` vs `reference` to `path`.
 
-    `header` (HTML, from `verdict_header`) is put at the top of the page, before Evidently's own
-    content, so the report opens with driftlight's verdict rather than Evidently's column tests.
+    `header(evidently's drifted share)` (HTML, from `verdict_header`) is put at the top of the page,
+    before Evidently's own content, so the report opens with driftlight's verdict rather than
+    Evidently's column tests.
     Returns Evidently's own drift verdicts (for the JSON summary, clearly labelled as Evidently's).
     """
     from evidently import Report
@@ -57,8 +58,6 @@ def write_html_report(
     snapshot = Report([DataDriftPreset(), DataSummaryPreset()], include_tests=True).run(cur, ref)
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
-    if header:
-        _insert_after_body(path, header)
     per_column: dict[str, float] = {}
     drifted_share = None
     for m in snapshot.dict()["metrics"]:
@@ -68,6 +67,8 @@ def write_html_report(
             per_column[col] = float(m["value"])
         elif name.startswith("DriftedColumnsCount") and isinstance(m.get("value"), dict):
             drifted_share = float(m["value"]["share"])
+    if header is not None:
+        _insert_after_body(path, header(drifted_share))
     return {"path": str(path), "evidently_drifted_share": drifted_share, "evidently_per_column": per_column}
 
 
@@ -163,7 +164,7 @@ def verdict_header(
     more = f"<p>and {len(reasons) - max_reasons} more reasons.</p>" if len(reasons) > max_reasons else ""
     ev = ""
     if evidently_share is not None:
-        ev = f" Evidently's own tests below flag {evidently_share:.0%} of the columns."
+        ev = f" Here Evidently's tests flag {evidently_share:.0%} of the columns."
     return (
         '<div id="driftlight-verdict" style="font-family:system-ui,sans-serif;border:3px solid '
         f'{colour};border-radius:8px;margin:12px;padding:12px 16px;background:#fff;color:#1f2328">'

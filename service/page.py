@@ -453,7 +453,7 @@ def signals_section(runs_old_first: Sequence[Mapping[str, Any]], d: PageData) ->
             if t is not None:
                 floors.append((f"{name}: validation − {t:g}", [v - t if v is not None else None for v in val], colour))
     auc = chart(
-        "ROC AUC: realised on labelled rows vs estimated from probabilities (no labels)",
+        "ROC AUC: realised (labelled rows) vs estimated (no labels)",
         labels,
         [("realised", real, "#0969da"), ("estimated", est, "#8250df"), ("validation", val, "#57606a")],
         thresholds=floors,
@@ -556,7 +556,7 @@ section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px;
 .questions .q{font-weight:600;margin-right:8px}.held{font-style:italic}
 .reasons{margin:8px 0 0;padding-left:22px}.reason{margin:4px 0}.reason .msg{color:#57606a;font-size:12px}
 .sev{font-weight:700;text-transform:uppercase;font-size:12px}.sev-critical .sev{color:#cf222e}.sev-warning .sev{color:#9a6700}
-.fhead,.field>summary{display:grid;grid-template-columns:190px 170px 110px 70px 150px 1fr;gap:8px;align-items:center}
+.fhead,.field>summary{display:grid;grid-template-columns:200px 190px 100px 70px 150px 1fr;gap:8px;align-items:center}
 .fhead{font-weight:600;font-size:13px;border-bottom:1px solid #d0d7de;padding:4px 8px}
 .field>summary{cursor:pointer;padding:3px 8px;border-bottom:1px solid #eaeef2;list-style:none}
 .field>summary::-webkit-details-marker{display:none}.field>summary:hover{background:#f6f8fa}

@@ -148,6 +148,7 @@ def test_reports_are_named_by_window_and_status_and_headed_by_the_verdict(site):
     assert report.headers["content-type"].startswith("text/html")
     head = report.text[: report.text.index("driftlight-verdict") + 4000]
     assert "GREEN" in head and "No threshold breached" in head and "Evidently" in head
+    assert re.search(r"tests flag \d+% of the columns", head)  # Evidently's own count, beside our verdict
     # The verdict comes before Evidently's own content (its widgets mount on root_metric_* divs).
     assert report.text.index("driftlight-verdict") < report.text.index('id="root_metric_')
 
