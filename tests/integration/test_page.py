@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -330,3 +330,37 @@ def test_in_a_browser_docs_render_offline(browser, site):
             nojs.close()
     finally:
         w.close()
+
+
+def test_fallback_periods_come_from_the_log(tmp_path):
+    import sqlalchemy as sa
+
+    from core.runs import RunStore
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    t = sa.Table("predictions", sa.MetaData(), sa.Column("served_at", sa.DateTime), sa.Column("model_version", sa.String))
+    eng = sa.create_engine(url)
+    t.metadata.create_all(eng)
+    base = datetime(2026, 11, 30, 12, 0)
+    rows = [(0, "fallback"), (60, "fallback"), (120, "1"), (200, "fallback"), (3600, "fallback"), (3700, "fallback")]
+    with eng.begin() as c:
+        c.execute(t.insert(), [{"served_at": base.replace(second=0) + timedelta(seconds=s), "model_version": v} for s, v in rows])
+    spans = RunStore(url).fallback_spans(gap_s=300)
+    assert [(s["start"], s["end"], s["rows"]) for s in spans] == [
+        (base, base + timedelta(seconds=200), 3),
+        (base + timedelta(seconds=3600), base + timedelta(seconds=3700), 2),
+    ]
+    assert RunStore(f"sqlite:///{tmp_path / 'empty.db'}").fallback_spans() == []
+
+
+def test_page_before_any_run_says_unknown_and_what_to_run(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from core.registry import InMemoryRegistry
+    from core.settings import Settings
+
+    with TestClient(create_app(Settings(home=tmp_path), registry=InMemoryRegistry())) as client:
+        r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert page_light(r.text) == ("unknown", []) and "driftlight monitor" in r.text
+    assert 'Serving now: <b id="serving">fallback</b>' in r.text  # no champion: the fallback serves
