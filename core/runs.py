@@ -202,17 +202,19 @@ class RunStore:
         d["summary"] = json.loads(d["summary"] or "{}")
         return d
 
-    def fallback_spans(self, gap_s: float = 300.0, max_rows: int = 50_000) -> list[dict[str, Any]]:
+    def fallback_spans(self, gap_s: float = 300.0, max_rows: int = 50_000, since: datetime | None = None) -> list[dict[str, Any]]:
         """When the fallback served: spans of `served_at` whose logged rows carry model_version
         "fallback" (rows closer than `gap_s` seconds join one span), oldest first, each with
-        `start`, `end` and `rows`, over the newest `max_rows` such rows (a bound on the page's
-        cost). Read from the prediction log, which shares this store's URL; an empty list when
-        there is no log table yet."""
+        `start`, `end` and `rows`, over the newest `max_rows` such rows served since `since`
+        (bounds on the cost: model_version has no index, served_at has). Read from the prediction
+        log, which shares this store's URL; an empty list when there is no log table yet."""
         insp = sa.inspect(self.engine)
         if not insp.has_table("predictions"):
             return []
         t = sa.table("predictions", sa.column("served_at", sa.DateTime), sa.column("model_version", sa.String))
         q = sa.select(t.c.served_at).where(t.c.model_version == "fallback").order_by(t.c.served_at.desc()).limit(max_rows)
+        if since is not None:
+            q = q.where(t.c.served_at >= _naive_utc(since))
         spans: list[dict[str, Any]] = []
         with self.engine.connect() as c:
             stamps = [ts for (ts,) in c.execute(q)]

@@ -508,7 +508,7 @@ def history_section(d: PageData) -> str:
             if events
             else '<p id="events">No promotion, refusal or rollback yet.</p>'
         )
-        + "<h3>Fallback periods</h3>"
+        + "<h3>Fallback periods (last 30 days of serving)</h3>"
         + (f'<ul id="fallback">{spans}</ul>' if spans else '<p id="fallback">The fallback has not served.</p>')
         + "</section>"
     )

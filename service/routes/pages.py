@@ -9,6 +9,8 @@ a thread (they block); the HTML is built by service.page from what was read.
 from __future__ import annotations
 
 import importlib.util
+import time
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +28,8 @@ from service.page import PageData, render_page, report_url_map
 
 # A report name: letters, digits, dot, dash, underscore; .html or .json. No separator can pass.
 REPORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(html|json)$"
+FALLBACK_DAYS = 30  # the page lists fallback periods of the last 30 days of serving
+FALLBACK_TTL_S = 60.0
 DOC_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"}
 
 
@@ -59,6 +63,15 @@ def router(ctx: ServiceContext) -> APIRouter:
             state["policy"] = load_policy()
         return state["policy"]
 
+    def fallback_spans(store: Any) -> list[dict[str, Any]]:
+        # A scan of the log's fallback rows (no index on model_version): bounded to the last
+        # FALLBACK_DAYS of served_at and cached for FALLBACK_TTL_S, so page views do not repeat it.
+        now = time.monotonic()
+        if "spans" not in state or now - state["spans_at"] > FALLBACK_TTL_S:
+            state["spans"] = store.fallback_spans(since=datetime.now(UTC) - timedelta(days=FALLBACK_DAYS))
+            state["spans_at"] = now
+        return list(state["spans"])
+
     def read(n_runs: int) -> PageData:
         problems: list[str] = []
         runs: list[dict[str, Any]] = []
@@ -68,7 +81,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         try:
             runs = store.history(n_runs)
             events = [e for e in store.events() if e.get("model_name") in (None, settings.model_name)]
-            spans = store.fallback_spans()
+            spans = fallback_spans(store)
         except Exception as exc:  # the store is down: say so on the page, do not fail
             problems.append(f"run store unavailable: {type(exc).__name__}")
         versions: list[Any] = []

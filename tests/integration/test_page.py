@@ -350,6 +350,8 @@ def test_fallback_periods_come_from_the_log(tmp_path):
         (base, base + timedelta(seconds=200), 3),
         (base + timedelta(seconds=3600), base + timedelta(seconds=3700), 2),
     ]
+    late = RunStore(url).fallback_spans(since=(base + timedelta(seconds=1000)).replace(tzinfo=UTC))
+    assert [s["rows"] for s in late] == [2]
     assert RunStore(f"sqlite:///{tmp_path / 'empty.db'}").fallback_spans() == []
 
 
