@@ -366,3 +366,23 @@ def test_page_before_any_run_says_unknown_and_what_to_run(tmp_path):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert page_light(r.text) == ("unknown", []) and "driftlight monitor" in r.text
     assert 'Serving now: <b id="serving">fallback</b>' in r.text  # no champion: the fallback serves
+
+
+def test_drill_runs_and_questions_are_shown_when_present():
+    from monitoring.policy import load_policy
+    from service.page import PageData, render_page
+
+    reason = {"signal": "unseen_category_rate", "feature": "carrier", "value": 0.2, "threshold": 0.05}
+    reason |= {"severity": "critical", "message": "unseen_category_rate of carrier = 0.2", "question": "data_broken"}
+    run = {
+        "run_id": "r1", "finished_at": datetime(2026, 11, 30, 12), "window_start": datetime(2013, 4, 1, 4),
+        "window_end": datetime(2013, 4, 2, 4), "window_by": "event_time", "model_version": "1", "rows": 2000,
+        "labelled": 0, "status": "red", "raw_status": "red", "reasons": [reason],
+        "summary": {"drill": "new-carrier", "signals": [{"signal": "unseen_category_rate", "feature": "carrier", "value": 0.2}]},
+    }  # fmt: skip
+    html = render_page(PageData(runs=[run], policy=load_policy(), model_name="flights-late", timezone="America/New_York"))
+    assert page_light(html) == ("red", [("unseen_category_rate", "carrier")])
+    assert 'data-question="data_broken">Is the data broken?' in html
+    assert '<span class="badge drill">DRILL</span>' in html and '<span class="badge drill">drill</span>' in html
+    assert "window 2013-04-01 (by event_time)" in html  # one local day
+    assert "carrier: it carries categories the training data never had" in html
