@@ -97,24 +97,39 @@ def write_reports(
     *,
     html: bool,
     reference_frame: pd.DataFrame | None,
+    window: tuple[datetime | None, datetime | None] = (None, None),
+    by: str = "event_time",
+    keep: int = 0,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """The run's JSON summary and (optionally) Evidently's HTML report: (paths, extra summary)."""
-    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    """The run's JSON summary and (optionally) Evidently's HTML report, headed by the verdict and
+    named by window and status; then only the newest `keep` runs' reports stay (0 = all).
+    Returns (paths, extra summary)."""
+    from core.reports import prune_reports, report_stem, unique_stem
+
     reports_dir.mkdir(parents=True, exist_ok=True)
+    stem = unique_stem(reports_dir, report_stem(window, j.verdict.status))
     reports: dict[str, str] = {}
     extra: dict[str, Any] = {}
-    jpath = reports_dir / f"monitor-{stamp}.json"
+    reasons = [asdict(r) for r in j.verdict.reasons]
+    jpath = reports_dir / f"{stem}.json"
     if html and reference_frame is not None and j.rows:
-        from core.reports import write_html_report
+        from core.reports import verdict_header, write_html_report
 
         num = [f.name for f in contract.numeric_fields]
         cat = [f.name for f in contract.category_fields]
-        ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"monitor-{stamp}.html")
+
+        def head(share: float | None) -> str:
+            return verdict_header(
+                status=j.verdict.status, window=window, by=by, rows=j.rows, reasons=reasons, evidently_share=share
+            )
+
+        ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"{stem}.html", header=head)
         reports["html"] = ev["path"]
         extra["evidently"] = {k: v for k, v in ev.items() if k != "path"}
     reports["json"] = str(jpath)
-    body = {"status": j.verdict.status, "reasons": [asdict(r) for r in j.verdict.reasons], **j.summary, **extra}
+    body = {"status": j.verdict.status, "reasons": reasons, **j.summary, **extra}
     jpath.write_text(json.dumps(body, indent=2, default=str))
+    prune_reports(reports_dir, keep)
     return reports, extra
 
 
@@ -181,6 +196,7 @@ def run_window(
     history: list[str] | None = None,
     request_retrain: bool = True,
     drill: str | None = None,
+    keep_reports: int = 0,
 ) -> MonitorResult:
     """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
     hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
@@ -205,7 +221,10 @@ def run_window(
     reports: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if reports_dir is not None:
-        reports, extra = write_reports(j, acc, contract, reports_dir, html=html, reference_frame=reference_frame)
+        reports, extra = write_reports(
+            j, acc, contract, reports_dir, html=html, reference_frame=reference_frame, window=(start, end), by=by,
+            keep=keep_reports,
+        )  # fmt: skip
     # Served rows the log store could not hold (service.predlog quarantines them): counted per run,
     # so a poison row is visible next to the verdict instead of vanishing.
     count_quarantined = getattr(store, "count_quarantined", None)
@@ -275,6 +294,7 @@ class Monitor:
             reports_dir=self.settings.home / "reports",
             html=html,
             reference_frame=self.reference,
+            keep_reports=self.settings.reports_keep,
             **kw,
         )
 

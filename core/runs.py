@@ -99,6 +99,11 @@ def to_utc_naive_second(ts: datetime) -> datetime:
     return (ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts).replace(microsecond=0)
 
 
+def is_drill(run: Mapping[str, Any]) -> bool:
+    """True when a monitor run judged a drill's traffic (a `drill` column or summary field, if set)."""
+    return bool(run.get("drill") or (run.get("summary") or {}).get("drill"))
+
+
 def _naive_utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
@@ -196,6 +201,58 @@ class RunStore:
         out["reasons"] = json.loads(out["reasons"] or "[]")
         out["summary"] = json.loads(out["summary"] or "{}")
         return out
+
+    def history(self, limit: int = 50, *, newest_first: bool = True) -> list[dict[str, Any]]:
+        """The last `limit` monitor runs (newest first unless `newest_first=False`), JSON columns
+        decoded: what the page and `driftlight runs` show. A run may carry a `drill` flag (in its
+        summary or a column): read it with `is_drill(run)`."""
+        self._ensure()
+        q = sa.select(monitor_runs).order_by(monitor_runs.c.finished_at.desc()).limit(max(1, int(limit)))
+        with self.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["reasons"] = json.loads(d["reasons"] or "[]")
+            d["summary"] = json.loads(d["summary"] or "{}")
+            out.append(d)
+        return out if newest_first else out[::-1]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One monitor run by id, JSON columns decoded (None if there is no such run)."""
+        self._ensure()
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(monitor_runs).where(monitor_runs.c.run_id == run_id)).mappings().first()
+        if row is None:
+            return None
+        d = dict(row)
+        d["reasons"] = json.loads(d["reasons"] or "[]")
+        d["summary"] = json.loads(d["summary"] or "{}")
+        return d
+
+    def fallback_spans(self, gap_s: float = 300.0, max_rows: int = 50_000, since: datetime | None = None) -> list[dict[str, Any]]:
+        """When the fallback served: spans of `served_at` whose logged rows carry model_version
+        "fallback" (rows closer than `gap_s` seconds join one span), oldest first, each with
+        `start`, `end` and `rows`, over the newest `max_rows` such rows served since `since`
+        (bounds on the cost: model_version has no index, served_at has). Read from the prediction
+        log, which shares this store's URL; an empty list when there is no log table yet."""
+        insp = sa.inspect(self.engine)
+        if not insp.has_table("predictions"):
+            return []
+        t = sa.table("predictions", sa.column("served_at", sa.DateTime), sa.column("model_version", sa.String))
+        q = sa.select(t.c.served_at).where(t.c.model_version == "fallback").order_by(t.c.served_at.desc()).limit(max_rows)
+        if since is not None:
+            q = q.where(t.c.served_at >= _naive_utc(since))
+        spans: list[dict[str, Any]] = []
+        with self.engine.connect() as c:
+            stamps = [ts for (ts,) in c.execute(q)]
+            for ts in reversed(stamps):
+                if spans and (ts - spans[-1]["end"]).total_seconds() <= gap_s:
+                    spans[-1]["end"] = ts
+                    spans[-1]["rows"] += 1
+                else:
+                    spans.append({"start": ts, "end": ts, "rows": 1})
+        return spans
 
     def request_retrain(self, run_id: str, model_version: str | None, reasons: list[Mapping[str, Any]]) -> str:
         self._ensure()

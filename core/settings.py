@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "default: on in the dev profile, off in prod (a tag hides traffic from the light: enable it deliberately)",
     )
 
+    # Monitor reports (core.reports): an Evidently HTML report is ~4.7 MB, so keep only the newest
+    reports_keep: int = Field(
+        50, ge=0, le=100_000, description="monitor runs whose report files are kept (the newest); 0 = keep every report"
+    )
+
     # Retraining and the challenger gate (training.retrain, training.gate)
     retrain_train_days: int = Field(28, ge=7, le=365, description="labelled days a challenger trains on (last 7 validate)")
     retrain_holdout_days: int = Field(7, ge=1, le=90, description="most recent labelled days both models are judged on")

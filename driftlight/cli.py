@@ -490,6 +490,67 @@ def drill(
         raise typer.Exit(1)
 
 
+def run_rows(runs: list[dict[str, Any]], reports_dir: Path, base_url: str, timezone: str) -> list[dict[str, Any]]:
+    """Monitor runs (newest first) as `driftlight runs` shows them: window, light, top reason, drill
+    or real, and the report's address on the page's server (None when retention removed it)."""
+    from core.runs import is_drill
+    from service.page import report_url_map, window_label
+
+    urls = report_url_map(runs, reports_dir)
+    out = []
+    for r in runs:
+        reports = (r.get("summary") or {}).get("reports") or {}
+        path = reports.get("html") or reports.get("json")
+        url = urls.get(str(path)) if path else None
+        out.append(
+            {
+                "run_id": r["run_id"],
+                "finished_at": r["finished_at"].isoformat(),
+                "window": [r["window_start"].isoformat() if r["window_start"] else None,
+                           r["window_end"].isoformat() if r["window_end"] else None],
+                "window_label": window_label(r, timezone),
+                "window_by": r["window_by"],
+                "model_version": r["model_version"],
+                "rows": r["rows"],
+                "status": r["status"],
+                "raw_status": r["raw_status"],
+                "top_reason": (r["reasons"][0].get("message") if r["reasons"] else None),
+                "reasons": len(r["reasons"]),
+                "drill": is_drill(r),
+                "report_url": f"{base_url}{url}" if url else None,
+                "report_path": str(path) if url else None,
+            }
+        )  # fmt: skip
+    return out
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="how many recent runs")] = 20,
+    url: Annotated[str | None, typer.Option(help="the API serving the reports (default http://DRIFTLIGHT_HOST:PORT)")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The history of monitor runs, newest first: window, light, top reason, drill or real, report link."""
+    from core.runs import RunStore
+    from data_contracts.contract import load_contract
+
+    settings = _settings(home=home)
+    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    store = RunStore(settings.resolved_log_store_url)
+    try:
+        rows = run_rows(store.history(limit), settings.home / "reports", base, load_contract().timezone)
+    finally:
+        store.dispose()
+    lines = [
+        f"{r['finished_at'][:19]}  {r['window_label']:<25} {r['status'].upper():<15} {'drill' if r['drill'] else 'real':<5}  "
+        f"{(r['top_reason'] or '-')[:70]:<70}  {r['report_url'] or '(report removed)'}"
+        for r in rows
+    ]
+    header = f"{'judged (UTC)':<19}  {'window':<25} {'light':<15} {'kind':<5}  {'top reason':<70}  report"
+    _out(rows, as_json, "\n".join([header, *lines]) if rows else "no monitor runs yet: run `driftlight monitor`")
+
+
 @app.command()
 def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List the registered versions, their aliases and gate decisions."""
@@ -518,10 +579,14 @@ def demo(
     port: Annotated[int, typer.Option(help="port for the demo server")] = 8765,
     start: Annotated[str, typer.Option("--from", help="first day replayed")] = "2013-04-01",
     end: Annotated[str, typer.Option("--to", help="last day replayed")] = "2013-04-07",
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="after the summary, serve the demo's page until Ctrl-C")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train, serve, replay a slice of April 2013 and print a summary."""
+    """Train, serve, replay a slice of April 2013 and print a summary (with the page's address)."""
     from core.server_process import port_taken
+    from driftlight.demo import keep_serving as serve_again
     from driftlight.demo import run_demo
 
     settings = _settings(home=home or Path(".driftlight/demo"), port=port)
@@ -537,6 +602,8 @@ def demo(
         typer.echo(json.dumps(summary, indent=2, default=str))
     if not summary["ok"]:
         raise typer.Exit(1)
+    if keep_serving:
+        serve_again(settings.model_copy(update={"reload_interval": 1.0}), echo=typer.echo)
 
 
 def main() -> None:

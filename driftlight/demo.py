@@ -125,6 +125,8 @@ def run_demo(settings: Settings, start: date, end: date, echo: Callable[[str], N
         "retrain": cycle,
         "seconds": round(time.perf_counter() - t_all, 1),
         "home": str(settings.home),
+        "page": f"{url}/",
+        "serve_command": serve_command(settings),
     }
     after = cycle.get("after") or {}
     echo(
@@ -145,9 +147,31 @@ def run_demo(settings: Settings, start: date, end: date, echo: Callable[[str], N
             else ""
         )
         + f"  took {summary['seconds']} s; stores, reports and server log in {settings.home}\n"
+        f"  the page            {url}/  (the light, its reasons, every field over the three windows, the promotion)\n"
+        f"                      serve it: {summary['serve_command']}   (or run the demo with --keep-serving)\n"
         f"  {'OK: nothing lost' if summary['ok'] else 'MISMATCH: see above'}"
     )
     return summary
+
+
+def serve_command(settings: Settings) -> str:
+    """The command that serves the demo's stores (and so its page) again after the demo stopped."""
+    return f"driftlight serve --home {settings.home} --port {settings.port}"
+
+
+def keep_serving(settings: Settings, echo: Callable[[str], None] = print) -> int:
+    """Serve the demo's stores again until Ctrl-C, so its page can be opened; the exit code of the server."""
+    url = f"http://{settings.host}:{settings.port}"
+    proc = start_server(settings, settings.home / "server.log")
+    try:
+        wait_ready(url, proc)
+        echo(f"\nserving the demo again: open {url}/ (Ctrl-C stops it)")
+        return proc.wait()
+    except KeyboardInterrupt:
+        return stop_server(proc)
+    finally:
+        if proc.poll() is None:
+            stop_server(proc)
 
 
 def wait_logged(store: LogStore, rows: int, timeout: float = 60.0) -> None:
@@ -257,6 +281,6 @@ def monitor_windows(settings: Settings, start: date, end: date, echo: Callable[[
         echo(f"    {name}: {r.verdict.status.upper()} ({r.rows} rows, realised AUC {r.performance.roc_auc:.3f})")
         for t in top:
             echo(f"      - {t}")
-        for path in r.reports.values():
-            echo(f"      report: {path}")
+        for path in r.reports.values():  # over HTTP, as the page links them (no file-system path)
+            echo(f"      report: http://{settings.host}:{settings.port}/reports/{Path(path).name}")
     return out

@@ -1,7 +1,7 @@
 """The FastAPI app factory: `create_app(settings, registry=…, prediction_log=…)`.
 
 The factory builds one typed `ServiceContext` (service.context), includes one router per group
-(service.routes: predict, feedback, ops, admin), installs the error handlers and the metrics
+(service.routes: predict, feedback, ops, admin, pages), installs the error handlers and the metrics
 middleware, and leaves every I/O to the lifespan. Collaborators are injectable: a registry fake and
 a log fake in unit tests. The route list the metrics label by is read from the routers the app includes.
 """
@@ -23,7 +23,7 @@ from service.lifecycle import ModelHolder
 from service.limits import BodyLimitMiddleware
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
-from service.routes import admin, feedback, ops, predict
+from service.routes import admin, feedback, ops, pages, predict
 
 
 def api_paths(routers: list[APIRouter]) -> list[str]:
@@ -72,9 +72,11 @@ def create_app(
         version="0.1.0",
         summary="Late-flight predictions on the 2013 New York flights, logged and monitored.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from service.routes.pages, with local assets (no CDN)
+        redoc_url=None,
     )
     app.state.ctx = ctx
-    routers = [predict.router(ctx), feedback.router(ctx), ops.router(ctx), admin.router(ctx)]
+    routers = [predict.router(ctx), feedback.router(ctx), ops.router(ctx), admin.router(ctx), pages.router(ctx)]
     for r in routers:
         app.include_router(r)
     handlers.install(app, ctx, predict_paths=api_paths(routers[:1]))
