@@ -577,8 +577,11 @@ border-bottom:1px solid #eaeef2;vertical-align:top}.t ul{margin:0;padding-left:1
 
 def render_page(d: PageData) -> str:
     """The whole page (HTML5, inline CSS and SVG, no script)."""
-    latest = d.runs[0] if d.runs else None
-    old_first = list(reversed(d.runs))
+    # The light, the fields and the charts are the real light's (as /status); drills are listed in
+    # the runs table, marked, and never shown as the light.
+    real = [r for r in d.runs if not is_drill(r)]
+    latest = real[0] if real else None
+    old_first = list(reversed(real))
     problems = (
         '<section class="problems"><b>Could not read everything:</b><ul>'
         + "".join(f"<li>{escape(p)}</li>" for p in d.problems)

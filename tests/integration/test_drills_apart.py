@@ -103,7 +103,15 @@ def test_drill_refusals_are_kept_apart_and_prod_refuses_tags(served, good_record
 
     # A bad tag is the caller's mistake; in prod, tags are refused unless DRIFTLIGHT_DRILLS is on.
     assert client.post("/predict", json=good_record, headers={"X-Driftlight-Drill": "Bad Name!"}).status_code == 422
-    prod = Settings(**{**s.model_dump(), "profile": "prod", "id_secret": "k3Vq-9zR_pL2mX7wB4nT6yHc8sJd0fGa", "home": tmp_path / "prod", "drills": None})
+    prod = Settings(
+        **{
+            **s.model_dump(),
+            "profile": "prod",
+            "id_secret": "k3Vq-9zR_pL2mX7wB4nT6yHc8sJd0fGa",
+            "home": tmp_path / "prod",
+            "drills": None,
+        }
+    )
     with TestClient(create_app(prod)) as c:
         r = c.post("/predict", json=good_record, headers={"X-Driftlight-Drill": "heat-wave"})
         assert r.status_code == 403 and r.json()["detail"][0]["field"] == "X-Driftlight-Drill"

@@ -369,6 +369,7 @@ def test_page_before_any_run_says_unknown_and_what_to_run(tmp_path):
 
 
 def test_drill_runs_and_questions_are_shown_when_present():
+    """The light is the newest REAL run (as /status): a newer drill run is listed, marked, never the light."""
     from monitoring.policy import load_policy
     from service.page import PageData, render_page
 
@@ -377,12 +378,15 @@ def test_drill_runs_and_questions_are_shown_when_present():
     run = {
         "run_id": "r1", "finished_at": datetime(2026, 11, 30, 12), "window_start": datetime(2013, 4, 1, 4),
         "window_end": datetime(2013, 4, 2, 4), "window_by": "event_time", "model_version": "1", "rows": 2000,
-        "labelled": 0, "status": "red", "raw_status": "red", "reasons": [reason],
-        "summary": {"drill": "new-carrier", "signals": [{"signal": "unseen_category_rate", "feature": "carrier", "value": 0.2}]},
+        "labelled": 0, "status": "red", "raw_status": "red", "reasons": [reason], "drill": None,
+        "summary": {"signals": [{"signal": "unseen_category_rate", "feature": "carrier", "value": 0.2}]},
     }  # fmt: skip
-    html = render_page(PageData(runs=[run], policy=load_policy(), model_name="flights-late", timezone="America/New_York"))
+    drill = {**run, "run_id": "r2", "finished_at": datetime(2026, 11, 30, 13), "status": "green", "raw_status": "green"}
+    drill |= {"reasons": [], "drill": "no-drift", "summary": {"signals": []}}
+    runs = [drill, run]  # newest first, as RunStore.history returns them
+    html = render_page(PageData(runs=runs, policy=load_policy(), model_name="flights-late", timezone="America/New_York"))
     assert page_light(html) == ("red", [("unseen_category_rate", "carrier")])
     assert 'data-question="data_broken">Is the data broken?' in html
-    assert '<span class="badge drill">DRILL</span>' in html and '<span class="badge drill">drill</span>' in html
+    assert '<span class="badge drill">drill</span>' in html and '<span class="badge drill">DRILL</span>' not in html
     assert "window 2013-04-01 (by event_time)" in html  # one local day
     assert "carrier: it carries categories the training data never had" in html
