@@ -22,7 +22,7 @@ from core.logstore import log_store_from_settings
 from core.registry import registry_from_settings
 from core.reports import reference_frame_from_profile
 from core.runs import RunStore
-from data_contracts.contract import Contract, load_contract
+from data_contracts.contract import REJECTED_BY_EVENT, Contract, load_contract
 from data_contracts.windows import window_bounds
 from monitoring.monitor import Judgement, ModelContext, WindowAccumulator, judge
 from monitoring.performance import Performance
@@ -104,9 +104,18 @@ def write_reports(
 
         num = [f.name for f in contract.numeric_fields]
         cat = [f.name for f in contract.category_fields]
-        ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"monitor-{stamp}.html")
-        reports["html"] = ev["path"]
-        extra["evidently"] = {k: v for k, v in ev.items() if k != "path"}
+        # The HTML is for people; the verdict is already made. A report step that fails (Evidently
+        # on a window it cannot render) is a warning in the run, never a failed run.
+        try:
+            ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"monitor-{stamp}.html")
+            reports["html"] = ev["path"]
+            extra["evidently"] = {k: v for k, v in ev.items() if k not in ("path", "warnings")}
+            warnings = list(ev.get("warnings", []))
+        except Exception as exc:
+            log.warning("monitor: the HTML report failed (%s: %s); the verdict is recorded without it", type(exc).__name__, exc)
+            warnings = [f"HTML report failed: {type(exc).__name__}: {exc}"]
+        if warnings:
+            extra["report_warnings"] = warnings
     reports["json"] = str(jpath)
     body = {"status": j.verdict.status, "reasons": [asdict(r) for r in j.verdict.reasons], **j.summary, **extra}
     jpath.write_text(json.dumps(body, indent=2, default=str))
@@ -152,6 +161,34 @@ def publish(
     return run_id, request
 
 
+def door_violations(
+    runs: RunStore,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    by: str,
+    served_range: tuple[datetime, datetime] | None,
+) -> dict[tuple[str, str], int]:
+    """Requests refused at the door never reach the log: the counts the service kept for this window.
+
+    By served_at: the window itself. By event time: the per-field counts over the serving span of
+    the window's logged rows, plus the refused records whose own timestamp falls in the window
+    (the door books them by event hour), so a window whose every record was refused is judged."""
+    if by == "served_at":
+        if start is None or end is None:
+            return {}
+        v = runs.violations_between(start, end)
+        v.pop(REJECTED_BY_EVENT, None)  # booked at event hours: not this clock
+        return v
+    v = runs.violations_between(*served_range) if served_range is not None else {}
+    v.pop(REJECTED_BY_EVENT, None)
+    if start is not None and end is not None:
+        n = runs.violations_between(start, end - timedelta(microseconds=1)).get(REJECTED_BY_EVENT, 0)
+        if n:
+            v[REJECTED_BY_EVENT] = n
+    return v
+
+
 def run_window(
     *,
     ctx: ModelContext,
@@ -177,10 +214,7 @@ def run_window(
     for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
     ws = acc.finish()
-    # Rejected requests never reach the log: count the ones seen at the door while this window's
-    # traffic was served (by served_at: the window itself; by event time: its rows' serving span).
-    span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
-    violations = runs.violations_between(*span) if span is not None else {}
+    violations = door_violations(runs, start, end, by=by, served_range=acc.served_range)
     if history is None:
         history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
     from monitoring.shadow import compare

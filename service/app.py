@@ -378,6 +378,7 @@ def create_app(
                 body = exc.body if isinstance(exc.body, dict) else {}
                 records = body.get("records") if request.url.path == "/predict/batch" else None
                 state["violations"].add(*REJECTED_RECORDS, len(records) if isinstance(records, list) and records else 1)
+                state["violations"].add_event_hours(records if isinstance(records, list) else [body], contract.timestamp_field)
         if "invalid_json" in kinds:
             return error(400, "invalid_json", "the body is not valid JSON", detail)
         if "batch_size" in kinds and any(d["field"] in ("records", "labels") and d["received"] is not None for d in detail):
