@@ -42,6 +42,7 @@ QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
 ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
 MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
+MAX_GAP_HOURS = 8  # longer than the night without departures (about 00:00-05:00 local)
 SITE = "origin"  # weather is read once per (site, hour): the key of the stuck-run check
 
 
@@ -80,15 +81,16 @@ def _site_hours(frame: pd.DataFrame, name: str, time: str, site: str) -> pd.Data
 
 def longest_run_hours(site_hours: pd.DataFrame) -> tuple[float, str, object]:
     """(hours, site, value) of the longest run of one identical non-missing reading at a site over
-    its consecutive observed hours; a missing reading breaks a run. Hours with no traffic (night)
-    between two equal readings count: the sensor stayed on that value across them."""
+    its consecutive observed hours; a missing reading breaks a run, and so does a gap of more than
+    MAX_GAP_HOURS with no traffic (a window of scattered days is not one run). Shorter gaps (the
+    night, when no flight leaves) between two equal readings count: the sensor stayed on that value."""
     best: tuple[float, str, object] = (0.0, "", None)
     for site, g in site_hours.sort_values(["site", "hour"]).groupby("site", sort=False):
         v = g["v"].to_numpy()
         h = g["hour"].to_numpy()
         same = np.zeros(len(v), dtype=bool)
         if len(v) > 1:
-            same[1:] = pd.Series(v[1:]).eq(pd.Series(v[:-1])).to_numpy() & pd.notna(v[1:])
+            same[1:] = pd.Series(v[1:]).eq(pd.Series(v[:-1])).to_numpy() & pd.notna(v[1:]) & (np.diff(h) <= MAX_GAP_HOURS)
         starts = np.flatnonzero(~same)
         ends = np.append(starts[1:] - 1, len(v) - 1)
         for a, b in zip(starts, ends, strict=True):
