@@ -235,28 +235,31 @@ def _to_base(dimensionality: str) -> tuple[tuple[str, float, float], ...]:
     import warnings
 
     ureg = _unit_registry()
+    canonical: set[str] = set()
+    for name in list(ureg._units):  # every defined unit and alias
+        try:
+            canonical.add(ureg.get_name(name))
+        except Exception:  # a few registry entries cannot be resolved on their own
+            continue
     out: dict[str, tuple[float, float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # logarithmic units (decibel, neper) divide by zero at 0
-        for name in list(ureg._units):  # every defined unit and alias
+        for n in sorted(canonical):
             try:
-                if str(ureg.get_dimensionality(name)) != dimensionality:
+                if str(ureg.get_dimensionality(n)) != dimensionality:
                     continue
-                canonical = ureg.get_name(name)
-            except Exception:  # a few registry entries cannot be resolved on their own
+                b = float(ureg.Quantity(0.0, n).to_base_units().magnitude)
+                a = float(ureg.Quantity(1.0, n).to_base_units().magnitude) - b
+                c = float(ureg.Quantity(10.0, n).to_base_units().magnitude)
+            except Exception:  # delta units do not convert this way
                 continue
-            for n in (canonical, *(p + canonical for p in _PREFIXES)):
-                if n in out:
-                    continue
-                try:
-                    b = float(ureg.Quantity(0.0, n).to_base_units().magnitude)
-                    a = float(ureg.Quantity(1.0, n).to_base_units().magnitude) - b
-                    c = float(ureg.Quantity(10.0, n).to_base_units().magnitude)
-                except Exception:  # delta units do not convert this way
-                    continue
-                affine = math.isfinite(c) and math.isclose(c, 10 * a + b, rel_tol=1e-9, abs_tol=1e-12)
-                if affine and math.isfinite(a) and math.isfinite(b) and a > 0:  # not logarithmic (decibel)
-                    out[n] = (a, b)
+            affine = math.isfinite(c) and math.isclose(c, 10 * a + b, rel_tol=1e-9, abs_tol=1e-12)
+            if not (affine and math.isfinite(a) and math.isfinite(b) and a > 0):  # not logarithmic (decibel)
+                continue
+            out[n] = (a, b)
+            if b == 0:  # a prefix scales a unit without an offset: 1 kilo-X = 1000 X
+                for p in _PREFIXES:
+                    out.setdefault(p + n, (a * float(ureg._prefixes[p].converter.scale), 0.0))
 
     # Name order for the report: unprefixed units first, then prefixes of SI-coherent units
     # (millimeter before kilomicron), then the shorter name.

@@ -93,12 +93,10 @@ def longest_run_hours(site_hours: pd.DataFrame) -> tuple[float, str, object]:
             same[1:] = pd.Series(v[1:]).eq(pd.Series(v[:-1])).to_numpy() & pd.notna(v[1:]) & (np.diff(h) <= MAX_GAP_HOURS)
         starts = np.flatnonzero(~same)
         ends = np.append(starts[1:] - 1, len(v) - 1)
-        for a, b in zip(starts, ends, strict=True):
-            if pd.isna(v[a]):
-                continue
-            hours = float(h[b] - h[a] + 1)
-            if hours > best[0]:
-                best = (hours, str(site), v[a])
+        hours = np.where(pd.notna(v[starts]), h[ends] - h[starts] + 1, 0)
+        k = int(np.argmax(hours)) if hours.size else 0
+        if hours.size and float(hours[k]) > best[0]:
+            best = (float(hours[k]), str(site), v[starts[k]])
     return best
 
 
@@ -267,16 +265,13 @@ class QualityAccumulator:
         self.n += len(window)
         cols = sorted(c for c in window.columns)
         self._hashes.append(pd.util.hash_pandas_object(window[cols], index=False).to_numpy())
+        self._add_site_hours(window)
         for ref in self.references:
             if ref.name not in window:
                 self.absent[ref.name] = True
                 continue
             col = window[ref.name]
             self.missing[ref.name] += int(col.isna().sum())
-            if ref.name in self.site_hours:
-                sh = _site_hours(window, ref.name, self.time, self.site)
-                if sh is not None:
-                    self.site_hours[ref.name].append(sh)
             present = col.dropna()
             if present.empty:
                 continue
@@ -289,11 +284,26 @@ class QualityAccumulator:
             else:
                 self.unseen[ref.name] += int((~present.astype(str).isin(ref.categories)).sum())
 
+    def _add_site_hours(self, window: pd.DataFrame) -> None:
+        """Keep one reading per (site, hour) of every run-checked field: the reference decided
+        which fields are read once per site-hour, so the first reading of the hour stands for it."""
+        names = [n for n in self.site_hours if n in window]
+        if not names or self.time not in window or self.site not in window:
+            return
+        t = pd.to_datetime(window[self.time], utc=True)
+        keyed = pd.DataFrame(
+            {"site": window[self.site].astype(str).to_numpy(), "hour": (t.astype("int64") // 3_600_000_000_000).to_numpy()}
+        )
+        first = ~keyed.duplicated(["site", "hour"]).to_numpy()
+        keyed = keyed[first]
+        for n in names:
+            self.site_hours[n].append(keyed.assign(v=window[n].to_numpy()[first]))
+
     def duplicate_signal(self) -> Signal | None:
         if not self.n:
             return None
-        h = np.concatenate(self._hashes)
-        repeats = int(h.size - np.unique(h).size)
+        h = np.sort(np.concatenate(self._hashes))
+        repeats = int(np.count_nonzero(h[1:] == h[:-1]))
         return Signal(
             "duplicate_share", None, repeats / h.size, f"{repeats} of {h.size} records repeat an earlier record exactly"
         )
