@@ -23,7 +23,7 @@ from core.logstore import log_store_from_settings
 from core.registry import registry_from_settings
 from core.reports import reference_frame_from_profile
 from core.runs import RunStore
-from data_contracts.contract import Contract, load_contract
+from data_contracts.contract import REJECTED_BY_EVENT, Contract, load_contract
 from data_contracts.windows import window_bounds
 from monitoring.monitor import Judgement, ModelContext, WindowAccumulator, judge
 from monitoring.performance import Performance
@@ -123,9 +123,18 @@ def write_reports(
                 status=j.verdict.status, window=window, by=by, rows=j.rows, reasons=reasons, evidently_share=share
             )
 
-        ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"{stem}.html", header=head)
-        reports["html"] = ev["path"]
-        extra["evidently"] = {k: v for k, v in ev.items() if k != "path"}
+        # The HTML is for people; the verdict is already made. A report step that fails (Evidently
+        # on a window it cannot render) is a warning in the run, never a failed run.
+        try:
+            ev = write_html_report(reference_frame, acc.report_sample, num, cat, reports_dir / f"{stem}.html", header=head)
+            reports["html"] = ev["path"]
+            extra["evidently"] = {k: v for k, v in ev.items() if k not in ("path", "warnings")}
+            warnings = list(ev.get("warnings", []))
+        except Exception as exc:
+            log.warning("monitor: the HTML report failed (%s: %s); the verdict is recorded without it", type(exc).__name__, exc)
+            warnings = [f"HTML report failed: {type(exc).__name__}: {exc}"]
+        if warnings:
+            extra["report_warnings"] = warnings
     reports["json"] = str(jpath)
     body = {"status": j.verdict.status, "reasons": reasons, **j.summary, **extra}
     jpath.write_text(json.dumps(body, indent=2, default=str))
@@ -178,6 +187,36 @@ def publish(
     return run_id, request
 
 
+def door_violations(
+    runs: RunStore,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    by: str,
+    served_range: tuple[datetime, datetime] | None,
+    drill: bool = False,
+) -> dict[tuple[str, str], int]:
+    """Requests refused at the door never reach the log: the counts the service kept for this window.
+
+    By served_at: the window itself. By event time: the per-field counts over the serving span of
+    the window's logged rows, plus the refused records whose own timestamp falls in the window
+    (the door books them by event hour), so a window whose every record was refused is judged.
+    `drill`: a drill's refusals (stored apart), else the real traffic's."""
+    if by == "served_at":
+        if start is None or end is None:
+            return {}
+        v = runs.violations_between(start, end, drill=drill)
+        v.pop(REJECTED_BY_EVENT, None)  # booked at event hours: not this clock
+        return v
+    v = runs.violations_between(*served_range, drill=drill) if served_range is not None else {}
+    v.pop(REJECTED_BY_EVENT, None)
+    if start is not None and end is not None:
+        n = runs.violations_between(start, end - timedelta(microseconds=1), drill=drill).get(REJECTED_BY_EVENT, 0)
+        if n:
+            v[REJECTED_BY_EVENT] = n
+    return v
+
+
 def run_window(
     *,
     ctx: ModelContext,
@@ -208,10 +247,8 @@ def run_window(
             chunk = chunk[~drill_mask(chunk["prediction_id"]).to_numpy()]
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
     ws = acc.finish()
-    # Rejected requests never reach the log: count the ones seen at the door while this window's
-    # traffic was served (by served_at: the window itself; by event time: its rows' serving span).
     span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
-    violations = runs.violations_between(*span, drill=drill is not None) if span is not None else {}
+    violations = door_violations(runs, start, end, by=by, served_range=acc.served_range, drill=drill is not None)
     if history is None:
         history = runs.recent_raw_statuses(policy.clear_after, model_version=ctx.version) if record else []
     from monitoring.shadow import compare

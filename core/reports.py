@@ -49,11 +49,18 @@ def write_html_report(
     `header(evidently's drifted share)` (HTML, from `verdict_header`) is put at the top of the page,
     before Evidently's own content, so the report opens with driftlight's verdict rather than
     Evidently's column tests.
-    Returns Evidently's own drift verdicts (for the JSON summary, clearly labelled as Evidently's).
+    Returns Evidently's own drift verdicts (for the JSON summary, clearly labelled as Evidently's)
+    and `warnings`: columns left out because Evidently cannot take them (it raises "An empty
+    column ... was provided" on a column with no value, e.g. a dead sensor -- which our own
+    signals report as `missing_rate_increase`).
     """
     from evidently import Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
 
+    empty = [c for c in [*numeric, *categorical] if c not in window or window[c].isna().all() or reference[c].isna().all()]
+    warnings = [f"{c}: no value in the window or the reference, left out of the HTML report" for c in empty]
+    numeric = [c for c in numeric if c not in empty]
+    categorical = [c for c in categorical if c not in empty]
     cur, ref = _datasets(reference, window, numeric, categorical)
     snapshot = Report([DataDriftPreset(), DataSummaryPreset()], include_tests=True).run(cur, ref)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +76,12 @@ def write_html_report(
             drifted_share = float(m["value"]["share"])
     if header is not None:
         _insert_after_body(path, header(drifted_share))
-    return {"path": str(path), "evidently_drifted_share": drifted_share, "evidently_per_column": per_column}
+    return {
+        "path": str(path),
+        "evidently_drifted_share": drifted_share,
+        "evidently_per_column": per_column,
+        "warnings": warnings,
+    }
 
 
 def evidently_value_drift(

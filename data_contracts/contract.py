@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +57,12 @@ class FieldSpec:
     @property
     def is_numeric(self) -> bool:
         return self.type in ("number", "integer")
+
+    def conversions(self) -> tuple[Conversion, ...]:
+        """Every unit this field's values could silently arrive in instead of `unit` (see `unit_conversions`)."""
+        if not self.is_numeric or self.format is not None or self.min is None or self.max is None:
+            return ()
+        return unit_conversions(self.unit, self.min, self.max)
 
     def expected(self) -> str:
         """A person-readable sentence of what a valid value looks like (used in 4xx bodies)."""
@@ -238,6 +244,119 @@ def load_contract(path: str | Path | None = None) -> Contract:
         return parse_contract(yaml.safe_load(fh))
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """A unit a field's values might arrive in: value_in_`to` = scale * value_in_`unit` + offset."""
+
+    unit: str
+    to: str
+    scale: float
+    offset: float = 0.0
+
+    def apply(self, x: Any) -> Any:
+        return self.scale * x + self.offset
+
+
+# SI prefixes a sender plausibly puts on a metric unit (mm of rain, hPa, km/h is a unit of its own).
+_PREFIXES = ("milli", "centi", "deci", "hecto", "kilo")
+
+
+@cache
+def _unit_registry() -> Any:
+    import pint  # ~0.15 s to build the registry: only when a unit check first needs it
+
+    return pint.UnitRegistry()
+
+
+@cache
+def _to_base(dimensionality: str) -> tuple[tuple[str, float, float], ...]:
+    """(unit name, a, b) with value_in_base = a * value_in_unit + b, for every unit (and common SI
+    prefix of it) in pint's registry with this dimensionality. One pass per dimensionality."""
+    import warnings
+
+    ureg = _unit_registry()
+    canonical: set[str] = set()
+    for name in list(ureg._units):  # every defined unit and alias
+        try:
+            canonical.add(ureg.get_name(name))
+        except Exception:  # a few registry entries cannot be resolved on their own
+            continue
+    out: dict[str, tuple[float, float]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # logarithmic units (decibel, neper) divide by zero at 0
+        for n in sorted(canonical):
+            try:
+                if str(ureg.get_dimensionality(n)) != dimensionality:
+                    continue
+                b = float(ureg.Quantity(0.0, n).to_base_units().magnitude)
+                a = float(ureg.Quantity(1.0, n).to_base_units().magnitude) - b
+                c = float(ureg.Quantity(10.0, n).to_base_units().magnitude)
+            except Exception:  # delta units do not convert this way
+                continue
+            affine = math.isfinite(c) and math.isclose(c, 10 * a + b, rel_tol=1e-9, abs_tol=1e-12)
+            if not (affine and math.isfinite(a) and math.isfinite(b) and a > 0):  # not logarithmic (decibel)
+                continue
+            out[n] = (a, b)
+            if b == 0:  # a prefix scales a unit without an offset: 1 kilo-X = 1000 X
+                for p in _PREFIXES:
+                    out.setdefault(p + n, (a * float(ureg._prefixes[p].converter.scale), 0.0))
+
+    # Name order for the report: unprefixed units first, then prefixes of SI-coherent units
+    # (millimeter before kilomicron), then the shorter name.
+    def rank(n: str) -> tuple[bool, bool, int, str]:
+        root = next((n[len(p) :] for p in _PREFIXES if n.startswith(p) and n[len(p) :] in out), None)
+        coherent = root is not None and out[root] == (1.0, 0.0)
+        return (root is not None, not coherent, len(n), n)
+
+    return tuple((n, *out[n]) for n in sorted(out, key=rank))
+
+
+@cache
+def unit_conversions(unit: str | None, lo: float, hi: float) -> tuple[Conversion, ...]:
+    """Every conversion the units library admits for `unit`, that a value could silently arrive in.
+
+    Derived from pint, not a hand-written list: every unit of pint's registry (and its common SI
+    prefixes) with the same dimensionality, as an affine map (offset units such as degF -> degC
+    convert as quantities, never as deltas). Kept: maps that move the values (not the identity,
+    e.g. millibar -> hectopascal) and that a valid record could still pass the door in: the image
+    of the contract's range [lo, hi] must overlap [lo, hi] on at least 2 % of its length and not
+    squash it to a point (< 0.1 % of its length). A conversion that sends the values outside the
+    range is refused at the door and shows as `contract_violation_rate`. Maps equal within 0.1 %
+    are one candidate (the unprefixed, shortest name wins). A unit pint does not know (e.g.
+    "local clock time") admits none.
+    """
+    if not unit:
+        return ()
+    ureg = _unit_registry()
+    try:
+        src = ureg.Unit(unit)
+        dim = str(src.dimensionality)
+        b_src = float(ureg.Quantity(0.0, src).to_base_units().magnitude)
+        a_src = float(ureg.Quantity(1.0, src).to_base_units().magnitude) - b_src
+    except Exception:  # pint raises several error types for a string it cannot read
+        return ()
+    span = hi - lo if hi > lo else 1.0
+    found: list[Conversion] = []
+    seen: list[tuple[float, float]] = []
+    for name, a_t, b_t in _to_base(dim):
+        # x in unit -> base: a_src x + b_src -> target: (base - b_t) / a_t
+        a, b = round(a_src / a_t, 12), round((b_src - b_t) / a_t, 9)  # pint's float noise (32 degF -> 5.7e-14 degC)
+        if a == 0 or (abs(a - 1.0) < 1e-3 and abs(b) < 1e-3 * span):
+            continue  # nothing would change
+        img_lo, img_hi = sorted((a * lo + b, a * hi + b))
+        overlap = min(img_hi, hi) - max(img_lo, lo)
+        if img_hi - img_lo < 1e-3 * span or overlap < 0.02 * (img_hi - img_lo):
+            continue
+        if any(abs(a - a2) <= 1e-3 * abs(a2) and abs(b - b2) <= 1e-3 * span for a2, b2 in seen):
+            continue
+        seen.append((a, b))
+        found.append(Conversion(unit, name, a, b))
+    return tuple(found)
+
+
 # The door's bookkeeping: the service stores, beside the per-field violation counts, how many records
 # it refused (once each, whatever the number of bad fields); the monitor divides by it.
 REJECTED_RECORDS = ("_rejected", "records")
+# The same refused records counted by their event hour (the record's own timestamp, when it parses),
+# so a window judged by event time sees the traffic that never reached the log.
+REJECTED_BY_EVENT = ("_rejected_event", "records")

@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from data_contracts.contract import REJECTED_BY_EVENT, Contract
 from data_contracts.contract import REJECTED_RECORDS as REJECTED
-from data_contracts.contract import Contract
 from monitoring.drift import DriftAccumulator, DriftResult
 from monitoring.performance import Performance, window_performance
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
@@ -100,7 +100,7 @@ class WindowAccumulator:
         self.contract = contract
         self.fields = [f.name for f in contract.fields]
         self.drift = DriftAccumulator(ctx.drift_profile, sample_size=sample_size, seed=seed) if ctx.drift_profile else None
-        self.quality = QualityAccumulator(ctx.quality_reference, sample_size=sample_size, seed=seed)
+        self.quality = QualityAccumulator(ctx.quality_reference, contract=contract, sample_size=sample_size, seed=seed)
         self.names = [str(n) for n in ctx.transformer.get_feature_names_out()]
         self.skew_bad = dict.fromkeys(self.names, 0)
         self.skew_examples: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
@@ -226,20 +226,28 @@ def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame,
 
 def rejected_records(violations: Mapping[tuple[str, str], int]) -> int:
     """Records refused at the door. The service counts them (a refused batch counts all its records);
-    older stores without that count fall back to the violations, which count a record once per bad field."""
-    if REJECTED in violations:
-        return violations[REJECTED]
+    by event time, the count of refused records whose own timestamp falls in the window is used when
+    larger; older stores without either count fall back to the violations, which count a record once
+    per bad field."""
+    if REJECTED in violations or REJECTED_BY_EVENT in violations:
+        return max(violations.get(REJECTED, 0), violations.get(REJECTED_BY_EVENT, 0))
     return sum(violations.values())
 
 
 def violation_signals(violations: Mapping[tuple[str, str], int], served_rows: int) -> list[Signal]:
-    """Per contract field: records rejected for it / all records that arrived (served + rejected)."""
+    """Per contract field: records rejected for it / all records that arrived (served + rejected).
+
+    Refused records known only by their event hour (the fields are not kept per event hour) are
+    one more row, `_rejected`, so a window whose every record was refused is red by event time too."""
     arrived = served_rows + rejected_records(violations)
     by_field: dict[str, int] = {}
     for (name, kind), n in violations.items():
-        if (name, kind) == REJECTED:
+        if (name, kind) in (REJECTED, REJECTED_BY_EVENT):
             continue
         by_field[name] = by_field.get(name, 0) + n
+    unexplained = violations.get(REJECTED_BY_EVENT, 0) - violations.get(REJECTED, 0)
+    if unexplained > 0:
+        by_field[REJECTED[0]] = unexplained
     return [
         Signal(
             "contract_violation_rate", name, n / arrived, ", ".join(f"{k}: {c}" for (f, k), c in violations.items() if f == name)
@@ -282,8 +290,17 @@ def judge(
 ) -> Judgement:
     """Pure: the window's signals plus the door's refusals -> a verdict under `policy`, with the
     raw statuses of earlier windows (`history`, oldest first) for the hysteresis."""
-    signals = (*ws.signals, *violation_signals(violations, ws.rows))
-    verdict = decide(signals, policy, history, rows=ws.rows + rejected_records(violations))
+    door = violation_signals(violations, ws.rows)
+    signals = (*ws.signals, *door)
+    rejected = rejected_records(violations)
+    if ws.rows < policy.min_rows <= ws.rows + rejected:
+        # Refused records are not judged rows: too few reached the log to read the window's own
+        # statistics, but enough traffic arrived for the door's refusal rate to speak.
+        verdict = decide(door, policy, history, rows=ws.rows + rejected)
+        note = f"only {ws.rows} of {ws.rows + rejected} records were served: judged on the door's refusals alone"
+        verdict = replace(verdict, notes=(*verdict.notes, note))
+    else:
+        verdict = decide(signals, policy, history, rows=ws.rows)
     summary = {
         "shadow": shadow,
         "signals": [asdict(s) for s in signals],

@@ -7,10 +7,20 @@ change that keeps the shape (°F -> °C) can pass them. These checks carry those
 - `beyond_reference_rate`: share of values outside the reference [min, max] (the model
   extrapolates there; the contract's physical range is enforced at the door already);
 - `unseen_category_rate`: share of category values never seen in the reference;
-- `unit_change`: 1.0 when the window's quantiles match a known unit conversion of the reference
-  quantiles much better than the reference itself (e.g. °F -> °C), else 0.0;
+- `unit_change`: 1.0 when the window sits on a conversion of the reference into another unit,
+  for every conversion the contract's unit admits (pint, `data_contracts.contract.unit_conversions`):
+  the reference's grid of reported values (the 2013 feeds report °C and knots converted to °F
+  and mph, inches in hundredths) carried through the conversion, or, when the window has too
+  few distinct values or the field no grid, its quantiles (only the non-zero part of a
+  zero-inflated field such as precipitation, whose zeros no scale change can move);
 - `stuck_value_share`: share of the window's non-missing values equal to its most common value,
-  minus the same share in the reference (a sensor frozen at one reading).
+  minus the same share in the reference;
+- `stuck_run_ratio`: the longest run of one identical reading at one site (airport) over
+  consecutive hours in the window, over the longest run in the reference (at least a day). A frozen sensor
+  repeats its reading -- even its usual one (visibility 10 miles, precipitation 0) -- for longer
+  than the weather ever did. Only for fields read once per site-hour (weather);
+- `duplicate_share`: share of the window's records that repeat an earlier record exactly
+  (every contract field equal: the same prediction input sent again).
 
 Pure: arrays and small mappings in, `Signal`s out.
 """
@@ -18,26 +28,23 @@ Pure: arrays and small mappings in, `Signal`s out.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from data_contracts.contract import Contract, Conversion, unit_conversions
 from monitoring.policy import Signal
 from monitoring.sampling import Reservoir
 
-# Conversions a caller might apply upstream, by the contract's unit name.
-CONVERSIONS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {
-    "degF": {"degC": lambda x: (x - 32.0) * 5.0 / 9.0, "K": lambda x: (x - 32.0) * 5.0 / 9.0 + 273.15},
-    "mph": {"km/h": lambda x: x * 1.609344, "m/s": lambda x: x * 0.44704, "knots": lambda x: x * 0.868976},
-    "statute miles": {"km": lambda x: x * 1.609344},
-    "inches": {"mm": lambda x: x * 25.4},
-    "millibars": {"inHg": lambda x: x * 0.0295300},
-    "percent": {"fraction": lambda x: x / 100.0},
-}
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
+ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
+MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
+MAX_GAP_HOURS = 8  # longer than the night without departures (about 00:00-05:00 local)
+SITE = "origin"  # weather is read once per (site, hour): the key of the stuck-run check
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,60 @@ class FieldReference:
     quantiles: tuple[float, ...] = ()  # at QUANTILES
     categories: frozenset[str] = frozenset()
     top_share: float = 0.0  # share of the most common non-missing value
+    grid: tuple[float, ...] = ()  # the distinct reported values, when there are at most GRID_MAX
+    zero_share: float = 0.0  # share of non-missing values equal to 0
+    nonzero_quantiles: tuple[float, ...] = ()  # at QUANTILES, of the non-zero values
+    max_run_hours: float | None = None  # longest identical reading at one site (None: not a site-hour field)
 
 
-def reference_for(frame: pd.DataFrame, name: str, kind: str, unit: str | None = None) -> FieldReference:
-    """Build a `FieldReference` from a reference column (used at training time and in tests)."""
+def _site_hours(frame: pd.DataFrame, name: str, time: str, site: str) -> pd.DataFrame | None:
+    """One row per (site, hour) with the field's reading, or None when the field is not read once
+    per site-hour (more than 1 % of the site-hours carry several values: a per-flight field)."""
+    if time not in frame or site not in frame or name not in frame:
+        return None
+    t = pd.to_datetime(frame[time], utc=True)
+    hours = (t.astype("int64") // 3_600_000_000_000).to_numpy()
+    df = pd.DataFrame({"site": frame[site].astype(str).to_numpy(), "hour": hours, "v": frame[name].to_numpy()})
+    per = df.groupby(["site", "hour"], sort=False)["v"].nunique(dropna=False)
+    if len(per) == 0 or float((per > 1).mean()) > 0.01:
+        return None
+    return df.drop_duplicates(["site", "hour"])
+
+
+def longest_run_hours(site_hours: pd.DataFrame) -> tuple[float, str, object]:
+    """(hours, site, value) of the longest run of one identical non-missing reading at a site over
+    its consecutive observed hours; a missing reading breaks a run, and so does a gap of more than
+    MAX_GAP_HOURS with no traffic (a window of scattered days is not one run). Shorter gaps (the
+    night, when no flight leaves) between two equal readings count: the sensor stayed on that value."""
+    best: tuple[float, str, object] = (0.0, "", None)
+    for site, g in site_hours.sort_values(["site", "hour"]).groupby("site", sort=False):
+        v = g["v"].to_numpy()
+        h = g["hour"].to_numpy()
+        same = np.zeros(len(v), dtype=bool)
+        if len(v) > 1:
+            same[1:] = pd.Series(v[1:]).eq(pd.Series(v[:-1])).to_numpy() & pd.notna(v[1:]) & (np.diff(h) <= MAX_GAP_HOURS)
+        starts = np.flatnonzero(~same)
+        ends = np.append(starts[1:] - 1, len(v) - 1)
+        hours = np.where(pd.notna(v[starts]), h[ends] - h[starts] + 1, 0)
+        k = int(np.argmax(hours)) if hours.size else 0
+        if hours.size and float(hours[k]) > best[0]:
+            best = (float(hours[k]), str(site), v[starts[k]])
+    return best
+
+
+def reference_for(
+    frame: pd.DataFrame,
+    name: str,
+    kind: str,
+    unit: str | None = None,
+    *,
+    time: str | None = "time_hour",
+    site: str | None = SITE,
+) -> FieldReference:
+    """Build a `FieldReference` from a reference column (used at training time and in tests).
+
+    `time` and `site` (when those columns are in `frame`) give the stuck-run reference of a field
+    read once per site-hour."""
     col = frame[name]
     miss = float(col.isna().mean())
     present = col.dropna()
@@ -64,36 +121,122 @@ def reference_for(frame: pd.DataFrame, name: str, kind: str, unit: str | None = 
     if kind == "numeric":
         v = present.to_numpy(dtype="float64")
         qs = tuple(float(q) for q in np.quantile(v, QUANTILES)) if v.size else ()
+        nz = v[v != 0]
+        distinct = np.unique(v)
+        run = None
+        if time is not None and site is not None:
+            sh = _site_hours(frame, name, time, site)
+            run = longest_run_hours(sh)[0] if sh is not None else None
         return FieldReference(
-            name, kind, miss, unit, float(v.min()) if v.size else None, float(v.max()) if v.size else None, qs, top_share=top
+            name,
+            kind,
+            miss,
+            unit,
+            float(v.min()) if v.size else None,
+            float(v.max()) if v.size else None,
+            qs,
+            top_share=top,
+            grid=tuple(float(x) for x in distinct) if distinct.size <= GRID_MAX else (),
+            zero_share=float(np.mean(v == 0)) if v.size else 0.0,
+            nonzero_quantiles=tuple(float(q) for q in np.quantile(nz, QUANTILES)) if nz.size else (),
+            max_run_hours=run,
         )
     return FieldReference(name, kind, miss, categories=frozenset(str(c) for c in present.unique()), top_share=top)
 
 
-def _unit_change(ref: FieldReference, values: np.ndarray) -> tuple[float, str]:
-    if not ref.unit or ref.unit not in CONVERSIONS or len(ref.quantiles) != len(QUANTILES) or values.size < 50:
-        return 0.0, ""
-    qw = np.quantile(values, QUANTILES)
-    qr = np.asarray(ref.quantiles)
-    spread = max(qr[-1] - qr[0], 1e-9)
-    d_same = float(np.mean(np.abs(qw - qr)) / spread)
-    best, best_d = "", math.inf
-    for target, f in CONVERSIONS[ref.unit].items():
-        qc = f(qr)
-        d = float(np.mean(np.abs(qw - qc)) / max(qc[-1] - qc[0], 1e-9))
-        if d < best_d:
-            best, best_d = target, d
-    # The window must sit clearly off the reference AND clearly on a converted reference.
-    if d_same > 0.75 and best_d < 0.35 and best_d < d_same / 3:
-        return 1.0, f"quantiles match {ref.unit} -> {best} (distance {best_d:.2f} vs {d_same:.2f} unconverted)"
+def _on_grid(values: np.ndarray, grid: np.ndarray, tol: float) -> np.ndarray:
+    """Mask of `values` within `tol` of a point of the sorted `grid`."""
+    i = np.clip(np.searchsorted(grid, values), 1, len(grid) - 1)
+    return np.minimum(np.abs(values - grid[i - 1]), np.abs(values - grid[i])) <= tol
+
+
+def _grid_test(ref: FieldReference, values: np.ndarray, conversions: Sequence[Conversion]) -> tuple[float, str] | None:
+    """The reference's reported values carried through each conversion. None: inconclusive.
+
+    Only the window's distinct values count (a reading is shared by every flight of its
+    site-hour), and only those on exactly one of the two grids (0 is on both for any scale)."""
+    grid = np.asarray(ref.grid, dtype="float64")
+    if grid.size < 2:
+        return None
+    step = float(np.min(np.diff(grid)))
+    tol = 0.05 * step
+    w = np.unique(values)
+    on_ref = _on_grid(w, grid, tol)
+    best: tuple[float, int, Conversion] | None = None
+    for c in conversions:
+        cg = np.sort(c.apply(grid))
+        on_c = _on_grid(w, cg, abs(c.scale) * tol)
+        telling = on_c ^ on_ref
+        n = int(telling.sum())
+        if n < 3:
+            continue
+        share = float((on_c & ~on_ref).sum()) / n
+        if best is None or (share, n) > (best[0], best[1]):
+            best = (share, n, c)
+    if best is None:
+        return None
+    share, n, c = best
+    ref_share = float(on_ref.mean())
+    if share >= 0.9 and ref_share <= 0.5:
+        why = (
+            f"{share:.0%} of {n} telling distinct values sit on the reference's reported values in {c.to} "
+            f"(x{c.scale:.4g}{c.offset:+.4g}); {ref_share:.0%} on them in {c.unit}"
+        )
+        return 1.0, why
     return 0.0, ""
 
 
-class QualityAccumulator:
-    """Quality statistics gathered chunk by chunk (memory bounded by the sample size and the
-    number of distinct values per field, not by the window)."""
+def _quantile_test(ref: FieldReference, values: np.ndarray, conversions: Sequence[Conversion]) -> tuple[float, str]:
+    qs = ref.quantiles
+    if ref.zero_share > ZERO_INFLATED:  # a scale change cannot move a zero: compare the rest
+        qs, values = ref.nonzero_quantiles, values[values != 0]
+    if len(qs) != len(QUANTILES) or values.size < 50:
+        return 0.0, ""
+    qw = np.quantile(values, QUANTILES)
+    qr = np.asarray(qs)
+    spread = max(qr[-1] - qr[0], 1e-9)
+    d_same = float(np.mean(np.abs(qw - qr)) / spread)
+    best, best_d = None, math.inf
+    for c in conversions:
+        qc = c.apply(qr)
+        d = float(np.mean(np.abs(qw - qc)) / max(abs(qc[-1] - qc[0]), 1e-9))
+        if d < best_d:
+            best, best_d = c, d
+    # The window must sit clearly off the reference AND clearly on a converted reference.
+    if best is not None and d_same > 0.75 and best_d < 0.35 and best_d < d_same / 3:
+        return 1.0, f"quantiles match {best.unit} -> {best.to} (distance {best_d:.2f} vs {d_same:.2f} unconverted)"
+    return 0.0, ""
 
-    def __init__(self, references: Sequence[FieldReference], *, sample_size: int = 50_000, seed: int = 0) -> None:
+
+def unit_change(ref: FieldReference, values: np.ndarray, conversions: Sequence[Conversion]) -> tuple[float, str]:
+    """(1.0, why) when `values` (non-missing, one window) look like the reference in another unit."""
+    if not conversions or values.size == 0:
+        return 0.0, ""
+    found = _grid_test(ref, values, conversions)
+    if found is not None:
+        return found
+    return _quantile_test(ref, values, conversions)
+
+
+class QualityAccumulator:
+    """Quality statistics gathered chunk by chunk (memory bounded by the sample size, the number of
+    distinct values per field, the site-hours and 8 bytes per record for duplicates, not by the
+    width of the window).
+
+    `contract` (optional) gives each field's valid range, which bounds the unit conversions
+    considered; without it the reference's observed range does. `time` and `site` name the
+    columns of the stuck-run check."""
+
+    def __init__(
+        self,
+        references: Sequence[FieldReference],
+        *,
+        contract: Contract | None = None,
+        sample_size: int = 50_000,
+        seed: int = 0,
+        time: str = "time_hour",
+        site: str = SITE,
+    ) -> None:
         self.references = list(references)
         self.n = 0
         self.missing = {r.name: 0 for r in self.references}
@@ -102,9 +245,28 @@ class QualityAccumulator:
         self.absent = {r.name: False for r in self.references}
         self.counts: dict[str, pd.Series] = {r.name: pd.Series(dtype="float64") for r in self.references}
         self.samples = {r.name: Reservoir(sample_size, seed) for r in self.references if r.kind == "numeric"}
+        self.time, self.site = time, site
+        self.site_hours: dict[str, list[pd.DataFrame]] = {r.name: [] for r in self.references if r.max_run_hours}
+        self._hashes: list[np.ndarray] = []
+        self.conversions: dict[str, tuple[Conversion, ...]] = {}
+        for r in self.references:
+            if r.kind != "numeric" or not r.unit:
+                continue
+            spec = None
+            if contract is not None and r.name in contract.field_names:
+                spec = contract.field(r.name)
+            if spec is not None:
+                self.conversions[r.name] = spec.conversions()
+            elif r.min is not None and r.max is not None:
+                self.conversions[r.name] = unit_conversions(r.unit, r.min, r.max)
 
     def add(self, window: pd.DataFrame) -> None:
+        if window.empty:
+            return
         self.n += len(window)
+        cols = sorted(c for c in window.columns)
+        self._hashes.append(pd.util.hash_pandas_object(window[cols], index=False).to_numpy())
+        self._add_site_hours(window)
         for ref in self.references:
             if ref.name not in window:
                 self.absent[ref.name] = True
@@ -123,10 +285,53 @@ class QualityAccumulator:
             else:
                 self.unseen[ref.name] += int((~present.astype(str).isin(ref.categories)).sum())
 
+    def _add_site_hours(self, window: pd.DataFrame) -> None:
+        """Keep one reading per (site, hour) of every run-checked field: the reference decided
+        which fields are read once per site-hour, so the first reading of the hour stands for it."""
+        names = [n for n in self.site_hours if n in window]
+        if not names or self.time not in window or self.site not in window:
+            return
+        t = pd.to_datetime(window[self.time], utc=True)
+        keyed = pd.DataFrame(
+            {"site": window[self.site].astype(str).to_numpy(), "hour": (t.astype("int64") // 3_600_000_000_000).to_numpy()}
+        )
+        first = ~keyed.duplicated(["site", "hour"]).to_numpy()
+        keyed = keyed[first]
+        for n in names:
+            self.site_hours[n].append(keyed.assign(v=window[n].to_numpy()[first]))
+
+    def duplicate_signal(self) -> Signal | None:
+        if not self.n:
+            return None
+        h = np.sort(np.concatenate(self._hashes))
+        repeats = int(np.count_nonzero(h[1:] == h[:-1]))
+        return Signal(
+            "duplicate_share", None, repeats / h.size, f"{repeats} of {h.size} records repeat an earlier record exactly"
+        )
+
+    def stuck_run_signal(self, ref: FieldReference) -> Signal | None:
+        parts = self.site_hours.get(ref.name)
+        if not parts or not ref.max_run_hours:
+            return None
+        sh = pd.concat(parts, ignore_index=True).drop_duplicates(["site", "hour"])
+        hours, site, value = longest_run_hours(sh)
+        # A run within one day is ordinary for any field (a calm night, a gust reported twice):
+        # the ratio is against at least a day, so the signal speaks of multi-day freezes.
+        base = max(ref.max_run_hours, MIN_RUN_HOURS)
+        return Signal(
+            "stuck_run_ratio",
+            ref.name,
+            hours / base,
+            f"{hours:g} h of one reading ({value}) at {site} vs at most {ref.max_run_hours:g} h in the reference",
+        )
+
     def signals(self) -> list[Signal]:
         out: list[Signal] = []
         if self.n == 0:
             return out
+        dup = self.duplicate_signal()
+        if dup is not None:
+            out.append(dup)
         for ref in self.references:
             name = ref.name
             if self.absent[name]:
@@ -143,21 +348,26 @@ class QualityAccumulator:
             out.append(
                 Signal("stuck_value_share", name, top - ref.top_share, f"{top:.1%} of values equal vs {ref.top_share:.1%}")
             )
+            run = self.stuck_run_signal(ref)
+            if run is not None:
+                out.append(run)
             if ref.kind == "numeric":
                 if ref.min is not None and ref.max is not None:
                     out.append(
                         Signal("beyond_reference_rate", name, self.beyond[name] / present, f"outside [{ref.min:g}, {ref.max:g}]")
                     )
-                flag, why = _unit_change(ref, self.samples[name].values)
+                flag, why = unit_change(ref, self.samples[name].values, self.conversions.get(name, ()))
                 out.append(Signal("unit_change", name, flag, why))
             else:
                 out.append(Signal("unseen_category_rate", name, self.unseen[name] / present, ""))
         return out
 
 
-def quality_signals(references: Sequence[FieldReference], window: pd.DataFrame) -> list[Signal]:
+def quality_signals(
+    references: Sequence[FieldReference], window: pd.DataFrame, *, contract: Contract | None = None
+) -> list[Signal]:
     """Quality signals of `window` (raw contract fields) against `references` (one chunk)."""
-    acc = QualityAccumulator(references)
+    acc = QualityAccumulator(references, contract=contract)
     acc.add(window)
     return acc.signals()
 
@@ -177,6 +387,10 @@ def references_from_mapping(doc: Mapping[str, Mapping[str, Any]]) -> list[FieldR
                 quantiles=tuple(d.get("quantiles") or ()),
                 categories=frozenset(d.get("categories") or ()),
                 top_share=float(d.get("top_share", 0.0)),
+                grid=tuple(d.get("grid") or ()),
+                zero_share=float(d.get("zero_share", 0.0)),
+                nonzero_quantiles=tuple(d.get("nonzero_quantiles") or ()),
+                max_run_hours=d.get("max_run_hours"),
             )
         )
     return out

@@ -28,6 +28,9 @@ def count_refused(ctx: ServiceContext, request: Request, exc: RequestValidationE
         body = exc.body if isinstance(exc.body, dict) else {}
         records = body.get("records") if request.url.path == "/predict/batch" else None
         ctx.violations.add(*REJECTED_RECORDS, len(records) if isinstance(records, list) and records else 1, drill=drill)
+        # ... and by their own event hour, so a window judged by event time sees what never got in
+        ts = ctx.contract.timestamp_field
+        ctx.violations.add_event_hours(records if isinstance(records, list) else [body], ts, drill=drill)
 
 
 def install(app: FastAPI, ctx: ServiceContext, predict_paths: Collection[str]) -> None:

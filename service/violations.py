@@ -13,10 +13,12 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.runs import RunStore
+
+from data_contracts.contract import REJECTED_BY_EVENT
 
 log = logging.getLogger("driftlight.service")
 
@@ -30,12 +32,30 @@ class ViolationCounter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, field: str, kind: str, n: int = 1, *, drill: bool = False) -> None:
+    def add(self, field: str, kind: str, n: int = 1, *, at: datetime | None = None, drill: bool = False) -> None:
         # One-second buckets: a drill's window of a few seconds must not inherit the previous
         # minute's violations (at most one row per second per field and kind, only while rejecting).
-        second = datetime.now(UTC).replace(microsecond=0)
+        # `at`: book under another time (a refused record's own event hour), not now.
+        second = (at or datetime.now(UTC)).replace(microsecond=0)
         with self._lock:
             self._counts[(second, field, kind, drill)] += n
+
+    def add_event_hours(self, records: list[Any], timestamp_field: str, *, drill: bool = False) -> None:
+        """Book refused records by their own event hour too (those whose timestamp parses), so the
+        monitor judging a window by event time sees the traffic that never reached the log."""
+        hours: Counter[datetime] = Counter()
+        for r in records:
+            raw = r.get(timestamp_field) if isinstance(r, dict) else None
+            if not isinstance(raw, str):
+                continue
+            try:
+                t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if t.tzinfo is not None:
+                hours[t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)] += 1
+        for hour, n in hours.items():
+            self.add(*REJECTED_BY_EVENT, n, at=hour, drill=drill)
 
     def flush(self) -> bool:
         with self._lock:

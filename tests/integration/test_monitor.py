@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -245,3 +246,86 @@ def test_monitor_cli_by_served_at(served, contract, control_rows):
     assert out["by"] == "served_at" and out["rows"] == len(control_rows) and out["status"] == "green"
     bad = CliRunner().invoke(app, ["monitor", "--from", today, "--to", today, "--by", "wall"], env=env)
     assert bad.exit_code == 2 and "--by must be" in bad.output
+
+
+# --- the blind spots of issue 11, through the API ----------------------------------------------
+def top_reason(res):
+    r = res.verdict.reasons[0]
+    return r.signal, r.feature
+
+
+def test_wind_speed_in_kmh_is_red_with_unit_change(served, contract, control_rows):
+    s, client = served
+
+    def kmh(rec):  # the upstream feed switches to km/h, rounded to 0.1 as a feed would
+        return {**rec, "wind_speed": None if rec["wind_speed"] is None else round(rec["wind_speed"] * 1.609344, 1)}
+
+    send(client, contract, control_rows, kmh)
+    _, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
+    assert res.verdict.status == "red" and top_reason(res) == ("unit_change", "wind_speed")
+    assert "kilometer_per_hour" in res.verdict.reasons[0].message
+
+
+def test_rain_in_millimetres_is_red_with_unit_change(served, contract, control_rows):
+    s, client = served
+
+    def mm(rec):
+        return {**rec, "precip": None if rec["precip"] is None else round(rec["precip"] * 25.4, 2)}
+
+    send(client, contract, control_rows, mm)
+    _, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
+    assert res.verdict.status == "red" and top_reason(res) == ("unit_change", "precip")
+
+
+def test_every_record_sent_five_times_is_red_for_duplicates(served, contract, control_rows):
+    s, client = served
+    once = control_rows.head(400)
+    send(client, contract, pd.concat([once] * 5).sort_values("time_hour", kind="stable"))
+    _, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
+    assert res.verdict.status == "red" and top_reason(res) == ("duplicate_share", None)
+    assert res.verdict.reasons[0].value == pytest.approx(0.8)
+
+
+def test_a_dead_sensor_is_red_and_the_report_step_does_not_crash(served, contract, control_rows):
+    """Every pressure reading null: Evidently refuses the empty column; the run is still recorded, red."""
+    s, client = served
+    send(client, contract, control_rows, lambda rec: {**rec, "pressure": None})
+    mon = Monitor(s)
+    res = mon.run_days(date(2013, 1, 1), date(2013, 3, 17), html=True)
+    assert res.verdict.status == "red" and top_reason(res) == ("missing_rate_increase", "pressure")
+    assert res.run_id is not None and "html" in res.reports
+    stored = mon.runs.latest()
+    assert stored["status"] == "red"
+    assert any("pressure" in w for w in stored["summary"]["report_warnings"])
+
+
+def test_a_window_whose_every_record_was_refused_is_red_by_event_time(served, contract, control_rows):
+    """Temperature sent in kelvin: out of range, every batch refused whole; nothing reaches the log."""
+    s, client = served
+
+    def kelvin(rec):
+        return {**rec, "temp": None if rec["temp"] is None else round((rec["temp"] - 32) * 5 / 9 + 273.15, 2)}
+
+    res = replay_frame("", control_rows, contract, batch_size=500, client=client, transform=kelvin)
+    assert res.served == 0 and res.rejected == len(control_rows)
+    assert client.app.state.ctx.violations.flush()
+    _, out = judge(s, date(2013, 1, 1), date(2013, 3, 17))  # by event time, the default
+    assert out.rows == 0 and out.verdict.status == "red"
+    r = out.verdict.reasons[0]
+    assert (r.signal, r.feature, r.value) == ("contract_violation_rate", "_rejected", 1.0)
+
+
+@pytest.mark.parametrize("kind", ["empty", "one row", "one distinct record"])
+def test_edge_windows_never_crash_the_monitor(served, contract, control_rows, kind):
+    s, client = served
+    if kind == "one row":
+        send(client, contract, control_rows.head(1))
+    elif kind == "one distinct record":
+        send(client, contract, pd.concat([control_rows.head(1)] * 600))
+    mon = Monitor(s)
+    res = mon.run_days(date(2013, 1, 1), date(2013, 3, 17), html=True)
+    assert res.run_id is not None and mon.runs.latest()["status"] == res.verdict.status
+    if kind == "one distinct record":  # every record the same: repeated input, every reading frozen
+        assert res.verdict.status == "red" and top_reason(res) == ("duplicate_share", None)
+    else:
+        assert res.verdict.status == "not_enough_data"

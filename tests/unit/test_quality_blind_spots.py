@@ -1,0 +1,164 @@
+"""The blind spots of issue 11 on small, known inputs: units from pint, duplicates, frozen readings,
+refused traffic that never reached the log."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_contracts.contract import REJECTED_BY_EVENT, REJECTED_RECORDS, unit_conversions
+from monitoring.monitor import WindowSignals, judge
+from monitoring.performance import window_performance
+from monitoring.policy import load_policy
+from monitoring.quality import QualityAccumulator, longest_run_hours, quality_signals, reference_for
+from monitoring.skew import SkewReport
+
+KNOT = 1.150779  # the 2013 feed reports wind in knots, converted to mph: a grid of 1.15 mph
+
+
+def targets(unit, lo, hi):
+    return {c.to: c for c in unit_conversions(unit, lo, hi)}
+
+
+def test_conversions_come_from_pint_and_the_contract_range():
+    wind = targets("mph", 0, 150)
+    assert {"kilometer_per_hour", "meter_per_second", "knot"} <= set(wind)
+    assert wind["kilometer_per_hour"].scale == pytest.approx(1.609344)
+    rain = targets("inches", 0, 10)
+    assert rain["millimeter"].scale == pytest.approx(25.4)
+    temp = targets("degF", -40, 130)
+    assert temp["degree_Celsius"].apply(32.0) == pytest.approx(0.0, abs=1e-9)  # an offset unit, not a delta
+    assert temp["degree_Celsius"].apply(212.0) == pytest.approx(100.0)
+    # kelvin sends every valid temperature outside [-40, 130]: the door refuses it, no silent change
+    assert "kelvin" not in temp
+    # hectopascal is the identity for millibars; inches of mercury are refused at the door
+    pressure = targets("millibars", 870, 1085)
+    assert "hectopascal" not in pressure and "inch_Hg" not in pressure
+    assert unit_conversions("local clock time (America/New_York)", 0, 2359) == ()
+    assert unit_conversions(None, 0, 1) == ()
+
+
+def test_every_declared_unit_of_the_contract_is_read(contract):
+    for f in contract.numeric_fields:
+        if f.format == "hhmm":
+            assert f.conversions() == ()
+        else:
+            assert f.conversions(), f"{f.name}: pint cannot read unit {f.unit!r}"
+
+
+@pytest.fixture(scope="module")
+def weather():
+    """Hourly readings at three sites over 30 days (15 of reference), 6 flights an hour sharing each reading,
+    quantized like the 2013 feed (wind on a knot grid, rain in hundredths of an inch, mostly 0)."""
+    rng = np.random.default_rng(0)
+    hours = pd.date_range("2013-01-01", periods=30 * 24, freq="h", tz="UTC")
+    rows = []
+    for site in ("EWR", "JFK", "LGA"):
+        knots = np.clip(np.round(8 + 4 * np.sin(np.arange(hours.size) / 9) + rng.normal(0, 3, hours.size)), 0, 30)
+        rain = np.where(rng.random(hours.size) < 0.12, np.round(rng.gamma(1.2, 0.04, hours.size), 2), 0.0)
+        for i, h in enumerate(hours):
+            for _ in range(6):
+                rows.append({"time_hour": h, "origin": site, "wind_speed": knots[i] * KNOT, "precip": rain[i]})
+    frame = pd.DataFrame(rows)
+    frame["dest"] = rng.choice(["ATL", "ORD", "LAX", "BOS", "MIA"], len(frame))
+    frame["sched_dep_time"] = rng.integers(500, 2300, len(frame))
+    days = frame["time_hour"].dt.floor("D")
+    ref = frame[days < pd.Timestamp("2013-01-15", tz="UTC")]
+    refs = [
+        reference_for(ref, "wind_speed", "numeric", "mph"),
+        reference_for(ref, "precip", "numeric", "inches"),
+        reference_for(ref, "dest", "categorical"),
+    ]
+    return refs, frame, days
+
+
+def value(signals, name, feature):
+    return next(s.value for s in signals if s.signal == name and s.feature == feature)
+
+
+def one_day(weather, k):
+    _, frame, days = weather
+    return frame[days == pd.Timestamp("2013-01-15", tz="UTC") + pd.Timedelta(days=k)].reset_index(drop=True)
+
+
+def test_wind_speed_in_any_admitted_unit_is_a_unit_change(weather):
+    refs = weather[0]
+    for k in range(5):
+        day = one_day(weather, k)
+        assert value(quality_signals(refs, day), "unit_change", "wind_speed") == 0.0
+        for factor in (1.609344, 0.44704, 0.868976):  # km/h, m/s, knots
+            sig = quality_signals(refs, day.assign(wind_speed=day["wind_speed"] * factor))
+            assert value(sig, "unit_change", "wind_speed") == 1.0, factor
+
+
+def test_rain_in_millimetres_is_a_unit_change_on_a_wet_day(weather):
+    refs = weather[0]
+    day = one_day(weather, 0)
+    assert (day["precip"] > 0).sum() > 30
+    sig = quality_signals(refs, day.assign(precip=day["precip"] * 25.4))
+    assert value(sig, "unit_change", "precip") == 1.0
+    assert value(quality_signals(refs, day), "unit_change", "precip") == 0.0
+    # a dry day in mm is the same data: nothing to see, and nothing is claimed
+    dry = day.assign(precip=0.0)
+    assert value(quality_signals(refs, dry.assign(precip=dry["precip"] * 25.4)), "unit_change", "precip") == 0.0
+
+
+def test_the_same_records_sent_five_times_is_a_duplicate_share_of_four_fifths(weather):
+    refs = weather[0]
+    day = one_day(weather, 1)
+    assert value(quality_signals(refs, day), "duplicate_share", None) < 0.01
+    five = pd.concat([day] * 5, ignore_index=True)
+    assert value(quality_signals(refs, five), "duplicate_share", None) == pytest.approx(0.8)
+    # streamed in chunks, the repeats across chunks are found too
+    acc = QualityAccumulator(refs)
+    for start in range(0, len(five), 1000):
+        acc.add(five.iloc[start : start + 1000])
+    assert value(acc.signals(), "duplicate_share", None) == pytest.approx(0.8)
+
+
+def test_a_reading_frozen_at_its_usual_value_for_days_is_a_stuck_run(weather):
+    refs, frame, days = weather
+    [precip] = [r for r in refs if r.name == "precip"]
+    assert precip.max_run_hours and precip.max_run_hours < 5 * 24  # it rains every few days
+    weeks = frame[(days >= pd.Timestamp("2013-01-15", tz="UTC"))].reset_index(drop=True)  # 15 days
+    clean = value(quality_signals(refs, weeks), "stuck_run_ratio", "precip")
+    frozen = value(quality_signals(refs, weeks.assign(precip=0.0)), "stuck_run_ratio", "precip")
+    policy = load_policy()
+    rule = next(r for r in policy.rules if r.signal == "stuck_run_ratio")
+    assert clean < rule.critical < frozen and frozen > 2 * clean
+    # the most common value's share alone barely moves: precipitation is 0 most hours anyway
+    assert value(quality_signals(refs, weeks.assign(precip=0.0)), "stuck_value_share", "precip") < 0.3
+    # a per-flight field (destination) is not read per site-hour: no run check for it
+    assert reference_for(frame, "sched_dep_time", "numeric").max_run_hours is None
+
+
+def test_longest_run_breaks_on_missing_and_counts_hours():
+    sh = pd.DataFrame({"site": ["A"] * 6, "hour": [0, 1, 2, 5, 6, 7], "v": [1.0, 1.0, 1.0, 1.0, np.nan, 1.0]})
+    assert longest_run_hours(sh)[:2] == (6.0, "A")  # hours 0..5, the night gap (3, 4) included
+
+
+def signals(rows, sigs=()):
+    perf = window_performance(np.full(rows, 0.2), np.full(rows, np.nan), 0.5)
+    return WindowSignals(rows=rows, signals=tuple(sigs), performance=perf, skew=SkewReport(rows, ()))
+
+
+def test_a_window_whose_every_record_was_refused_is_red_by_event_time():
+    policy = load_policy()
+    j = judge(signals(0), {REJECTED_BY_EVENT: 900}, policy, [])
+    assert j.verdict.status == "red"
+    top = j.verdict.reasons[0]
+    assert (top.signal, top.feature, top.value) == ("contract_violation_rate", "_rejected", 1.0)
+
+
+def test_refused_records_are_not_judged_rows():
+    policy = load_policy()
+    # 250 served, 250 refused for temp: the window is not judged as 500 rows of data...
+    j = judge(signals(250), {("temp", "out_of_range"): 250, REJECTED_RECORDS: 250}, policy, [])
+    assert j.verdict.status == "red" and j.verdict.reasons[0].value == pytest.approx(0.5)
+    assert any("door" in n for n in j.verdict.notes)
+    # ...and a window of too few served rows with no refusals stays not judged
+    assert judge(signals(250), {}, policy, []).verdict.status == "not_enough_data"
+    # enough served rows: judged on its own rows, with the door's rate beside them
+    j = judge(signals(900), {("temp", "out_of_range"): 100, REJECTED_RECORDS: 100}, policy, [])
+    assert j.verdict.status == "red" and j.verdict.reasons[0].value == pytest.approx(0.1)
