@@ -70,10 +70,14 @@ def create_app(
     )
     app.state.ctx = ctx
     predict_router = predict.router(ctx)
-    for r in (predict_router, feedback.router(ctx), ops.router(ctx), admin.router(ctx)):
+    routers = (predict_router, feedback.router(ctx), ops.router(ctx), admin.router(ctx))
+    for r in routers:
         app.include_router(r)
     handlers.install(app, ctx, predict_paths={r.path for r in predict_router.routes if isinstance(r, APIRoute)})
-    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=[r.path for r in app.routes if isinstance(r, APIRoute)])
+    # The routers' own routes: FastAPI 0.165 keeps an included router as one entry of `app.routes`
+    # (no APIRoute there), which had labelled every request "other".
+    endpoints = [r.path for rt in routers for r in rt.routes if isinstance(r, APIRoute)]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=endpoints)
     # Outermost: a body over the limit is refused before any other work (service.limits).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
