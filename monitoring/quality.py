@@ -92,7 +92,17 @@ class QualityAccumulator:
     """Quality statistics gathered chunk by chunk (memory bounded by the sample size and the
     number of distinct values per field, not by the window)."""
 
-    def __init__(self, references: Sequence[FieldReference], *, sample_size: int = 50_000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        references: Sequence[FieldReference],
+        *,
+        sample_size: int = 50_000,
+        seed: int = 0,
+        shared_samples: Mapping[str, Reservoir] | None = None,
+    ) -> None:
+        """`shared_samples`: reservoirs (same size and seed) that another accumulator fills from the
+        very same chunks, e.g. `DriftAccumulator.samples`: the drift pass already samples every
+        numeric field's values, so quality reads that sample instead of drawing an identical one."""
         self.references = list(references)
         self.n = 0
         self.missing = {r.name: 0 for r in self.references}
@@ -100,27 +110,46 @@ class QualityAccumulator:
         self.unseen = {r.name: 0 for r in self.references}
         self.absent = {r.name: False for r in self.references}
         self.counts: dict[str, pd.Series] = {r.name: pd.Series(dtype="float64") for r in self.references}
-        self.samples = {r.name: Reservoir(sample_size, seed) for r in self.references if r.kind == "numeric"}
+        shared = shared_samples or {}
+        self._own = {r.name for r in self.references if r.kind == "numeric" and r.name not in shared}
+        self.samples = {
+            r.name: shared[r.name] if r.name in shared else Reservoir(sample_size, seed)
+            for r in self.references
+            if r.kind == "numeric"
+        }
 
     def add(self, window: pd.DataFrame) -> None:
+        """Fold one chunk in. One hashing pass per column (`pd.factorize`) gives the missing count,
+        the count of every distinct value (-> the top share) and, for categories, the unseen count
+        from the few distinct values instead of a per-row membership test."""
         self.n += len(window)
         for ref in self.references:
             if ref.name not in window:
                 self.absent[ref.name] = True
                 continue
             col = window[ref.name]
-            self.missing[ref.name] += int(col.isna().sum())
-            present = col.dropna()
-            if present.empty:
-                continue
-            self.counts[ref.name] = self.counts[ref.name].add(present.value_counts(), fill_value=0)
             if ref.kind == "numeric":
-                v = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64")
+                if col.dtype == object:
+                    col = pd.to_numeric(col, errors="coerce")
+                col = col.to_numpy(dtype="float64", na_value=np.nan)
+            codes, uniques = pd.factorize(col, use_na_sentinel=True)
+            per_value = np.bincount(codes + 1, minlength=len(uniques) + 1)  # [missing, each distinct value]
+            self.missing[ref.name] += int(per_value[0])
+            if len(uniques) == 0:
+                continue
+            counts = pd.Series(per_value[1:].astype("float64"), index=uniques, copy=False)
+            prev = self.counts[ref.name]
+            self.counts[ref.name] = counts if prev.empty else prev.add(counts, fill_value=0)
+            if ref.kind == "numeric":
+                v = np.asarray(uniques, dtype="float64")
                 if ref.min is not None and ref.max is not None:
-                    self.beyond[ref.name] += int(np.sum((v < ref.min) | (v > ref.max)))
-                self.samples[ref.name].add(v)
+                    self.beyond[ref.name] += int(per_value[1:][(v < ref.min) | (v > ref.max)].sum())
+                if ref.name in self._own:
+                    self.samples[ref.name].add(col)  # the reservoir drops NaN itself
             else:
-                self.unseen[ref.name] += int((~present.astype(str).isin(ref.categories)).sum())
+                cats = ref.categories
+                unseen = np.fromiter((str(u) not in cats for u in uniques), dtype=bool, count=len(uniques))
+                self.unseen[ref.name] += int(per_value[1:][unseen].sum())
 
     def signals(self) -> list[Signal]:
         out: list[Signal] = []
