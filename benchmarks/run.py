@@ -43,9 +43,17 @@ LEVELS = ((1, 1, 1500), (8, 2, 3000), (32, 2, 3000))  # (concurrency, workers, r
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port: from `BENCH_PORTS=LO-HI` when set (a shared machine hands out ranges),
+    else any port the OS picks."""
+    lo, _, hi = os.environ.get("BENCH_PORTS", "0-0").partition("-")
+    for port in range(int(lo), int(hi or lo) + 1) if int(lo) else [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in BENCH_PORTS={os.environ['BENCH_PORTS']}")
 
 
 def per_call_us(fn, items, repeat: int = 1) -> float:  # type: ignore[no-untyped-def]
