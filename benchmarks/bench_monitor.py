@@ -116,7 +116,7 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
-def monitor_window(url: str, reader: str, bundle_path: str) -> dict[str, Any]:
+def monitor_window(url: str, reader: Any, bundle_path: str) -> dict[str, Any]:
     """Child: read the whole log as one window with `reader` and judge it the way `driftlight
     monitor` does (WindowAccumulator over 50k-row chunks, then judge). Extra memory = the growth of
     the process's peak RSS during the run (Arrow's buffers are outside tracemalloc's view)."""

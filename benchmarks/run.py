@@ -179,19 +179,20 @@ def main() -> None:
         # Today's per-record path (features + sklearn's booster on one row) is the anchor: the same
         # model without its compiled booster, which is exactly the service's fallback.
         reference = LoadedModel(settings.model_name, str(version), "champion", dataclasses.replace(bundle, compiled=None))
-        assert model.fast_path == "treelite" and reference.fast_path == "sklearn", (model.compiled_error, reference.fast_path)
+        compiled = model.compiled
+        assert compiled is not None and reference.fast_path == "sklearn", (model.compiled_error, reference.fast_path)
         with threadpool_limits(1, "openmp"):
             naive = per_call_us(lambda r: bundle.pipeline.predict_proba(pd.DataFrame([r])), records[:400])
             sklearn_path = per_call_us(lambda r: reference.predict_record(r), validated[:600])
             fast = per_call_us(lambda r: model.predict_record(r), validated[:2000])
             feats_us = per_call_us(lambda r: model.features.transform_record(r), validated, repeat=5)
             xs = [model.features.transform_record(r) for r in validated[:1000]]
-            model_us = per_call_us(lambda x: model.compiled.predict_one(x), xs)
+            model_us = per_call_us(lambda x: compiled.predict_one(x), xs)
             model_sklearn_us = per_call_us(lambda x: model.estimator.predict_proba(x.reshape(1, -1)), xs[:600])
             # Batches: the service keeps sklearn's vectorised predictor (predict_frame); per row, 2,000 rows.
             X = model.features.transform(pd.DataFrame(validated))
             batch_sklearn = per_call_us(lambda _: model.estimator.predict_proba(X), range(5)) / len(X)
-            batch_compiled = per_call_us(lambda _: model.compiled.predict(X), range(5)) / len(X)
+            batch_compiled = per_call_us(lambda _: compiled.predict(X), range(5)) / len(X)
         valid_us = per_call_us(lambda r: Record.model_validate(r), records, repeat=5)
         metrics = ServiceMetrics()
         pred_counter = metrics.predictions.labels(str(version), "late", "model")

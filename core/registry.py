@@ -235,7 +235,7 @@ class MlflowRegistry:
             if "driftlight/profile.json" in names:
                 ppath = self.client.download_artifacts(mv.run_id, "driftlight/profile.json", tmp)
                 profile = json.loads(Path(ppath).read_text(encoding="utf-8"))
-            compiled = self._load_compiled(mv.run_id, tmp, names)
+            compiled = self._load_compiled(str(mv.run_id), tmp, names)
         return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile, compiled=compiled)
 
     def _load_compiled(self, run_id: str, tmp: str, names: set[str]) -> bytes | None:
