@@ -443,10 +443,15 @@ class LogStore:
         chunk, not the window. An empty window yields one empty frame with the columns.
 
         `reader`: "arrow" reads columns through ADBC into Arrow record batches (no Python object
-        per row or value; ~10x faster on a 1M-row window), "sqlalchemy" builds rows through
-        SQLAlchemy (the reference path), "auto" = arrow when the ADBC driver for this database is
-        installed and the database is a file or server, else sqlalchemy. Both give identical frames
-        (tests/integration/test_columnar_read.py).
+        per row or value; 2.5x (SQLite) to 3.9x (PostgreSQL) faster reads of a 1M-row window in
+        `make bench`), "sqlalchemy" builds rows through SQLAlchemy (the reference path). Both give
+        identical frames (tests/integration/test_columnar_read.py). "auto" = arrow on PostgreSQL
+        when its ADBC driver is installed, else sqlalchemy. Not arrow on SQLite by default: the
+        ADBC driver links its own copy of SQLite, and two SQLite libraries opening one database
+        file in one process break each other's POSIX locks (sqlite.org/howtocorrupt.html 2.2.1;
+        a test that served and monitored in one process hit "file is not a database"). Use
+        reader="arrow" on SQLite only in a process that opens the file through nothing else, as
+        `benchmarks/bench_monitor.py` does.
         """
         if by not in ("event_time", "served_at"):
             raise ValueError(f"by must be 'event_time' or 'served_at', got {by!r}")
@@ -469,7 +474,7 @@ class LogStore:
         if hi is not None:
             stmt = stmt.where(key < hi)
         stmt = stmt.order_by(key, p.c.prediction_id)
-        if reader == "arrow" or (reader == "auto" and self.arrow_reader_available()):
+        if reader == "arrow" or (reader == "auto" and self.dialect == "postgresql" and self.arrow_reader_available()):
             yield from self._iter_arrow(stmt, cols, [v for v in (lo, hi) if v is not None], chunksize)
             return
         names = [c.name for c in cols]
@@ -485,8 +490,8 @@ class LogStore:
 
     # -- the columnar read path (ADBC -> Arrow -> pandas) -----------------------------------------
     def arrow_reader_available(self) -> bool:
-        """True if `iter_predictions(reader="auto")` reads through ADBC: its driver is installed and
-        the database is not SQLite's in-memory one (another connection could not see it)."""
+        """True if `iter_predictions(reader="arrow")` can work here: the ADBC driver for this database
+        is installed and the database is not SQLite's in-memory one (another connection cannot see it)."""
         if self.dialect == "sqlite" and self.url.database in (None, "", ":memory:"):
             return False
         from importlib.util import find_spec

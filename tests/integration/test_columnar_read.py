@@ -67,6 +67,8 @@ def _check_identical(store: LogStore, start, contract, bundle) -> None:
 
 
 def test_sqlite_columnar_read_equals_the_row_path(tmp_path, contract, bundle, flights):
+    # Both SQLite libraries (Python's and ADBC's) open this file in one process here, which is
+    # unsafe with a writer (see LogStore.iter_predictions); every write is done before the reads.
     store, start = _store(f"sqlite:///{tmp_path / 'log.db'}", contract, bundle, flights)
     try:
         _check_identical(store, start, contract, bundle)
@@ -80,6 +82,19 @@ def test_postgres_columnar_read_equals_the_row_path(pg_url, contract, bundle, fl
         _check_identical(store, start, contract, bundle)
     finally:
         store.dispose()
+
+
+def test_auto_reads_sqlite_through_the_row_path(tmp_path, contract, bundle, monkeypatch):
+    names = [str(x) for x in bundle.pipeline.named_steps["features"].get_feature_names_out()]
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}", contract, names)
+    store.create_schema()
+    used = []
+    monkeypatch.setattr(LogStore, "_iter_arrow", lambda self, *a: used.append("arrow") or iter(()))
+    frames = list(store.iter_predictions(None, None))
+    assert used == [] and len(frames) == 1 and frames[0].empty
+    list(store.iter_predictions(None, None, reader="arrow"))
+    assert used == ["arrow"]
+    store.dispose()
 
 
 def test_in_memory_sqlite_falls_back_to_the_row_path(contract, bundle):
