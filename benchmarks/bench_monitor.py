@@ -3,8 +3,10 @@
 `python -m benchmarks.bench_monitor` (part of `make bench`). Reference = 1M rows resampled from
 Jan-Mar 2013, current = 1M rows resampled from Apr-Jun, all 15 non-timestamp contract fields.
 Each engine runs in its own subprocess so its peak memory (VmHWM growth over the loaded data) is
-its own. Then a 1M-row window is written to a SQLite prediction log and monitored the way
-`driftlight monitor` does it (streamed in chunks), with the time split into reading and computing.
+its own. Then a 1M-row window is written to a SQLite and a PostgreSQL prediction log and monitored
+the way `driftlight monitor` does it (streamed in chunks, judged), once through the SQLAlchemy row
+reader (the anchor) and once through the columnar ADBC -> Arrow reader, each in its own process,
+with the time split into reading and judging. `python -m benchmarks.bench_monitor [ROWS]`.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ def engine(name: str, n: int) -> dict[str, Any]:
     ref, cur, num, cat = frames(n)
     if name == "ours":
         from data_contracts.contract import load_contract
-        from monitoring.drift import compute_drift
+        from monitoring.drift import DriftAccumulator, compute_drift
         from monitoring.profile import build_profile
-        from monitoring.quality import quality_signals
+        from monitoring.quality import QualityAccumulator
         from training.reference import quality_reference
 
         t0 = time.perf_counter()
@@ -68,11 +70,20 @@ def engine(name: str, n: int) -> dict[str, Any]:
 
         refs = references_from_mapping(quality_reference(load_contract(), ref))
         t_profile = time.perf_counter() - t0
+
+        def single_pass():  # type: ignore[no-untyped-def]
+            # What WindowAccumulator does: one drift pass, quality counting its own way over the same
+            # chunk and reading the drift pass's samples.
+            drift = DriftAccumulator(prof, sample_size=50_000, seed=0)
+            quality = QualityAccumulator(refs, sample_size=50_000, seed=0, shared_samples=drift.samples)
+            drift.add(cur)
+            quality.add(cur)
+            return drift.result(min_rows=1), quality.signals()
+
         compute_drift(prof, cur.head(1000))  # warm imports and caches
-        (drift, quality), _, mb = traced(lambda: (compute_drift(prof, cur), quality_signals(refs, cur)))
+        (drift, quality), _, mb = traced(single_pass)
         t0 = time.perf_counter()  # timed again without tracemalloc's overhead
-        compute_drift(prof, cur)
-        quality_signals(refs, cur)
+        single_pass()
         seconds = time.perf_counter() - t0
         return {
             "seconds": seconds,
@@ -98,16 +109,64 @@ def engine(name: str, n: int) -> dict[str, Any]:
     return {"seconds": seconds, "extra_mb": mb, "metrics": len(snap.dict()["metrics"])}
 
 
-def store_window(n: int) -> dict[str, Any]:
-    """Write n rows to a SQLite log, then monitor them streamed in chunks: read vs compute time."""
-    from datetime import UTC, datetime, timedelta
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
-    import numpy as np
+
+def monitor_window(url: str, reader: Any, bundle_path: str) -> dict[str, Any]:
+    """Child: read the whole log as one window with `reader` and judge it the way `driftlight
+    monitor` does (WindowAccumulator over 50k-row chunks, then judge). Extra memory = the growth of
+    the process's peak RSS during the run (Arrow's buffers are outside tracemalloc's view)."""
+    import joblib
 
     from core.logstore import LogStore
     from data_contracts.contract import load_contract
-    from drills.calibrate import log_frame
-    from monitoring.monitor import ModelContext, WindowAccumulator
+    from monitoring.monitor import ModelContext, WindowAccumulator, judge
+    from monitoring.policy import load_policy
+
+    c = load_contract()
+    bundle = joblib.load(bundle_path)  # written by this benchmark a moment ago
+    ctx = ModelContext.from_bundle("flights-late", "bench", bundle)
+    names = [str(x) for x in bundle.pipeline.named_steps["features"].get_feature_names_out()]
+    store = LogStore(url, c, names)
+    next(store.iter_predictions(None, None, chunksize=10, reader=reader))  # warm imports and the driver
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
+    base = _rss_mb("VmRSS")
+    times = {"read": 0.0, "compute": 0.0}
+    acc = WindowAccumulator(ctx, c)
+    t = time.perf_counter()
+    for chunk in store.iter_predictions(None, None, by="served_at", chunksize=50_000, reader=reader):
+        t1 = time.perf_counter()
+        times["read"] += t1 - t
+        acc.add(chunk)
+        t = time.perf_counter()
+        times["compute"] += t - t1
+    t1 = time.perf_counter()
+    verdict = judge(acc.finish(), {}, load_policy(), []).verdict
+    times["compute"] += time.perf_counter() - t1
+    store.dispose()
+    return {
+        "rows": acc.rows,
+        "reader": reader,
+        "read_seconds": times["read"],
+        "compute_seconds": times["compute"],
+        "extra_mb": _rss_mb("VmHWM") - base,
+        "status": verdict.status,
+        "reasons": [r.signal + ":" + str(r.feature) for r in verdict.top_reasons(3)],
+    }
+
+
+def store_windows(n: int) -> list[dict[str, Any]]:
+    """Write an n-row log (real flights, labels on ~95 %) to SQLite and PostgreSQL, then monitor it
+    from each with the row reader (SQLAlchemy, the anchor) and the columnar one (ADBC -> Arrow)."""
+    import joblib
+
+    from benchmarks.logdata import fill_log
+    from core.logstore import LogStore
+    from data_contracts.contract import load_contract
     from training.data import load_flights
     from training.train import TrainConfig, fit_bundle, split
 
@@ -116,106 +175,113 @@ def store_window(n: int) -> dict[str, Any]:
     cfg = TrainConfig()
     fit, val = split(c, f, cfg)
     bundle = fit_bundle(c, fit, val, cfg).bundle
-    ctx = ModelContext.from_bundle("flights-late", "bench", bundle)
     names = [str(x) for x in bundle.pipeline.named_steps["features"].get_feature_names_out()]
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = LogStore(f"sqlite:///{tmp}/log.db", c, names)
-        store.create_schema()
-        src = log_frame(bundle, c, f[f["late"].notna()].sample(n, replace=True, random_state=0))
-        now = datetime.now(UTC)
-        t0 = time.perf_counter()
-        for a in range(0, n, 5000):
-            part = src.iloc[a : a + 5000]
-            rows = [
-                {
-                    "prediction_id": f"b{a + i:012d}",
-                    "served_at": now + timedelta(microseconds=a + i),
-                    "event_time": r[c.timestamp_field],
-                    "model_name": "flights-late",
-                    "model_version": "1",
-                    "probability": r["probability"],
-                    "late": int(r["probability"] >= 0.2),
-                    "warnings": [],
-                    "inputs": {k: (None if isinstance(r[k], float) and np.isnan(r[k]) else r[k]) for k in c.field_names},
-                    "features": {x: r[f"f_{x}"] for x in names},
-                }
-                for i, r in enumerate(part.to_dict("records"))
-            ]
-            store.insert_predictions(rows)
-        write_s = time.perf_counter() - t0
-        times = {"read": 0.0, "compute": 0.0}
-
-        def monitor():  # type: ignore[no-untyped-def]
-            acc = WindowAccumulator(ctx, c)
-            t = time.perf_counter()
-            for chunk in store.iter_predictions(None, None, by="served_at", chunksize=50_000):
-                t1 = time.perf_counter()
-                times["read"] += t1 - t
-                acc.add(chunk)
-                t = time.perf_counter()
-                times["compute"] += t - t1
-            t1 = time.perf_counter()
-            out = acc.finish()
-            times["compute"] += time.perf_counter() - t1
-            return out
-
-        ws, _, mb = traced(monitor)  # under tracemalloc: times are inflated, memory is what counts
-        times = {"read": 0.0, "compute": 0.0}
-        monitor()  # timed without tracemalloc
-        store.dispose()
-    return {
-        "rows": ws.rows,
-        "write_seconds": write_s,
-        "read_seconds": times["read"],
-        "compute_seconds": times["compute"],
-        "extra_mb_while_monitoring": mb,
-    }
+        bundle_path = f"{tmp}/bundle.joblib"
+        joblib.dump(bundle, bundle_path)
+        for store_name, url, cleanup in _stores(tmp):
+            try:
+                if url.startswith("unreachable"):
+                    raise ConnectionError(url)
+                store = LogStore(url, c, names)
+                t0 = time.perf_counter()
+                fill_log(store, bundle, c, f, n)
+                write_s = time.perf_counter() - t0
+                store.dispose()
+                for reader in ("sqlalchemy", "arrow"):
+                    res = sub_json(["window", url, reader, bundle_path])
+                    out.append({"store": store_name, "write_seconds": write_s, **res})
+            except Exception as exc:  # no PostgreSQL here: say so, keep the SQLite figures
+                out.append({"store": store_name, "skipped": f"{type(exc).__name__}: {exc}"[:200]})
+            finally:
+                cleanup()
+    return out
 
 
-def sub(what: str, n: int) -> dict[str, Any]:
+def _stores(tmp: str):  # type: ignore[no-untyped-def]
+    yield "sqlite", f"sqlite:///{tmp}/log.db", lambda: None
+    import sqlalchemy as sa
+
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    db = f"driftlight_bench_window_{os.getpid()}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    except Exception as exc:
+        yield "postgresql", f"unreachable: {type(exc).__name__}", lambda: None
+        return
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+    yield "postgresql", f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}", drop
+
+
+def sub_json(args: list[str]) -> Any:
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_monitor", "--child", what, str(n)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "benchmarks.bench_monitor", "--child", *args], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(n_rows: int = 1_000_000, store_rows: int = 1_000_000) -> dict[str, Any]:
-    ours, theirs = sub("ours", n_rows), sub("evidently", n_rows)
+    ours, theirs = sub_json(["ours", str(n_rows)]), sub_json(["evidently", str(n_rows)])
     return {
         "rows": n_rows,
         "ours": ours,
         "evidently": theirs,
         "speedup": theirs["seconds"] / ours["seconds"],
-        "store": sub("store", store_rows),
+        "store_rows": store_rows,
+        "windows": store_windows(store_rows),
     }
 
 
 def report(r: dict[str, Any]) -> str:
-    o, e, s = r["ours"], r["evidently"], r["store"]
+    o, e = r["ours"], r["evidently"]
     ok = lambda b: "PASS" if b else "MISS"  # noqa: E731
-    return "\n".join(
-        [
-            f"Monitor, {r['rows']:,} current rows x 15 contract fields (reference {r['rows']:,} rows):",
-            f"  ours: drift + quality      {o['seconds']:6.2f} s, +{o['extra_mb']:.0f} MB peak"
-            f"   (profile, once at training: {o['profile_seconds_once_at_training']:.2f} s)",
-            f"  Evidently DataDriftPreset(psi) {e['seconds']:6.2f} s, +{e['extra_mb']:.0f} MB peak",
-            f"  speed-up {r['speedup']:.0f}x — target >= 30x: {ok(r['speedup'] >= 30)};"
-            f" <= 1.5 s: {ok(o['seconds'] <= 1.5)}; < 100 MB: {ok(o['extra_mb'] < 100)}",
-            f"Monitoring a {s['rows']:,}-row window from the SQLite log, streamed in 50k-row chunks:",
-            f"  read {s['read_seconds']:.1f} s + compute {s['compute_seconds']:.1f} s (incl. skew recompute);"
-            f" +{s['extra_mb_while_monitoring']:.0f} MB peak while monitoring"
-            f" (writing it took {s['write_seconds']:.1f} s)",
-        ]
-    )
+    lines = [
+        f"Monitor, {r['rows']:,} current rows x 15 contract fields (reference {r['rows']:,} rows):",
+        f"  ours: drift + quality, one pass {o['seconds']:6.2f} s, +{o['extra_mb']:.0f} MB peak"
+        f"   (profile, once at training: {o['profile_seconds_once_at_training']:.2f} s)",
+        f"  Evidently DataDriftPreset(psi) {e['seconds']:6.2f} s, +{e['extra_mb']:.0f} MB peak",
+        f"  speed-up {r['speedup']:.1f}x — target >= 30x: {ok(r['speedup'] >= 30)};"
+        f" <= 1.5 s: {ok(o['seconds'] <= 1.5)}; < 100 MB: {ok(o['extra_mb'] < 100)}",
+        f"A {r['store_rows']:,}-row window read from the log and judged (WindowAccumulator, 50k-row chunks):",
+    ]
+    limits = {"sqlite": 3.0, "postgresql": 5.0}
+    anchors: dict[str, float] = {}
+    for w in r["windows"]:
+        if "skipped" in w:
+            lines.append(f"  {w['store']}: skipped ({w['skipped']})")
+            continue
+        total = w["read_seconds"] + w["compute_seconds"]
+        line = (
+            f"  {w['store']:<10} {w['reader']:<10} read {w['read_seconds']:6.1f} s + judge {w['compute_seconds']:5.1f} s"
+            f" = {total:6.1f} s, +{w['extra_mb']:.0f} MB peak RSS, {w['status']}"
+        )
+        if w["reader"] == "sqlalchemy":
+            anchors[w["store"]] = total
+            line += "   (anchor: the row path)"
+        else:
+            line += (
+                f"   {anchors.get(w['store'], float('nan')) / total:.1f}x the row path;"
+                f" <= {limits[w['store']]:.0f} s: {ok(total <= limits[w['store']])}; <= 300 MB: {ok(w['extra_mb'] <= 300)}"
+            )
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        what, n = sys.argv[2], int(sys.argv[3])
-        res = store_window(n) if what == "store" else engine(what, n)
+        what = sys.argv[2]
+        res = monitor_window(*sys.argv[3:6]) if what == "window" else engine(what, int(sys.argv[3]))
         print(json.dumps(res))
     else:
-        r = run()
+        n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+        r = run(n, n)
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "monitor.json").write_text(json.dumps(r, indent=2))
         print(report(r))

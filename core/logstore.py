@@ -532,6 +532,7 @@ class LogStore:
         by: Literal["event_time", "served_at"] = "event_time",
         chunksize: int = 50_000,
         with_labels: bool = True,
+        reader: Literal["auto", "arrow", "sqlalchemy"] = "auto",
     ) -> Iterator[pd.DataFrame]:
         """Stream the predictions with `start <= by < end` as DataFrames of at most `chunksize` rows.
 
@@ -541,11 +542,24 @@ class LogStore:
         are timezone-aware UTC. Integer columns are pandas nullable `Int64`. Rows are fetched in
         chunks (a server-side cursor on PostgreSQL, SQLite's lazy cursor), so memory holds one
         chunk, not the window. An empty window yields one empty frame with the columns.
+
+        `reader`: "arrow" reads columns through ADBC into Arrow record batches (no Python object
+        per row or value; 2.5x (SQLite) to 3.9x (PostgreSQL) faster reads of a 1M-row window in
+        `make bench`), "sqlalchemy" builds rows through SQLAlchemy (the reference path). Both give
+        identical frames (tests/integration/test_columnar_read.py). "auto" = arrow on PostgreSQL
+        when its ADBC driver is installed, else sqlalchemy. Not arrow on SQLite by default: the
+        ADBC driver links its own copy of SQLite, and two SQLite libraries opening one database
+        file in one process break each other's POSIX locks (sqlite.org/howtocorrupt.html 2.2.1;
+        a test that served and monitored in one process hit "file is not a database"). Use
+        reader="arrow" on SQLite only in a process that opens the file through nothing else, as
+        `benchmarks/bench_monitor.py` does.
         """
         if by not in ("event_time", "served_at"):
             raise ValueError(f"by must be 'event_time' or 'served_at', got {by!r}")
         if chunksize < 1:
             raise ValueError(f"chunksize must be >= 1, got {chunksize}")
+        if reader not in ("auto", "arrow", "sqlalchemy"):
+            raise ValueError(f"reader must be 'auto', 'arrow' or 'sqlalchemy', got {reader!r}")
         p, lab = self.predictions, self.labels
         cols: list[Any] = list(p.columns)
         stmt_from: Any = p
@@ -554,11 +568,16 @@ class LogStore:
             stmt_from = p.outerjoin(lab, lab.c.prediction_id == p.c.prediction_id)
         stmt = select(*cols).select_from(stmt_from)
         key = p.c[by]
-        if start is not None:
-            stmt = stmt.where(key >= to_utc_naive(start))
-        if end is not None:
-            stmt = stmt.where(key < to_utc_naive(end))
+        lo = to_utc_naive(start) if start is not None else None
+        hi = to_utc_naive(end) if end is not None else None
+        if lo is not None:
+            stmt = stmt.where(key >= lo)
+        if hi is not None:
+            stmt = stmt.where(key < hi)
         stmt = stmt.order_by(key, p.c.prediction_id)
+        if reader == "arrow" or (reader == "auto" and self.dialect == "postgresql" and self.arrow_reader_available()):
+            yield from self._iter_arrow(stmt, cols, [v for v in (lo, hi) if v is not None], chunksize)
+            return
         names = [c.name for c in cols]
         dtypes = self._frame_dtypes(cols)
         with self.engine.connect() as conn:
@@ -569,6 +588,75 @@ class LogStore:
                 yield _frame(part, names, dtypes)
             if empty:
                 yield _frame([], names, dtypes)
+
+    # -- the columnar read path (ADBC -> Arrow -> pandas) -----------------------------------------
+    def arrow_reader_available(self) -> bool:
+        """True if `iter_predictions(reader="arrow")` can work here: the ADBC driver for this database
+        is installed and the database is not SQLite's in-memory one (another connection cannot see it)."""
+        if self.dialect == "sqlite" and self.url.database in (None, "", ":memory:"):
+            return False
+        from importlib.util import find_spec
+
+        return find_spec(f"adbc_driver_{self.dialect}") is not None
+
+    def _adbc_connect(self) -> Any:
+        if self.dialect == "sqlite":
+            import adbc_driver_sqlite.dbapi
+
+            return adbc_driver_sqlite.dbapi.connect(str(Path(str(self.url.database)).expanduser()))
+        import adbc_driver_postgresql.dbapi
+
+        # libpq takes the same URL without SQLAlchemy's "+driver"; keep password and query options.
+        uri = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return adbc_driver_postgresql.dbapi.connect(uri)
+
+    def _adbc_sql(self, stmt: Any, n_params: int) -> str:
+        """`stmt` as SQL text with the ADBC driver's positional placeholders (`?` / `$1`)."""
+        sql = str(stmt.compile(dialect=self.engine.dialect))
+        if self.dialect == "sqlite":
+            return sql  # SQLite's compiler already writes "?"
+        for i in range(n_params):  # the psycopg dialect here is compiled with paramstyle "format"
+            sql = sql.replace("%s", f"${i + 1}", 1)
+        if "%s" in sql or "%(" in sql:
+            raise RuntimeError("unexpected placeholders in the window query")
+        return sql.replace("%%", "%")
+
+    def _iter_arrow(self, stmt: Any, cols: Sequence[Any], bounds: Sequence[datetime], chunksize: int) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+
+        names = [c.name for c in cols]
+        schema = pa.schema([pa.field(c.name, _arrow_type(c)) for c in cols])
+        # SQLite stores DATETIME as text in SQLAlchemy's format, so bounds are bound as that text
+        # (the same comparison SQLAlchemy makes); PostgreSQL gets naive UTC timestamps.
+        params = [self._bind_datetime(b) for b in bounds] if self.dialect == "sqlite" else list(bounds)
+        sql = self._adbc_sql(stmt, len(params))
+        decode = _JsonListDecoder()
+        conn = self._adbc_connect()
+        try:
+            cur = conn.cursor()
+            try:
+                if self.dialect == "sqlite":
+                    # Batch size in rows; the driver infers each batch's types from its values.
+                    cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(min(chunksize, 65_536))})
+                cur.execute(sql, params or None)
+                pending: list[Any] = []
+                held = 0
+                empty = True
+                for batch in cur.fetch_record_batch():
+                    pending.append(_conform(batch, schema))
+                    held += batch.num_rows
+                    while held >= chunksize:
+                        table = pa.Table.from_batches(pending, schema=schema)
+                        yield _arrow_frame(table.slice(0, chunksize), names, decode)
+                        rest = table.slice(chunksize)
+                        pending, held = rest.to_batches(), rest.num_rows
+                        empty = False
+                if held or empty:
+                    yield _arrow_frame(pa.Table.from_batches(pending, schema=schema), names, decode)
+            finally:
+                cur.close()  # before the connection (ADBC refuses to close a connection with open cursors)
+        finally:
+            conn.close()
 
     @staticmethod
     def _frame_dtypes(cols: Sequence[Any]) -> dict[str, str]:
@@ -630,6 +718,66 @@ def _frame(rows: Sequence[Any], names: list[str], dtypes: Mapping[str, str]) -> 
         else:
             df[name] = df[name].astype(kind)
     return df
+
+
+def _arrow_type(col: Any) -> Any:
+    """The Arrow type a log column is read into (SQLite DATETIME text is parsed later)."""
+    import pyarrow as pa
+
+    if isinstance(col.type, DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(col.type, Integer):
+        return pa.int64()
+    if isinstance(col.type, Float):
+        return pa.float64()
+    return pa.string()
+
+
+def _conform(batch: Any, schema: Any) -> Any:
+    """A driver's record batch cast to the log's own types, column by column.
+
+    SQLite's driver infers types per batch from the values (an all-NULL batch column is `null`, a
+    DATETIME is text): cast each to the declared type. ISO text -> timestamp is Arrow's own parser.
+    """
+    import pyarrow as pa
+
+    arrays = []
+    for i, field in enumerate(schema):
+        arr = batch.column(i)
+        if pa.types.is_timestamp(field.type) and not pa.types.is_timestamp(arr.type):
+            arr = arr.cast(pa.string()).cast(pa.timestamp("us")).cast(field.type)
+        elif pa.types.is_timestamp(field.type) and arr.type.tz is None:
+            arr = arr.cast(pa.timestamp("us")).cast(field.type)  # naive UTC from PostgreSQL
+        else:
+            arr = arr.cast(field.type)
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class _JsonListDecoder:
+    """Decode the `warnings` column: each distinct JSON text once, a fresh list per row."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str | None, list[Any]] = {None: []}
+
+    def __call__(self, values: Any) -> list[list[Any]]:
+        seen = self._seen
+        out = []
+        for v in values:
+            got = seen.get(v)
+            if got is None:
+                got = seen[v] = json.loads(v)
+            out.append(list(got))
+        return out
+
+
+def _arrow_frame(table: Any, names: list[str], decode: _JsonListDecoder) -> pd.DataFrame:
+    import pyarrow as pa
+
+    df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get, coerce_temporal_nanoseconds=True, split_blocks=True)
+    if "warnings" in df:
+        df["warnings"] = decode(df["warnings"].tolist())
+    return df[names]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

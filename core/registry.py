@@ -15,6 +15,7 @@ is refused with `UnsafeArtifactError`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -25,6 +26,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from core.settings import Settings
+
+from core.compiled import TREELITE_ARTIFACT
+
+log = logging.getLogger("driftlight.registry")
 
 # Trust decision (say it, don't hide it): skops refuses these by default. Our two classes hold only
 # numbers, strings and dicts. The booster's TreePredictor stores node indices that sklearn uses
@@ -41,7 +46,7 @@ TRUSTED_TYPES = [
     "sklearn.utils.validation.check_array",
 ]
 # What the model needs at inference, stated (MLflow's inference would take seconds and list test tools).
-PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "numpy==2.4.6", "pandas==2.3.3", "skops==0.16.0"]
+PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "numpy==2.4.6", "pandas==2.3.3", "skops==0.16.0", "treelite==4.8.1"]
 # Exit code of `driftlight promote|rollback` when the challenger gate refuses the change (the admin
 # endpoints map it to a 409 with the gate's reasons; any other non-zero code is an error).
 GATE_REFUSED_EXIT = 3
@@ -88,6 +93,9 @@ class ModelBundle:
     baseline: Any
     metadata: Mapping[str, Any]
     profile: Mapping[str, Any] | None = None  # monitoring.profile.ReferenceProfile.to_dict()
+    # The booster compiled for single-record inference (core.compiled; a Treelite checkpoint), or
+    # None: a bundle without it (an older version, or a failed compile/load) is served by the Pipeline.
+    compiled: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,10 @@ class MlflowRegistry:
                     p = Path(tmp) / rel
                     p.parent.mkdir(parents=True, exist_ok=True)
                     p.write_text(text, encoding="utf-8")
+                if bundle.compiled is not None:
+                    p = Path(tmp) / TREELITE_ARTIFACT
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.write_bytes(bundle.compiled)
                 mlflow.log_artifacts(tmp)
             mlflow.sklearn.log_model(
                 bundle.baseline,
@@ -269,7 +281,19 @@ class MlflowRegistry:
             if "driftlight/profile.json" in names:
                 ppath = self.client.download_artifacts(run_id, "driftlight/profile.json", tmp)
                 profile = json.loads(Path(ppath).read_text(encoding="utf-8"))
-        return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile)
+            compiled = self._load_compiled(str(mv.run_id), tmp, names)
+        return ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile, compiled=compiled)
+
+    def _load_compiled(self, run_id: str, tmp: str, names: set[str]) -> bytes | None:
+        """The compiled booster's bytes, or None if this version has none or it cannot be read
+        (the service then serves the Pipeline: a missing fast path must never stop a model)."""
+        if "driftlight/compiled" not in names:
+            return None
+        try:
+            return Path(self.client.download_artifacts(run_id, TREELITE_ARTIFACT, tmp)).read_bytes()
+        except Exception as exc:  # any failure here means "no fast path", said once
+            log.warning("compiled booster of run %s not loaded (%s): serving the Pipeline", run_id, exc)
+            return None
 
     def _load_checked(self, uri: str, dst: Path) -> Any:
         """Download the model at `uri` to `dst`, check its format, and only then deserialise it

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from monitoring.profile import CategoryProfile, NumericProfile, ReferenceProfile, category_counts, numeric_counts
+from monitoring.profile import CategoryProfile, NumericProfile, ReferenceProfile, numeric_counts
 from monitoring.sampling import Reservoir
 
 KS_MAX_ROWS = 50_000  # KS on a seeded subsample of larger windows: D's error is ~1/sqrt(n)
@@ -196,6 +196,22 @@ def categorical_drift(prof: CategoryProfile, counts: np.ndarray, threshold: floa
     )
 
 
+def _category_counts(col: pd.Series, prof: CategoryProfile) -> np.ndarray:
+    """`profile.category_counts` in one hashing pass: factorize the column once (NaN/None -> -1),
+    count each distinct value, then map the few distinct values onto the profile's bins. The
+    per-row work is the factorize and one bincount (no isna/where/Categorical passes over the rows).
+    """
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    per_value = np.bincount(codes + 1, minlength=len(uniques) + 1)  # [missing, one per distinct value]
+    k = len(prof.categories)
+    index = {c: i for i, c in enumerate(prof.categories)}
+    where = np.fromiter((index.get(u, k + 1) for u in uniques), dtype="int64", count=len(uniques))
+    out = np.zeros(k + 2)
+    out[k] = per_value[0]
+    np.add.at(out, where, per_value[1:])
+    return out
+
+
 class DriftAccumulator:
     """Bin counts and value samples gathered chunk by chunk: memory is bounded by the profile's
     bins and the sample size, not by the window."""
@@ -213,14 +229,16 @@ class DriftAccumulator:
         for prof in self.profile.numeric:
             if prof.name in window:
                 self.present.add(prof.name)
-                vals = pd.to_numeric(window[prof.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                col = window[prof.name]
+                if col.dtype == object:
+                    col = pd.to_numeric(col, errors="coerce")
+                vals = col.to_numpy(dtype="float64", na_value=np.nan)
                 self.counts[prof.name] += numeric_counts(vals, prof)
                 self.samples[prof.name].add(vals)
         for cprof in self.profile.categorical:
             if cprof.name in window:
                 self.present.add(cprof.name)
-                col = window[cprof.name]
-                self.counts[cprof.name] += category_counts(col.astype("object").where(col.notna(), None), cprof)
+                self.counts[cprof.name] += _category_counts(window[cprof.name], cprof)
 
     def result(
         self,

@@ -100,7 +100,11 @@ class WindowAccumulator:
         self.contract = contract
         self.fields = [f.name for f in contract.fields]
         self.drift = DriftAccumulator(ctx.drift_profile, sample_size=sample_size, seed=seed) if ctx.drift_profile else None
-        self.quality = QualityAccumulator(ctx.quality_reference, contract=contract, sample_size=sample_size, seed=seed)
+        # One sample per numeric field: quality reads the drift pass's reservoirs (same size, seed, chunks).
+        shared = self.drift.samples if self.drift is not None else None
+        self.quality = QualityAccumulator(
+            ctx.quality_reference, contract=contract, sample_size=sample_size, seed=seed, shared_samples=shared
+        )
         self.names = [str(n) for n in ctx.transformer.get_feature_names_out()]
         self.skew_bad = dict.fromkeys(self.names, 0)
         self.skew_examples: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}

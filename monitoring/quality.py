@@ -236,7 +236,11 @@ class QualityAccumulator:
         seed: int = 0,
         time: str = "time_hour",
         site: str = SITE,
+        shared_samples: Mapping[str, Reservoir] | None = None,
     ) -> None:
+        """`shared_samples`: reservoirs (same size and seed) that another accumulator fills from the
+        very same chunks, e.g. `DriftAccumulator.samples`: the drift pass already samples every
+        numeric field's values, so quality reads that sample instead of drawing an identical one."""
         self.references = list(references)
         self.n = 0
         self.missing = {r.name: 0 for r in self.references}
@@ -244,7 +248,13 @@ class QualityAccumulator:
         self.unseen = {r.name: 0 for r in self.references}
         self.absent = {r.name: False for r in self.references}
         self.counts: dict[str, pd.Series] = {r.name: pd.Series(dtype="float64") for r in self.references}
-        self.samples = {r.name: Reservoir(sample_size, seed) for r in self.references if r.kind == "numeric"}
+        shared = shared_samples or {}
+        self._own = {r.name for r in self.references if r.kind == "numeric" and r.name not in shared}
+        self.samples = {
+            r.name: shared[r.name] if r.name in shared else Reservoir(sample_size, seed)
+            for r in self.references
+            if r.kind == "numeric"
+        }
         self.time, self.site = time, site
         self.site_hours: dict[str, list[pd.DataFrame]] = {r.name: [] for r in self.references if r.max_run_hours}
         self._hashes: list[np.ndarray] = []
@@ -261,6 +271,9 @@ class QualityAccumulator:
                 self.conversions[r.name] = unit_conversions(r.unit, r.min, r.max)
 
     def add(self, window: pd.DataFrame) -> None:
+        """Fold one chunk in. One hashing pass per column (`pd.factorize`) gives the missing count,
+        the count of every distinct value (-> the top share) and, for categories, the unseen count
+        from the few distinct values instead of a per-row membership test."""
         if window.empty:
             return
         self.n += len(window)
@@ -272,18 +285,28 @@ class QualityAccumulator:
                 self.absent[ref.name] = True
                 continue
             col = window[ref.name]
-            self.missing[ref.name] += int(col.isna().sum())
-            present = col.dropna()
-            if present.empty:
-                continue
-            self.counts[ref.name] = self.counts[ref.name].add(present.value_counts(), fill_value=0)
             if ref.kind == "numeric":
-                v = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64")
+                if col.dtype == object:
+                    col = pd.to_numeric(col, errors="coerce")
+                col = col.to_numpy(dtype="float64", na_value=np.nan)
+            codes, uniques = pd.factorize(col, use_na_sentinel=True)
+            per_value = np.bincount(codes + 1, minlength=len(uniques) + 1)  # [missing, each distinct value]
+            self.missing[ref.name] += int(per_value[0])
+            if len(uniques) == 0:
+                continue
+            counts = pd.Series(per_value[1:].astype("float64"), index=uniques, copy=False)
+            prev = self.counts[ref.name]
+            self.counts[ref.name] = counts if prev.empty else prev.add(counts, fill_value=0)
+            if ref.kind == "numeric":
+                v = np.asarray(uniques, dtype="float64")
                 if ref.min is not None and ref.max is not None:
-                    self.beyond[ref.name] += int(np.sum((v < ref.min) | (v > ref.max)))
-                self.samples[ref.name].add(v)
+                    self.beyond[ref.name] += int(per_value[1:][(v < ref.min) | (v > ref.max)].sum())
+                if ref.name in self._own:
+                    self.samples[ref.name].add(col)  # the reservoir drops NaN itself
             else:
-                self.unseen[ref.name] += int((~present.astype(str).isin(ref.categories)).sum())
+                cats = ref.categories
+                unseen = np.fromiter((str(u) not in cats for u in uniques), dtype=bool, count=len(uniques))
+                self.unseen[ref.name] += int(per_value[1:][unseen].sum())
 
     def _add_site_hours(self, window: pd.DataFrame) -> None:
         """Keep one reading per (site, hour) of every run-checked field: the reference decided

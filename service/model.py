@@ -4,12 +4,16 @@
 either the old model or the new one, never half of each.
 
 Single record: `FlightFeatures.transform_record` (the fitted transformer's own per-record path,
-bit-identical to its batch path over every 2013 flight: tests/model/test_model.py) then the
-booster on a 1-row array, skipping the one-row DataFrame and column dispatch that cost ~3 ms.
+bit-identical to its batch path) then the compiled booster (`core.compiled`, Treelite, built at
+training time and stored with the model; bit-identical to sklearn over every 2013 flight, see
+tests/model/test_compiled.py): ~60 µs instead of ~2.8 ms. If the version has no compiled booster, or
+it fails to load, the fitted sklearn booster serves the record (the reference; `fast_path` says which).
+Batches always use the Pipeline's own steps: sklearn's vectorised predictor is the faster one there.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,8 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.compiled import CompiledBooster
 from core.registry import ModelBundle
 from data_contracts.contract import Contract
+
+log = logging.getLogger("driftlight.model")
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,28 @@ class LoadedModel:
     alias: str
     bundle: ModelBundle
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    compiled: CompiledBooster | None = field(default=None, init=False, repr=False, compare=False)
+    compiled_error: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        blob = self.bundle.compiled
+        if blob is None:
+            object.__setattr__(self, "compiled_error", "this model version has no compiled booster")
+            return
+        try:
+            compiled = CompiledBooster.from_bytes(blob)
+            if compiled.n_features != len(self.feature_names):
+                raise ValueError(f"{compiled.n_features} features, the Pipeline has {len(self.feature_names)}")
+        except Exception as exc:  # any load failure falls back to the reference path
+            log.warning("%s v%s: compiled booster not loaded (%s); sklearn serves", self.name, self.version, exc)
+            object.__setattr__(self, "compiled_error", f"compiled booster not loaded: {exc}")
+            return
+        object.__setattr__(self, "compiled", compiled)
+
+    @property
+    def fast_path(self) -> str:
+        """Which booster serves single records: `treelite` or `sklearn` (the fallback)."""
+        return "treelite" if self.compiled is not None else "sklearn"
 
     @property
     def features(self) -> Any:
@@ -49,8 +78,9 @@ class LoadedModel:
     def predict_record(self, record: Mapping[str, Any]) -> tuple[float, np.ndarray]:
         """(P(late), served feature vector) for one record of contract fields."""
         x = self.features.transform_record(record)
-        p = float(self.estimator.predict_proba(x.reshape(1, -1))[0, 1])
-        return p, x
+        if self.compiled is not None:
+            return self.compiled.predict_one(x), x
+        return float(self.estimator.predict_proba(x.reshape(1, -1))[0, 1]), x
 
     def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(P(late) per row, served feature matrix) for a batch; the same steps as the Pipeline."""
@@ -65,6 +95,7 @@ class LoadedModel:
             "alias": self.alias,
             "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
             "threshold": self.threshold,
+            "single_record_path": self.fast_path,
             "training_window": md.get("window"),
             "fit_window": md.get("fit_window"),
             "validation_window": md.get("validation_window"),

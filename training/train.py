@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.compiled import FORMAT as COMPILED_FORMAT
+from core.compiled import CompilationError, compile_booster
 from core.registry import ModelBundle, Registry
 from data_contracts.batch import ContractViolation, validate_with_gx
 from data_contracts.contract import Contract
@@ -111,6 +113,7 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
     X_val, y_val = contract_frame(contract, val), val["late"].astype(int).to_numpy()
     pipeline = build_pipeline(contract, seed=config.seed, model_params=config.model_params)
     pipeline.fit(X_fit, y_fit)
+    compiled, compiled_info = compile_for_serving(pipeline, X_val)
     baseline = HistoricalRateBaseline().fit(X_fit, y_fit)
     p_val = pipeline.predict_proba(X_val)[:, 1]
     b_val = baseline.predict_proba(X_val)[:, 1]
@@ -135,9 +138,10 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
         "feature_names": [str(n) for n in pipeline.named_steps["features"].get_feature_names_out()],
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "monitoring": monitoring,
+        "compiled": compiled_info,
     }
     return FitOutcome(
-        bundle=ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile),
+        bundle=ModelBundle(pipeline=pipeline, baseline=baseline, metadata=metadata, profile=profile, compiled=compiled),
         model=model_m,
         baseline=base_m,
         slices=slices,
@@ -145,6 +149,29 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
         n_fit=len(fit),
         n_validation=len(val),
     )
+
+
+def compile_for_serving(pipeline: Any, X_check: pd.DataFrame) -> tuple[bytes | None, dict[str, Any]]:
+    """The booster compiled for the service's single-record path (core.compiled), checked to give
+    exactly the Pipeline's probabilities on `X_check` (the validation rows). A model that cannot be
+    compiled is still registered: the service then serves single records with sklearn (slower, same
+    answers), and the metadata says why."""
+    from importlib.metadata import version
+
+    t0 = time.perf_counter()
+    rows = pipeline.named_steps["features"].transform(X_check)
+    try:
+        blob = compile_booster(pipeline.named_steps["model"], check_rows=rows)
+    except (CompilationError, ImportError) as exc:
+        return None, {"format": None, "error": str(exc)}
+    info = {
+        "format": COMPILED_FORMAT,
+        "treelite": version("treelite"),
+        "bytes": len(blob),
+        "exact_on_rows": len(rows),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return blob, info
 
 
 def field_importance(pipeline: Any, X: pd.DataFrame, y: np.ndarray, seed: int, rows: int = 3000) -> dict[str, float]:
