@@ -29,7 +29,14 @@ import pandas as pd
 from data_contracts.contract import REJECTED_RECORDS as REJECTED
 from data_contracts.contract import Contract
 from monitoring.drift import DriftAccumulator, DriftResult
-from monitoring.performance import Performance, window_performance
+from monitoring.null import NullBook, nearest_cadence
+from monitoring.performance import (
+    Interval,
+    Performance,
+    auc_block_bootstrap,
+    expected_auc_interval,
+    window_performance,
+)
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
 from monitoring.profile import ReferenceProfile
 from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping
@@ -61,6 +68,27 @@ class ModelContext:
     def importance(self) -> Mapping[str, float]:
         """Permutation importance of the raw fields, from training (empty for older models)."""
         return self.metadata.get("monitoring", {}).get("importance", {})
+
+    @property
+    def null_book(self) -> NullBook | None:
+        """The no-drift nulls estimated at training time (None for models trained before them)."""
+        return NullBook.from_dict(self.metadata.get("monitoring", {}).get("null"))
+
+    @property
+    def block_logit_sd(self) -> float:
+        """How much outcomes of one airport-hour move together beyond the probabilities (training)."""
+        return float(self.metadata.get("monitoring", {}).get("block_logit_sd", 0.0))
+
+    def reference_auc(self, span_days: int) -> tuple[float, float]:
+        """(AUC, its block-to-block sd) a window of `span_days` days is expected to show: the mean
+        AUC of validation blocks of the nearest cadence (one day's AUC is lower than the pooled AUC
+        of 14 days: pooling adds between-day contrast), else the pooled validation AUC and 0."""
+        mon = self.metadata.get("monitoring", {})
+        by = mon.get("validation_auc_by_cadence") or {}
+        cadence = nearest_cadence(span_days, [int(c) for c in by]) if by else None
+        if cadence is None:
+            return self.validation_auc, 0.0
+        return float(by[str(cadence)]), float((mon.get("validation_auc_sd_by_cadence") or {}).get(str(cadence), 0.0))
 
     @property
     def validation_auc(self) -> float:
@@ -106,8 +134,9 @@ class WindowAccumulator:
         self.skew_examples: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
         self.rows = 0
         self.last_event: pd.Timestamp | None = None
+        self.local_days: set[date] = set()
         self.served_range: tuple[datetime, datetime] | None = None
-        self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._report_rows = report_rows
         self._sample: pd.DataFrame | None = None
         self._rng = np.random.default_rng(seed)
@@ -129,13 +158,16 @@ class WindowAccumulator:
         lag = np.full(len(chunk), np.nan)
         if "received_at" in chunk:
             lag = (chunk["received_at"] - chunk["served_at"]).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
-        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag))
+        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag, airport_hours(chunk)))
         lo, hi = chunk["served_at"].min().to_pydatetime(), chunk["served_at"].max().to_pydatetime()
         self.served_range = (
             (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
         )
         last = pd.Timestamp(chunk["event_time"].max())
         self.last_event = last if self.last_event is None else max(self.last_event, last)
+        self.local_days.update(
+            pd.to_datetime(chunk["event_time"], utc=True).dt.tz_convert(self.contract.timezone).dt.date.unique()
+        )
         keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
         if len(self._sample) > self._report_rows:
@@ -180,16 +212,15 @@ class WindowAccumulator:
         p = np.concatenate([x[0] for x in self._perf]) if self._perf else np.array([])
         y = np.concatenate([x[1] for x in self._perf]) if self._perf else np.array([])
         lag = np.concatenate([x[2] for x in self._perf]) if self._perf else np.array([])
+        groups = np.concatenate([x[3] for x in self._perf]) if self._perf else np.array([], dtype="int64")
         perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag)
+        span = len(self.local_days)
+        ref_auc, ref_sd = ctx.reference_auc(span)
+        intervals: dict[str, Any] = {}
         if perf.labelled >= min_labels and not math.isnan(perf.roc_auc):
-            sig.append(
-                Signal(
-                    "roc_auc_drop",
-                    None,
-                    ctx.validation_auc - perf.roc_auc,
-                    f"AUC {perf.roc_auc:.3f} on {perf.labelled} labels vs validation {ctx.validation_auc:.3f}",
-                )
-            )
+            ci = auc_block_bootstrap(p, y, groups)
+            intervals["roc_auc"] = ci.as_dict()
+            sig.append(model_hurt_signal("roc_auc_drop", ref_auc, widen(ci, ref_sd), f"{perf.labelled} labels"))
             sig.append(
                 Signal(
                     "label_rate_shift",
@@ -198,13 +229,12 @@ class WindowAccumulator:
                     f"late rate {perf.label_rate:.1%} vs {ctx.reference_label_rate:.1%}",
                 )
             )
-        if not math.isnan(perf.expected_roc_auc):
+        if not math.isnan(perf.expected_roc_auc) and perf.rows >= 2:
+            est = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
+            intervals["expected_roc_auc"] = est.as_dict()
             sig.append(
-                Signal(
-                    "expected_roc_auc_drop",
-                    None,
-                    ctx.validation_auc - perf.expected_roc_auc,
-                    "label-free estimate, assumes calibration",
+                model_hurt_signal(
+                    "expected_roc_auc_drop", ref_auc, widen(est, ref_sd), "label-free estimate, assumes calibration"
                 )
             )
         if self.last_event is not None:
@@ -214,7 +244,17 @@ class WindowAccumulator:
                     "model_age_days", None, float((last_day - ctx.trained_through).days), f"trained through {ctx.trained_through}"
                 )
             )
-        return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift)
+        book = ctx.null_book
+        details: dict[str, Any] = {
+            "span_days": span,
+            "reference_auc": ref_auc,
+            "reference_auc_sd": ref_sd,
+            "intervals": intervals,
+        }
+        if book is not None:
+            sig, cadence = judge_against_null(sig, book, span)
+            details["null_cadence_days"] = cadence
+        return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift, details=details)
 
 
 def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame, *, min_labels: int = 300) -> WindowSignals:
@@ -258,6 +298,70 @@ def drift_signals(drift: DriftResult) -> list[Signal]:
     if drift.drifted_share is not None:
         out.append(Signal("drifted_feature_share", None, float(drift.drifted_share)))
     return out
+
+
+def airport_hours(chunk: pd.DataFrame) -> np.ndarray:
+    """One block label per row: origin airport and UTC hour of the event (rows of one block share
+    one weather reading), as an int64 hash; rows without an origin fall in the hour's block."""
+    hour = pd.to_datetime(chunk["event_time"], utc=True).dt.floor("h").astype("int64").to_numpy() // 3_600_000_000_000
+    origin = chunk["origin"].astype("string").fillna("") if "origin" in chunk else pd.Series([""] * len(chunk))
+    return hour * 1000 + pd.util.hash_array(origin.to_numpy(dtype=object)).astype("int64") % 1000
+
+
+def widen(ci: Interval, block_sd: float) -> Interval:
+    """The interval widened by the block-to-block spread of the reference AUC at this cadence
+    (normal approximation at the interval's level): one hard day is not a hurt model."""
+    if block_sd <= 0 or math.isnan(ci.low):
+        return ci
+    from scipy.stats import norm
+
+    z = float(norm.isf((1 - ci.level) / 2))
+    lo = ci.estimate - math.hypot(ci.estimate - ci.low, z * block_sd)
+    hi = ci.estimate + math.hypot(ci.high - ci.estimate, z * block_sd)
+    return Interval(ci.estimate, lo, hi, ci.level, ci.blocks)
+
+
+def model_hurt_signal(name: str, reference_auc: float, ci: Interval, what: str) -> Signal:
+    """The drop of the AUC that the interval is sure of: reference - the interval's upper bound
+    (<= 0 when the interval reaches the reference). A policy threshold on it is a tolerance."""
+    value = reference_auc - ci.high if not math.isnan(ci.high) else math.nan
+    return Signal(
+        name,
+        None,
+        value,
+        f"AUC {ci.estimate:.3f} [{ci.low:.3f}, {ci.high:.3f}] ({ci.level:.0%}, {ci.blocks} airport-hours, {what}) "
+        f"vs reference {reference_auc:.3f}",
+    )
+
+
+NULL_JUDGED = {
+    "psi": "psi_vs_null",
+    "label_rate_shift": "label_rate_shift_vs_null",
+    "missing_rate_increase": "missing_rate_increase_vs_null",
+}
+
+
+def judge_against_null(signals: list[Signal], book: NullBook, span_days: int) -> tuple[list[Signal], int | None]:
+    """Replace each signal that has a no-drift null at the cadence nearest the window's span (in
+    local days) by its score under that null (`<signal>_vs_null`, an equivalent normal z); the
+    raw value stays in the detail. Signals without a null are kept as they are (absolute rules)."""
+    cadence = nearest_cadence(span_days, book.cadences())
+    if cadence is None:
+        return signals, None
+    out = []
+    for s in signals:
+        null = book.find(s.signal, s.feature, cadence) if s.signal in NULL_JUDGED else None
+        if null is None:
+            out.append(s)
+            continue
+        detail = (
+            f"{s.signal} {s.value:.4g} vs no-drift {cadence}-day null (q95 {null.quantiles[2]:.3g}, "
+            f"{null.n_blocks} blocks); span {span_days} d"
+        )
+        if s.detail:
+            detail += f"; {s.detail}"
+        out.append(Signal(NULL_JUDGED[s.signal], s.feature, null.score(s.value), detail))
+    return out, cadence
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import pandas as pd
 from data_contracts.contract import Contract
 from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
-from monitoring.profile import build_profile
+from monitoring.null import CADENCES, NullBook, estimate_nulls
+from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
 from monitoring.quality import reference_for
 from training.data import contract_frame
 
@@ -60,10 +61,8 @@ def derived_features(contract: Contract, transformer: Any) -> list[str]:
     return [str(n) for n in transformer.get_feature_names_out() if n not in skip]
 
 
-def drift_profile(
-    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, seed: int
-) -> dict[str, Any]:
-    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output."""
+def profile_frame(contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray) -> pd.DataFrame:
+    """The columns the drift profile describes: raw fields, derived `f_` features, the model's output."""
     frame = contract_frame(contract, ref).reset_index(drop=True)
     names = [str(n) for n in transformer.get_feature_names_out()]
     X = transformer.transform(contract_frame(contract, ref))
@@ -71,9 +70,49 @@ def drift_profile(
     for name in derived:
         frame[f"f_{name}"] = X[:, names.index(name)]
     frame[PREDICTION_COLUMN] = probabilities
-    numeric = [f.name for f in contract.numeric_fields] + [f"f_{n}" for n in derived] + [PREDICTION_COLUMN]
+    return frame
+
+
+def drift_profile(
+    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output."""
+    frame = profile_frame(contract, ref, transformer, probabilities)
+    derived = [c for c in frame.columns if c.startswith("f_")]
+    numeric = [f.name for f in contract.numeric_fields] + derived + [PREDICTION_COLUMN]
     categorical = [f.name for f in contract.category_fields]
     return build_profile(frame, numeric, categorical, seed=seed).to_dict()
+
+
+def null_distributions(
+    contract: Contract,
+    ref: pd.DataFrame,
+    transformer: Any,
+    probabilities: np.ndarray,
+    profile: ReferenceProfile,
+    cadences: tuple[int, ...] = CADENCES,
+) -> dict[str, Any]:
+    """No-drift nulls (JSON form, monitoring.null) from whole reference days held back in blocks of
+    each cadence, every statistic taken in the frozen profile's bins against the other days."""
+    frame = profile_frame(contract, ref, transformer, probabilities)
+    days = local_dates(ref, contract).to_numpy()
+    order = sorted(set(days))
+    day_index = pd.Index(order).get_indexer(days)
+    counts: dict[str, np.ndarray] = {}
+    for p in profile.numeric:
+        vals = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        counts[p.name] = np.stack([numeric_counts(vals[day_index == i], p) for i in range(len(order))])
+    for c in profile.categorical:
+        col = frame[c.name].astype("object")
+        col = col.where(col.notna(), None)
+        counts[c.name] = np.stack([category_counts(col[day_index == i], c) for i in range(len(order))])
+    y = ref["late"].to_numpy(dtype="float64")
+    have = ~np.isnan(y)
+    late = np.bincount(day_index[have], weights=y[have], minlength=len(order))
+    n = np.bincount(day_index[have], minlength=len(order)).astype("float64")
+    missing_bin = {c.name: len(c.categories) for c in profile.categorical}
+    book = NullBook(tuple(estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin)))
+    return {**book.to_dict(), "reference_days": len(order)}
 
 
 def monitoring_reference(
@@ -84,6 +123,11 @@ def monitoring_reference(
     ref = on_days(contract, fit, ref_days)
     ref_p = probabilities[fit.index.isin(ref.index)]
     profile = drift_profile(contract, ref, transformer, ref_p, seed) if transformer is not None else None
+    null = (
+        null_distributions(contract, ref, transformer, ref_p, ReferenceProfile.from_dict(profile))
+        if profile is not None
+        else None
+    )
     section = {
         "reference_days": ref_days,
         "control_days": control_days,
@@ -91,5 +135,6 @@ def monitoring_reference(
         "label_rate": float(ref["late"].mean()),
         "mean_prediction": float(ref_p.mean()) if ref_p.size else None,
         "quality_reference": quality_reference(contract, ref),
+        "null": null,
     }
     return section, profile

@@ -1,0 +1,254 @@
+"""What a signal looks like when nothing has drifted, at the cadence a window is judged at (pure).
+
+Rows are not independent: every flight in one airport-hour shares one weather reading and a day is
+one weather regime, so how far a window's PSI may stray from the reference under "no drift"
+depends on how many *days* the window spans, not on how many rows it has. This module estimates
+that spread from the training period itself and judges a window against it.
+
+Estimation (at training time, `estimate_nulls`): the reference days are sorted and, for each
+cadence c in `CADENCES` (1, 7, 28 days), every block of c consecutive reference days is held
+back in turn and its statistic is computed against the rest of the reference (the profile built
+without it: the same frozen bins, shares recounted without the block's rows). Statistics: the
+bias-corrected PSI excess of every profiled column (raw fields, derived features, the model's
+output) and the label-rate shift |late rate of the block - late rate of the rest|.
+
+Summary (what is stored with the model, `NullSummary`): we keep the mean and standard deviation of
+log(value + EPS), the number of independent blocks behind them (reference days // c: sliding
+blocks overlap, so they count as that many, not as one per start day) and a few empirical
+quantiles for the reader. Why this and not a quantile or a plain z-score:
+- PSI is positive and right-skewed; on the log scale the block values are close to normal, so a
+  mean and a standard deviation describe the tail we need (we judge ~35 columns per window, so the
+  per-column false-alarm rate must be ~0.1 %, far beyond what 50 days' empirical quantiles reach).
+- With n blocks, the next no-drift value falls in a Student-t *prediction* interval:
+  (x - mean) / (sd * sqrt(1 + 1/n)) ~ t(n - 1). popmon's "pull" (value - mean) / sd over the
+  reference time slices ignores that the mean and sd are themselves estimated from few slices
+  (and includes the judged slice in its own reference); NannyML's chunk thresholds
+  (mean +- 3 sd of reference chunks) compare each chunk to a reference that contains it, which
+  makes the no-drift spread too narrow. Here the held-back block is never part of what it is
+  compared with, and few blocks widen the interval instead of pretending to a precision they
+  do not have.
+- The score is reported as an equivalent normal z (`z = Phi^-1(1 - p)`, p the t tail
+  probability), so one policy threshold (e.g. warning at z > 3.0, p ~ 0.13 %) means the same at
+  every cadence and for every column, whatever the number of blocks.
+
+Judging (`nearest_cadence`, `NullSummary.score`): a window's span is the number of local days its
+event times cover; it is judged against the null of the cadence nearest to that span on the log
+scale (a 3-day window against the 1-day null would be too loose, against the 7-day too tight:
+nearest in ratio, ties to the shorter, more tolerant cadence).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+CADENCES: tuple[int, ...] = (1, 7, 28)
+MIN_BLOCKS = 3  # fewer independent blocks than this: no null for that cadence
+OVERLAP_GAIN = 1.5  # overlapping blocks are worth 1.5x the non-overlapping count (overlapping batch means)
+Z_CAP = 8.0
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+NULL_VERSION = 1
+# Per signal: how its no-drift values are made near-normal, and the smallest value worth a flag
+# (a statistic whose null is ~0, e.g. the PSI of a category mix, would otherwise flag noise).
+TRANSFORM = {"psi": "cbrt", "label_rate_shift": "halfnormal"}
+MIN_EFFECT = {"psi": 0.05, "label_rate_shift": 0.02, "missing_rate_increase": 0.05}
+
+
+def _t(transform: str, v: float) -> float:
+    return float(np.cbrt(v)) if transform == "cbrt" else float(v)
+
+
+@dataclass(frozen=True)
+class NullSummary:
+    """The no-drift distribution of one (signal, feature) at one cadence.
+
+    `transform` "cbrt": the cube root of the value is taken as normal (Wilson-Hilferty: a PSI is a
+    scaled chi-square-like sum, whose cube root is close to normal), `center`/`scale` its mean and
+    standard deviation. "halfnormal": the value is |N(0, scale)| (an absolute difference of rates),
+    `center` 0 and `scale` the root mean square of the block values.
+    """
+
+    signal: str
+    feature: str | None
+    cadence_days: int
+    n_blocks: int  # effective independent blocks: the t's degrees of freedom + 1
+    n_values: int  # values computed (sliding blocks)
+    transform: str
+    center: float
+    scale: float
+    quantiles: tuple[float, ...]  # empirical, at QUANTILES, on the value scale (for the reader)
+    min_effect: float = 0.0
+
+    def _df(self) -> int:
+        return max(self.n_blocks - 1, 1)
+
+    def score(self, value: float) -> float:
+        """Equivalent normal z of `value` under this null (0 = typical; 3 = p ~ 0.13 %), capped at +-Z_CAP;
+        a value below the signal's smallest meaningful effect scores at most 0."""
+        if value is None or math.isnan(value):
+            return math.nan
+        v = max(float(value), 0.0)
+        scale = max(self.scale, 1e-9)
+        if self.transform == "halfnormal":
+            t = v / (scale * math.sqrt(1.0 + 1.0 / self.n_blocks))
+            p = 2.0 * float(stats.t.sf(t, df=self._df()))
+        else:
+            t = (_t(self.transform, v) - self.center) / (scale * math.sqrt(1.0 + 1.0 / self.n_blocks))
+            p = float(stats.t.sf(t, df=self._df()))
+        z = Z_CAP if p <= 0.0 else float(np.clip(stats.norm.isf(min(p, 1.0)), -Z_CAP, Z_CAP))
+        return min(z, 0.0) if v < self.min_effect else z
+
+    def value_at(self, z: float) -> float:
+        """The value whose score is `z` (where a policy threshold in z sits on the value scale)."""
+        p = float(stats.norm.sf(z))
+        infl = max(self.scale, 1e-9) * math.sqrt(1.0 + 1.0 / self.n_blocks)
+        if self.transform == "halfnormal":
+            return max(self.min_effect, float(stats.t.isf(p / 2.0, df=self._df())) * infl)
+        x = self.center + float(stats.t.isf(p, df=self._df())) * infl
+        return max(self.min_effect, x**3 if self.transform == "cbrt" else x)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def effective_blocks(n_days: int, cadence: int) -> int:
+    """Independent blocks worth of `cadence`-day sliding blocks over `n_days` days."""
+    n = n_days // cadence
+    return int(min(n_days - cadence + 1, math.floor(OVERLAP_GAIN * n_days / cadence))) if n >= 1 else 0
+
+
+def summarise(signal: str, feature: str | None, cadence: int, values: Sequence[float], n_blocks: int) -> NullSummary | None:
+    """The summary of `values` (one per held-back block) or None when there are too few blocks."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype="float64")
+    if n_blocks < MIN_BLOCKS or v.size < MIN_BLOCKS:
+        return None
+    v = np.maximum(v, 0.0)
+    transform = TRANSFORM.get(signal, "cbrt")
+    if transform == "halfnormal":
+        center, scale = 0.0, float(np.sqrt(np.mean(v**2)))
+    else:
+        x = np.cbrt(v)
+        center, scale = float(x.mean()), float(x.std(ddof=1))
+    return NullSummary(
+        signal,
+        feature,
+        cadence,
+        int(n_blocks),
+        int(v.size),
+        transform,
+        center,
+        scale,
+        tuple(float(q) for q in np.quantile(v, QUANTILES)),
+        MIN_EFFECT.get(signal, 0.0),
+    )
+
+
+def _psi_excess(rest: np.ndarray, cur: np.ndarray, eps: float = 1e-4) -> float:
+    """PSI excess of counts `cur` against counts `rest` (same bins): see monitoring.drift.psi_excess."""
+    n = float(cur.sum())
+    p = np.maximum(rest / max(rest.sum(), 1.0), eps)
+    q = np.maximum(cur / max(n, 1.0), eps)
+    p, q = p / p.sum(), q / q.sum()
+    k = int(np.count_nonzero(rest > 0))
+    return max(0.0, float(np.sum((q - p) * np.log(q / p))) - (k - 1) / max(n, 1.0))
+
+
+def blocks(n_days: int, cadence: int) -> list[tuple[int, int]]:
+    """Every run of `cadence` consecutive days [start, stop) of `n_days` sorted days (sliding by one)."""
+    return [(s, s + cadence) for s in range(0, n_days - cadence + 1)]
+
+
+def estimate_nulls(
+    day_counts: Mapping[str, np.ndarray],
+    day_labels: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    cadences: Iterable[int] = CADENCES,
+    missing_bin: Mapping[str, int] | None = None,
+) -> list[NullSummary]:
+    """Null summaries from per-day statistics of the reference (days in time order).
+
+    `day_counts[column]` is a (days, bins) array of that column's counts in its frozen profile
+    bins, one row per reference day (the missing-value bin at index `missing_bin[column]`, default
+    0); `day_labels` is (late flights per day, labelled flights per day).
+    Each block of `cadence` consecutive days is held back and compared with the other days.
+    """
+    out: list[NullSummary] = []
+    n_days = next(iter(day_counts.values())).shape[0] if day_counts else (len(day_labels[0]) if day_labels else 0)
+    for c in cadences:
+        if c >= n_days:
+            continue
+        bl = blocks(n_days, c)
+        n_blocks = effective_blocks(n_days, c)
+        for col, counts in day_counts.items():
+            total = counts.sum(axis=0)
+            vals = []
+            for s, e in bl:
+                cur = counts[s:e].sum(axis=0)
+                vals.append(_psi_excess(total - cur, cur))
+            summ = summarise("psi", col, c, vals, n_blocks)
+            if summ is not None:
+                out.append(summ)
+            # the missing bin: first for numeric columns, second to last for categorical ones
+            # (which the caller marks by passing them in `missing_bin`)
+            mb = missing_bin.get(col, 0) if missing_bin is not None else 0
+            miss = []
+            for s, e in bl:
+                cur = counts[s:e].sum(axis=0)
+                rest = total - cur
+                if cur.sum() > 0 and rest.sum() > 0:
+                    miss.append(max(0.0, cur[mb] / cur.sum() - rest[mb] / rest.sum()))
+            summ = summarise("missing_rate_increase", col, c, miss, n_blocks)
+            if summ is not None:
+                out.append(summ)
+        if day_labels is not None:
+            late, n = (np.asarray(a, dtype="float64") for a in day_labels)
+            vals = []
+            for s, e in bl:
+                bl_late, bl_n = late[s:e].sum(), n[s:e].sum()
+                rest_late, rest_n = late.sum() - bl_late, n.sum() - bl_n
+                if bl_n > 0 and rest_n > 0:
+                    vals.append(abs(bl_late / bl_n - rest_late / rest_n))
+            summ = summarise("label_rate_shift", None, c, vals, n_blocks)
+            if summ is not None:
+                out.append(summ)
+    return out
+
+
+def nearest_cadence(span_days: float, available: Iterable[int]) -> int | None:
+    """The available cadence nearest to `span_days` in ratio (log scale); ties go to the shorter one."""
+    av = sorted(set(available))
+    if not av or not span_days or span_days <= 0:
+        return None
+    return min(av, key=lambda c: (abs(math.log(span_days / c)), c))
+
+
+@dataclass(frozen=True)
+class NullBook:
+    """Every stored null of one model, looked up by (signal, feature, cadence)."""
+
+    summaries: tuple[NullSummary, ...]
+
+    def cadences(self) -> list[int]:
+        return sorted({s.cadence_days for s in self.summaries})
+
+    def find(self, signal: str, feature: str | None, cadence: int) -> NullSummary | None:
+        for s in self.summaries:
+            if s.signal == signal and s.feature == feature and s.cadence_days == cadence:
+                return s
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"null_version": NULL_VERSION, "summaries": [s.as_dict() for s in self.summaries]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> NullBook | None:
+        if not d or d.get("null_version") != NULL_VERSION:
+            return None
+        return cls(
+            tuple(NullSummary(**{**s, "quantiles": tuple(s["quantiles"])}) for s in d.get("summaries", ())),
+        )
