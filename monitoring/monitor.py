@@ -254,6 +254,9 @@ class WindowAccumulator:
         if book is not None:
             sig, cadence = judge_against_null(sig, book, span)
             details["null_cadence_days"] = cadence
+        trusted, why = estimate_trust(sig)
+        details["estimate_trusted"] = trusted
+        details["estimate_untrusted_why"] = why
         return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift, details=details)
 
 
@@ -334,10 +337,34 @@ def model_hurt_signal(name: str, reference_auc: float, ci: Interval, what: str) 
     )
 
 
+TRUST_Z = 3.0
+
+
+def estimate_trust(signals: list[Signal] | tuple[Signal, ...]) -> tuple[bool, str]:
+    """Can the label-free estimate be trusted on this window? It assumes the model is still
+    calibrated for the window's rows; that assumption is untestable without labels, but it is
+    least believable when the model's output or its inputs moved beyond their no-drift nulls
+    (or far outside the reference). Untrusted when the output's PSI, two or more fields' PSI,
+    or any field's share beyond the reference range scores z >= TRUST_Z. Returns (trusted, why)."""
+    moved = [s.feature for s in signals if s.signal == "psi_vs_null" and s.value >= TRUST_Z]
+    beyond = [s.feature for s in signals if s.signal == "beyond_reference_rate_vs_null" and s.value >= TRUST_Z]
+    why = []
+    if "probability" in moved:
+        why.append("model output moved")
+    fields = [f for f in moved if f != "probability"]
+    if len(fields) >= 2:
+        why.append("inputs moved: " + ", ".join(str(f) for f in fields[:4]))
+    if beyond:
+        why.append("outside the reference: " + ", ".join(str(f) for f in beyond[:4]))
+    return not why, "; ".join(why)
+
+
 NULL_JUDGED = {
     "psi": "psi_vs_null",
     "label_rate_shift": "label_rate_shift_vs_null",
     "missing_rate_increase": "missing_rate_increase_vs_null",
+    "stuck_value_share": "stuck_value_share_vs_null",
+    "beyond_reference_rate": "beyond_reference_rate_vs_null",
 }
 
 

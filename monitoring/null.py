@@ -56,7 +56,15 @@ NULL_VERSION = 1
 # Per signal: how its no-drift values are made near-normal, and the smallest value worth a flag
 # (a statistic whose null is ~0, e.g. the PSI of a category mix, would otherwise flag noise).
 TRANSFORM = {"psi": "cbrt", "label_rate_shift": "halfnormal"}
-MIN_EFFECT = {"psi": 0.05, "label_rate_shift": 0.02, "missing_rate_increase": 0.05}
+MIN_EFFECT = {
+    "psi": 0.05,
+    "label_rate_shift": 0.02,
+    "missing_rate_increase": 0.05,
+    "stuck_value_share": 0.05,
+    # a rare-event statistic (0 on almost every held-back day): its null says little about the
+    # tail, so only a large share outside everything the reference saw counts (July: 0.999)
+    "beyond_reference_rate": 0.25,
+}
 
 
 def _t(transform: str, v: float) -> float:
@@ -216,6 +224,40 @@ def estimate_nulls(
             summ = summarise("label_rate_shift", None, c, vals, n_blocks)
             if summ is not None:
                 out.append(summ)
+    return out
+
+
+def estimate_value_nulls(
+    day_values: Mapping[str, tuple[np.ndarray, bool]], *, cadences: Iterable[int] = CADENCES
+) -> list[NullSummary]:
+    """Nulls of the quality statistics that need the values themselves, from per-day counts of
+    every distinct non-missing value: `day_values[column]` = ((days, distinct values) counts, with
+    the distinct values in ascending order, whether the column is numeric). For each block held
+    back: `stuck_value_share` = the block's most common value share - the rest's; for numerics,
+    `beyond_reference_rate` = the block's share outside the rest's [min, max]."""
+    out: list[NullSummary] = []
+    for col, (counts, numeric) in day_values.items():
+        n_days = counts.shape[0]
+        total = counts.sum(axis=0)
+        for c in cadences:
+            if c >= n_days:
+                continue
+            n_blocks = effective_blocks(n_days, c)
+            stuck, beyond = [], []
+            for s, e in blocks(n_days, c):
+                cur = counts[s:e].sum(axis=0)
+                rest = total - cur
+                if cur.sum() <= 0 or rest.sum() <= 0:
+                    continue
+                stuck.append(float(cur.max() / cur.sum() - rest.max() / rest.sum()))
+                if numeric:
+                    present = np.flatnonzero(rest > 0)
+                    lo, hi = present[0], present[-1]
+                    beyond.append(float((cur[:lo].sum() + cur[hi + 1 :].sum()) / cur.sum()))
+            for signal, vals in (("stuck_value_share", stuck), ("beyond_reference_rate", beyond)):
+                summ = summarise(signal, col, c, vals, n_blocks) if vals else None
+                if summ is not None:
+                    out.append(summ)
     return out
 
 

@@ -33,6 +33,7 @@ DEFAULT_QUESTION: dict[str, str] = {
     "missing_rate_increase_vs_null": "data_broken",
     "unseen_category_rate": "data_broken",
     "stuck_value_share": "data_broken",
+    "stuck_value_share_vs_null": "data_broken",
     "duplicate_share": "data_broken",
     "volume_change": "data_broken",
     "refused_share": "data_broken",
@@ -185,9 +186,10 @@ def decide(
 
 def cap_world_moved(reasons: list[Reason]) -> tuple[list[Reason], str]:
     """Red means act: a moved world (covariate or label drift) alone is a warning; its critical
-    reasons stay critical only when the model is hurt too (a model_hurt reason fired, realised or
-    estimated). Returns the reasons (re-sorted) and a note when something was capped."""
-    if any(r.question == "model_hurt" for r in reasons):
+    reasons stay critical only when the model is hurt too (a critical model_hurt reason: the
+    realised or estimated AUC interval says performance fell beyond the tolerance; a warning-level
+    dip is what a hard day looks like). Returns the reasons (re-sorted) and a note when capped."""
+    if any(r.question == "model_hurt" and r.severity == "critical" for r in reasons):
         return reasons, ""
     capped = [r for r in reasons if r.question == "world_moved" and r.severity == "critical"]
     if not capped:

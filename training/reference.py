@@ -18,7 +18,7 @@ import pandas as pd
 from data_contracts.contract import Contract
 from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
-from monitoring.null import CADENCES, NullBook, estimate_nulls
+from monitoring.null import CADENCES, NullBook, estimate_nulls, estimate_value_nulls
 from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
 from monitoring.quality import reference_for
 from training.data import contract_frame
@@ -111,7 +111,21 @@ def null_distributions(
     late = np.bincount(day_index[have], weights=y[have], minlength=len(order))
     n = np.bincount(day_index[have], minlength=len(order)).astype("float64")
     missing_bin = {c.name: len(c.categories) for c in profile.categorical}
-    book = NullBook(tuple(estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin)))
+    values: dict[str, tuple[np.ndarray, bool]] = {}
+    for f in contract.fields:
+        if f.type == "timestamp" or f.name not in frame:
+            continue
+        col = frame[f.name]
+        present = col.notna().to_numpy()
+        codes, _ = pd.factorize(col[present], sort=True)
+        k = int(codes.max()) + 1 if codes.size else 0
+        if k == 0:
+            continue
+        flat = day_index[present] * k + codes
+        values[f.name] = (np.bincount(flat, minlength=len(order) * k).reshape(len(order), k).astype("float64"), f.is_numeric)
+    summaries = estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin)
+    summaries += estimate_value_nulls(values, cadences=cadences)
+    book = NullBook(tuple(summaries))
     return {**book.to_dict(), "reference_days": len(order)}
 
 
