@@ -152,8 +152,8 @@ FAULTS: tuple[Case, ...] = (
         "label-rate jump (+15 % of on-time flights late)", "world_moved", _more_late(0.15), ("label_rate_shift", "roc_auc_drop")
     ),
 )
-POWER_FIELDS = ("temp", "dewp", "humid", "wind_speed", "pressure", "visib")
-POWER_SHIFTS_SD = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+POWER_FIELDS = ("temp", "dewp", "humid", "wind_speed", "pressure")
+POWER_SHIFTS_SD = (0.5, 1.0, 2.0, 3.0, 4.0)
 
 
 @dataclass

@@ -29,7 +29,7 @@ import pandas as pd
 from data_contracts.contract import REJECTED_RECORDS as REJECTED
 from data_contracts.contract import Contract
 from monitoring.drift import DriftAccumulator, DriftResult
-from monitoring.null import NullBook, nearest_cadence
+from monitoring.null import BlockConsistency, NullBook, nearest_cadence
 from monitoring.performance import (
     Interval,
     Performance,
@@ -135,6 +135,7 @@ class WindowAccumulator:
         self.rows = 0
         self.last_event: pd.Timestamp | None = None
         self.local_days: set[date] = set()
+        self.blocks = BlockConsistency(ctx.metadata.get("monitoring", {}).get("block_constant_fields") or [])
         self.served_range: tuple[datetime, datetime] | None = None
         self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._report_rows = report_rows
@@ -158,7 +159,9 @@ class WindowAccumulator:
         lag = np.full(len(chunk), np.nan)
         if "received_at" in chunk:
             lag = (chunk["received_at"] - chunk["served_at"]).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
-        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag, airport_hours(chunk)))
+        groups = airport_hours(chunk)
+        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag, groups))
+        self.blocks.add(chunk, groups)
         lo, hi = chunk["served_at"].min().to_pydatetime(), chunk["served_at"].max().to_pydatetime()
         self.served_range = (
             (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
@@ -191,6 +194,10 @@ class WindowAccumulator:
                     Signal("weighted_drift_score", None, drift.weighted_score, "PSI excess weighted by permutation importance")
                 )
         sig += self.quality.signals()
+        sig += [
+            Signal("block_inconsistency", f, share, f"{share:.1%} of {n} airport-hours disagree within the hour")
+            for f, (share, n) in self.blocks.shares().items()
+        ]
         skew = SkewReport(
             self.rows,
             tuple(
@@ -362,7 +369,6 @@ def estimate_trust(signals: list[Signal] | tuple[Signal, ...]) -> tuple[bool, st
 NULL_JUDGED = {
     "psi": "psi_vs_null",
     "label_rate_shift": "label_rate_shift_vs_null",
-    "missing_rate_increase": "missing_rate_increase_vs_null",
     "stuck_value_share": "stuck_value_share_vs_null",
     "beyond_reference_rate": "beyond_reference_rate_vs_null",
 }
@@ -371,7 +377,12 @@ NULL_JUDGED = {
 def judge_against_null(signals: list[Signal], book: NullBook, span_days: int) -> tuple[list[Signal], int | None]:
     """Replace each signal that has a no-drift null at the cadence nearest the window's span (in
     local days) by its score under that null (`<signal>_vs_null`, an equivalent normal z); the
-    raw value stays in the detail. Signals without a null are kept as they are (absolute rules)."""
+    raw value stays in the detail. Signals without a null are kept as they are (absolute rules).
+
+    A window longer than a day also gets the score against the 1-day null, and keeps the larger:
+    single days vary more than weeks for every statistic here (averaging days only narrows them),
+    so a week beyond what even single days show is beyond the week's null too, and the 1-day null
+    rests on 7x more blocks than the 7-day one (a tighter t)."""
     cadence = nearest_cadence(span_days, book.cadences())
     if cadence is None:
         return signals, None
@@ -381,13 +392,17 @@ def judge_against_null(signals: list[Signal], book: NullBook, span_days: int) ->
         if null is None:
             out.append(s)
             continue
+        z = null.score(s.value)
+        day = book.find(s.signal, s.feature, 1) if cadence > 1 else None
+        if day is not None and day.score(s.value) > z:
+            z, null = day.score(s.value), day
         detail = (
-            f"{s.signal} {s.value:.4g} vs no-drift {cadence}-day null (q95 {null.quantiles[2]:.3g}, "
+            f"{s.signal} {s.value:.4g} vs no-drift {null.cadence_days}-day null (q95 {null.quantiles[2]:.3g}, "
             f"{null.n_blocks} blocks); span {span_days} d"
         )
         if s.detail:
             detail += f"; {s.detail}"
-        out.append(Signal(NULL_JUDGED[s.signal], s.feature, null.score(s.value), detail))
+        out.append(Signal(NULL_JUDGED[s.signal], s.feature, z, detail))
     return out, cadence
 
 

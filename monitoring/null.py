@@ -5,31 +5,39 @@ one weather regime, so how far a window's PSI may stray from the reference under
 depends on how many *days* the window spans, not on how many rows it has. This module estimates
 that spread from the training period itself and judges a window against it.
 
-Estimation (at training time, `estimate_nulls`): the reference days are sorted and, for each
-cadence c in `CADENCES` (1, 7, 28 days), every block of c consecutive reference days is held
-back in turn and its statistic is computed against the rest of the reference (the profile built
+Estimation (at training time, `estimate_nulls`, `estimate_value_nulls`): the reference days are
+sorted and, for each cadence c in `CADENCES`, every run of c consecutive reference days is held
+back in turn and its statistic computed against the rest of the reference (the profile built
 without it: the same frozen bins, shares recounted without the block's rows). Statistics: the
 bias-corrected PSI excess of every profiled column (raw fields, derived features, the model's
-output) and the label-rate shift |late rate of the block - late rate of the rest|.
+output), the missing-rate rise, the rise of the most common value's share (stuck values), the
+share outside the rest's [min, max], and the label-rate shift |late rate of the block - rest|.
+With ~51 reference days, 1-day and 7-day nulls are estimated; a 28-day block would leave too
+few independent blocks (MIN_BLOCKS), so a 28-day window is judged against the 7-day null (the
+nearest available; looser than a true 28-day null, so fewer false alarms and less power).
 
-Summary (what is stored with the model, `NullSummary`): we keep the mean and standard deviation of
-log(value + EPS), the number of independent blocks behind them (reference days // c: sliding
-blocks overlap, so they count as that many, not as one per start day) and a few empirical
-quantiles for the reader. Why this and not a quantile or a plain z-score:
-- PSI is positive and right-skewed; on the log scale the block values are close to normal, so a
-  mean and a standard deviation describe the tail we need (we judge ~35 columns per window, so the
-  per-column false-alarm rate must be ~0.1 %, far beyond what 50 days' empirical quantiles reach).
-- With n blocks, the next no-drift value falls in a Student-t *prediction* interval:
+Summary (what is stored with the model, `NullSummary`): a near-normal transform of the value,
+its centre and scale, the number of independent blocks behind them, and empirical quantiles for
+the reader. PSI-like statistics (sums of chi-square-like terms) are taken to the cube root
+(Wilson-Hilferty) and summarised by mean and sd; an absolute rate difference is taken as
+|N(0, scale)| with scale = the root mean square of the block values. Sliding blocks overlap, so
+n blocks = min(values, 1.5 x days // c) (overlapping batch means are worth ~1.5x the
+non-overlapping count). Why this and not a quantile or a plain z-score:
+- ~35 columns are judged per window, so the per-column false-alarm rate must be ~0.1 %, far
+  beyond what 51 days' empirical quantiles can resolve: a parametric tail is needed.
+- With n blocks, a new no-drift value falls in a Student-t *prediction* interval:
   (x - mean) / (sd * sqrt(1 + 1/n)) ~ t(n - 1). popmon's "pull" (value - mean) / sd over the
-  reference time slices ignores that the mean and sd are themselves estimated from few slices
-  (and includes the judged slice in its own reference); NannyML's chunk thresholds
-  (mean +- 3 sd of reference chunks) compare each chunk to a reference that contains it, which
-  makes the no-drift spread too narrow. Here the held-back block is never part of what it is
-  compared with, and few blocks widen the interval instead of pretending to a precision they
-  do not have.
+  reference time slices ignores that the mean and sd are themselves estimated from few slices,
+  and includes the judged slice in its own reference; NannyML's chunk thresholds (mean +- 3 sd of
+  reference chunks) compare each chunk with a reference that contains it, which makes the no-drift
+  spread too narrow, and count overlapping or row-sampled chunks as independent. Here the
+  held-back block is never part of what it is compared with, and few blocks widen the interval
+  instead of pretending to a precision they do not have.
 - The score is reported as an equivalent normal z (`z = Phi^-1(1 - p)`, p the t tail
-  probability), so one policy threshold (e.g. warning at z > 3.0, p ~ 0.13 %) means the same at
-  every cadence and for every column, whatever the number of blocks.
+  probability), so one policy threshold (warning at z >= 3.0, p ~ 0.13 %) means the same at every
+  cadence, for every column, whatever the number of blocks.
+- A floor (`MIN_EFFECT`) keeps a statistic whose null is ~0 (the PSI of a destination mix on a
+  normal day) from flagging noise-level values as infinitely unlikely.
 
 Judging (`nearest_cadence`, `NullSummary.score`): a window's span is the number of local days its
 event times cover; it is judged against the null of the cadence nearest to that span on the log
@@ -233,8 +241,8 @@ def estimate_value_nulls(
     """Nulls of the quality statistics that need the values themselves, from per-day counts of
     every distinct non-missing value: `day_values[column]` = ((days, distinct values) counts, with
     the distinct values in ascending order, whether the column is numeric). For each block held
-    back: `stuck_value_share` = the block's most common value share - the rest's; for numerics,
-    `beyond_reference_rate` = the block's share outside the rest's [min, max]."""
+    back, for numerics: `stuck_value_share` = the block's most common value share - the rest's,
+    and `beyond_reference_rate` = the block's share outside the rest's [min, max]."""
     out: list[NullSummary] = []
     for col, (counts, numeric) in day_values.items():
         n_days = counts.shape[0]
@@ -249,8 +257,8 @@ def estimate_value_nulls(
                 rest = total - cur
                 if cur.sum() <= 0 or rest.sum() <= 0:
                     continue
-                stuck.append(float(cur.max() / cur.sum() - rest.max() / rest.sum()))
-                if numeric:
+                if numeric:  # a category mix moving is the world, not a stuck sensor
+                    stuck.append(float(cur.max() / cur.sum() - rest.max() / rest.sum()))
                     present = np.flatnonzero(rest > 0)
                     lo, hi = present[0], present[-1]
                     beyond.append(float((cur[:lo].sum() + cur[hi + 1 :].sum()) / cur.sum()))
@@ -294,3 +302,59 @@ class NullBook:
         return cls(
             tuple(NullSummary(**{**s, "quantiles": tuple(s["quantiles"])}) for s in d.get("summaries", ())),
         )
+
+
+class BlockConsistency:
+    """Fields that are constant within an airport-hour (every flight of one hour at one airport
+    shares one weather reading: the very dependence the nulls account for) must stay constant
+    there. A window where they do not (some flights of a block with a value and some without, or
+    two different values) has a broken feed: a missing-value spike sprinkled over rows, a mixed
+    unit, a second source. Natural traffic scores 0, whatever the weather, at every cadence.
+
+    Gathered chunk by chunk: per block the min, max, non-missing count and row count of each
+    field; memory is bounded by the number of airport-hours, not rows."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = list(fields)
+        self._parts: list[Any] = []
+
+    def add(self, frame: Any, groups: np.ndarray) -> None:
+        import pandas as pd
+
+        cols = [f for f in self.fields if f in frame]
+        if not cols or len(frame) == 0:
+            return
+        df = frame[cols].apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
+        g = df.groupby(np.asarray(groups))
+        self._parts.append((g.min(), g.max(), g.count(), g.size()))
+
+    def shares(self) -> dict[str, tuple[float, int]]:
+        """Per field: (share of multi-row blocks whose field is not constant, multi-row blocks)."""
+        import pandas as pd
+
+        if not self._parts:
+            return {}
+        mn = pd.concat([p[0] for p in self._parts]).groupby(level=0).min()
+        mx = pd.concat([p[1] for p in self._parts]).groupby(level=0).max()
+        cnt = pd.concat([p[2] for p in self._parts]).groupby(level=0).sum()
+        size = pd.concat([p[3] for p in self._parts]).groupby(level=0).sum()
+        multi = (size >= 2).to_numpy()
+        n_multi = int(multi.sum())
+        out: dict[str, tuple[float, int]] = {}
+        if n_multi == 0:
+            return out
+        for f in mn.columns:
+            lo, hi = mn[f].to_numpy(dtype="float64"), mx[f].to_numpy(dtype="float64")
+            spread = np.nan_to_num(hi - lo, nan=0.0) > 1e-9 * np.maximum(1.0, np.nan_to_num(np.abs(hi), nan=0.0))
+            c, n = cnt[f].to_numpy(), size.to_numpy()
+            bad = (spread | ((c > 0) & (c < n))) & multi
+            out[str(f)] = (float(bad.sum() / n_multi), n_multi)
+        return out
+
+
+def block_constant_fields(frame: Any, groups: np.ndarray, fields: Sequence[str], tolerance: float = 0.001) -> list[str]:
+    """The `fields` that are constant within airport-hours in `frame` (the reference), i.e. whose
+    share of inconsistent multi-row blocks is at most `tolerance`."""
+    acc = BlockConsistency(fields)
+    acc.add(frame, groups)
+    return [f for f, (share, n) in acc.shares().items() if n > 0 and share <= tolerance]

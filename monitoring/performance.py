@@ -201,7 +201,9 @@ def expected_auc_interval(
         a = _sorted_auc(s, y, ones, starts, ends)
         if not math.isnan(a):
             boots.append(a)
-    est = expected_auc(p)
+    # With a shared shock the calibrated AUC is lower than the shock-free expectation (outcomes
+    # of one block move together, which the scores cannot rank): centre on the simulation then.
+    est = float(np.mean(boots)) if boots and block_sd > 0 else expected_auc(p)
     if not boots:
         return Interval(est, math.nan, math.nan, level, k)
     lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])

@@ -18,7 +18,7 @@ import pandas as pd
 from data_contracts.contract import Contract
 from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
-from monitoring.null import CADENCES, NullBook, estimate_nulls, estimate_value_nulls
+from monitoring.null import CADENCES, NullBook, block_constant_fields, estimate_nulls, estimate_value_nulls
 from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
 from monitoring.quality import reference_for
 from training.data import contract_frame
@@ -142,6 +142,14 @@ def monitoring_reference(
         if profile is not None
         else None
     )
+    block_fields = None
+    if profile is not None:
+        from monitoring.monitor import airport_hours
+
+        groups = airport_hours(
+            pd.DataFrame({"event_time": ref[contract.timestamp_field].to_numpy(), "origin": ref["origin"].to_numpy()})
+        )
+        block_fields = block_constant_fields(ref, groups, [f.name for f in contract.numeric_fields])
     section = {
         "reference_days": ref_days,
         "control_days": control_days,
@@ -150,5 +158,6 @@ def monitoring_reference(
         "mean_prediction": float(ref_p.mean()) if ref_p.size else None,
         "quality_reference": quality_reference(contract, ref),
         "null": null,
+        "block_constant_fields": block_fields,
     }
     return section, profile

@@ -56,7 +56,11 @@ def test_label_free_interval_covers_a_calibrated_model_about_90_percent():
         p, y, g = blocky(n_blocks=80, shock_sd=0.8, seed=seed)
         sd = 0.8
         est = expected_auc_interval(p, g, block_sd=sd, n_boot=150, seed=seed)
-        assert math.isclose(est.estimate, expected_auc(p))
+        assert est.low < est.estimate < est.high
+        assert est.estimate < expected_auc(p)  # shared shocks make a calibrated model rank worse
+        if seed == 0:
+            plain = expected_auc_interval(p, g, n_boot=50, seed=seed)
+            assert math.isclose(plain.estimate, expected_auc(p))
         covered += est.low <= roc_auc_score(y, p) <= est.high
     assert 30 <= covered <= 40  # nominal 36 of 40
 
