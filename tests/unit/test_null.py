@@ -160,3 +160,36 @@ def test_null_book_round_trips_through_json():
     assert isinstance(found, NullSummary) and found.cadence_days == 7
     assert back.find("psi", "y", 7) is None
     assert NullBook.from_dict(None) is None and NullBook.from_dict({"null_version": 99}) is None
+
+
+def test_block_consistency_is_zero_for_one_reading_per_block_and_catches_a_sprinkled_spike():
+    import pandas as pd
+
+    from monitoring.null import BlockConsistency, block_constant_fields
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(200), 8)
+    reading = rng.normal(30.0, 1.0, 200)[groups]
+    reading[groups % 10 == 0] = np.nan  # whole hours without a reading: natural
+    frame = pd.DataFrame({"pressure": reading, "distance": rng.normal(1000, 300, groups.size)})
+    assert block_constant_fields(frame, groups, ["pressure", "distance"]) == ["pressure"]
+
+    acc = BlockConsistency(["pressure"])
+    half = groups.size // 2  # chunk boundaries may split a block: it is merged across chunks
+    acc.add(frame.iloc[: half + 3], groups[: half + 3])
+    acc.add(frame.iloc[half + 3 :], groups[half + 3 :])
+    assert acc.shares()["pressure"] == (0.0, 200)
+
+    spiked = frame.copy()
+    spiked.loc[rng.random(len(frame)) < 0.4, "pressure"] = np.nan
+    acc = BlockConsistency(["pressure"])
+    acc.add(spiked, groups)
+    share, n = acc.shares()["pressure"]
+    assert share > 0.8 and n == 200
+
+    two_sources = frame.copy()
+    two_sources.loc[::2, "pressure"] = two_sources["pressure"] * 33.8639  # inHg -> hPa on half the rows
+    acc = BlockConsistency(["pressure"])
+    acc.add(two_sources, groups)
+    assert acc.shares()["pressure"][0] > 0.8
+    assert BlockConsistency(["pressure"]).shares() == {}

@@ -143,8 +143,9 @@ def test_default_policy_declares_only_known_questions_and_judges_against_the_nul
     policy = load_policy()
     assert all(r.asks in QUESTIONS for r in policy.rules)
     signals = {r.signal: r for r in policy.rules}
-    for name in ("psi_vs_null", "label_rate_shift_vs_null", "missing_rate_increase_vs_null"):
+    for name in ("psi_vs_null", "label_rate_shift_vs_null", "stuck_value_share_vs_null", "block_inconsistency"):
         assert name in signals
     assert signals["psi_vs_null"].asks == "world_moved"
-    assert signals["missing_rate_increase_vs_null"].asks == "data_broken"
+    for name in ("block_inconsistency", "missing_rate_increase", "unit_change", "contract_violation_rate"):
+        assert signals[name].asks == "data_broken"
     assert signals["roc_auc_drop"].asks == "model_hurt"
