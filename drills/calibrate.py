@@ -128,7 +128,9 @@ FAULTS: tuple[Case, ...] = (
     Case("F -> C (temp)", "data_broken", lambda w, r: w.assign(temp=(w["temp"] - 32) * 5 / 9), ("unit_change",)),
     Case("wind mph -> km/h", "data_broken", lambda w, r: w.assign(wind_speed=w["wind_speed"] * 1.609344), ("unit_change",)),
     Case("precip inches -> mm", "data_broken", lambda w, r: w.assign(precip=w["precip"] * 25.4), ("unit_change",)),
-    Case("40 % NaN spike (pressure)", "data_broken", nan_spike("pressure", 0.4), ("missing_rate_increase",)),
+    Case(
+        "40 % NaN spike (pressure)", "data_broken", nan_spike("pressure", 0.4), ("block_inconsistency", "missing_rate_increase")
+    ),
     Case("dead field (pressure all null)", "data_broken", nan_spike("pressure", 1.01), ("missing_rate_increase",)),
     Case("new carrier (20 %)", "data_broken", _assign("carrier", "ZZ", 0.2), ("unseen_category_rate",)),
     Case("stuck sensor (humid)", "data_broken", lambda w, r: w.assign(humid=float(w["humid"].median())), ("stuck_value",)),
@@ -149,7 +151,10 @@ FAULTS: tuple[Case, ...] = (
     Case("carrier mix (+30 % EV)", "world_moved", _assign("carrier", "EV", 0.3), ("psi",)),
     Case("destination mix (+30 % LAX)", "world_moved", _assign("dest", "LAX", 0.3), ("psi",)),
     Case(
-        "label-rate jump (+15 % of on-time flights late)", "world_moved", _more_late(0.15), ("label_rate_shift", "roc_auc_drop")
+        "label-rate jump (+15 % of on-time flights late)",
+        "world_moved",
+        _more_late(0.15),
+        ("label_rate_shift", "calibration_gap", "roc_auc_drop"),
     ),
 )
 POWER_FIELDS = ("temp", "dewp", "humid", "wind_speed", "pressure")
@@ -538,9 +543,14 @@ def main() -> None:
     ap.add_argument("--no-power", action="store_true", help="skip the power table (the slowest part)")
     ap.add_argument("--no-estimate", action="store_true", help="skip the weekly label-free estimate (Apr-Dec)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also save the raw results here (to re-render the doc)")
     args = ap.parse_args()
     res = run(seed=args.seed, power=not args.no_power, estimate=not args.no_estimate)
     text = markdown(res)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps(res, indent=1, default=str), encoding="utf-8")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.exists():
         same = args.out.read_text(encoding="utf-8") == text

@@ -230,6 +230,15 @@ class WindowAccumulator:
             sig.append(model_hurt_signal("roc_auc_drop", ref_auc, widen(ci, ref_sd), f"{perf.labelled} labels"))
             sig.append(
                 Signal(
+                    "calibration_gap",
+                    None,
+                    abs(perf.calibration_gap),
+                    f"late rate {perf.label_rate:.1%} vs mean probability {perf.mean_prediction:.1%} (labelled rows; "
+                    "no policy rule yet: its null comes from in-sample probabilities and is too tight)",
+                )
+            )
+            sig.append(
+                Signal(
                     "label_rate_shift",
                     None,
                     abs(perf.label_rate - ctx.reference_label_rate),
@@ -369,6 +378,7 @@ def estimate_trust(signals: list[Signal] | tuple[Signal, ...]) -> tuple[bool, st
 NULL_JUDGED = {
     "psi": "psi_vs_null",
     "label_rate_shift": "label_rate_shift_vs_null",
+    "calibration_gap": "calibration_gap_vs_null",
     "stuck_value_share": "stuck_value_share_vs_null",
     "beyond_reference_rate": "beyond_reference_rate_vs_null",
 }

@@ -63,10 +63,11 @@ QUANTILES = (0.5, 0.9, 0.95, 0.99)
 NULL_VERSION = 1
 # Per signal: how its no-drift values are made near-normal, and the smallest value worth a flag
 # (a statistic whose null is ~0, e.g. the PSI of a category mix, would otherwise flag noise).
-TRANSFORM = {"psi": "cbrt", "label_rate_shift": "halfnormal"}
+TRANSFORM = {"psi": "cbrt", "label_rate_shift": "halfnormal", "calibration_gap": "halfnormal"}
 MIN_EFFECT = {
     "psi": 0.05,
     "label_rate_shift": 0.02,
+    "calibration_gap": 0.02,
     "missing_rate_increase": 0.05,
     "stuck_value_share": 0.05,
     # a rare-event statistic (0 on almost every held-back day): its null says little about the
@@ -185,12 +186,14 @@ def estimate_nulls(
     *,
     cadences: Iterable[int] = CADENCES,
     missing_bin: Mapping[str, int] | None = None,
+    day_predicted: np.ndarray | None = None,
 ) -> list[NullSummary]:
     """Null summaries from per-day statistics of the reference (days in time order).
 
     `day_counts[column]` is a (days, bins) array of that column's counts in its frozen profile
     bins, one row per reference day (the missing-value bin at index `missing_bin[column]`, default
-    0); `day_labels` is (late flights per day, labelled flights per day).
+    0); `day_predicted` the sum of the model's probabilities over the labelled flights of each
+    day; `day_labels` is (late flights per day, labelled flights per day).
     Each block of `cadence` consecutive days is held back and compared with the other days.
     """
     out: list[NullSummary] = []
@@ -232,6 +235,15 @@ def estimate_nulls(
             summ = summarise("label_rate_shift", None, c, vals, n_blocks)
             if summ is not None:
                 out.append(summ)
+            if day_predicted is not None:
+                # |late rate - mean probability| of the block: the weather that moves the late
+                # rate also moves the model's probabilities, so this null is much tighter than
+                # the label-rate one and a shift the inputs do not explain stands out
+                pred = np.asarray(day_predicted, dtype="float64")
+                gaps = [abs((late[s:e].sum() - pred[s:e].sum()) / n[s:e].sum()) for s, e in bl if n[s:e].sum() > 0]
+                summ = summarise("calibration_gap", None, c, gaps, n_blocks)
+                if summ is not None:
+                    out.append(summ)
     return out
 
 

@@ -110,6 +110,7 @@ def null_distributions(
     have = ~np.isnan(y)
     late = np.bincount(day_index[have], weights=y[have], minlength=len(order))
     n = np.bincount(day_index[have], minlength=len(order)).astype("float64")
+    predicted = np.bincount(day_index[have], weights=np.asarray(probabilities, dtype="float64")[have], minlength=len(order))
     missing_bin = {c.name: len(c.categories) for c in profile.categorical}
     values: dict[str, tuple[np.ndarray, bool]] = {}
     for f in contract.fields:
@@ -123,7 +124,7 @@ def null_distributions(
             continue
         flat = day_index[present] * k + codes
         values[f.name] = (np.bincount(flat, minlength=len(order) * k).reshape(len(order), k).astype("float64"), f.is_numeric)
-    summaries = estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin)
+    summaries = estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin, day_predicted=predicted)
     summaries += estimate_value_nulls(values, cadences=cadences)
     book = NullBook(tuple(summaries))
     return {**book.to_dict(), "reference_days": len(order)}
