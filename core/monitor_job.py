@@ -353,6 +353,12 @@ class MonitorGauges:
             "driftlight_monitor_status", "Latest verdict: 0 green, 1 yellow, 2 red, -1 not enough data", registry=r
         )
         self.psi = Gauge("driftlight_monitor_psi", "PSI excess of a column against the frozen profile", ["feature"], registry=r)
+        self.drift_z = Gauge(
+            "driftlight_monitor_drift_z",
+            "PSI of a column as a z-score against its no-drift null at the window's cadence (3 = warning)",
+            ["feature"],
+            registry=r,
+        )
         self.missing = Gauge(
             "driftlight_monitor_missing_rate_increase", "Missing rate minus the reference's", ["feature"], registry=r
         )
@@ -375,6 +381,8 @@ class MonitorGauges:
         for s in signals:
             if s["signal"] == "psi" and s["feature"]:
                 self.psi.labels(s["feature"]).set(s["value"])
+            elif s["signal"] == "psi_vs_null" and s["feature"]:
+                self.drift_z.labels(s["feature"]).set(s["value"])
             elif s["signal"] == "missing_rate_increase" and s["feature"]:
                 self.missing.labels(s["feature"]).set(s["value"])
             elif s["signal"] == "drifted_feature_share":

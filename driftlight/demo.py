@@ -93,7 +93,10 @@ def run_demo(settings: Settings, start: date, end: date, echo: Callable[[str], N
         echo("4/6 monitoring three windows of the log ...")
         verdicts = monitor_windows(settings, start, end, echo)
 
-        echo("5/6 red means retrain: a challenger on June's labelled traffic, gated on July 1-7 ...")
+        echo(
+            "5/6 retrain: a challenger on June's labelled traffic, gated on July 1-7"
+            " (red asks by itself; yellow notifies the owner) ..."
+        )
         cycle = retrain_cycle(settings, contract, registry, store, url, flights, echo)
         replays.append(cycle.pop("replay"))
     finally:
@@ -190,7 +193,8 @@ def retrain_cycle(
     flights: Any,
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Consume the red windows' retrain requests; if promoted, show the new version serving July 8-14."""
+    """Consume the retrain requests (a red window's, or the owner's after a yellow one); if promoted, show
+    the new version serving July 8-14."""
 
     from sklearn.metrics import roc_auc_score
 
@@ -202,6 +206,14 @@ def retrain_cycle(
 
     runs = RunStore(settings.resolved_log_store_url)
     old = required_alias(registry, settings.model_name, settings.model_alias)
+    if not runs.pending_retrains():
+        # July is a moved world: yellow notifies the owner, only red asks for a retrain by itself.
+        # The demo plays the owner who, notified, asks for one: the same gate decides.
+        latest = runs.latest() or {}
+        echo(
+            f"    July 1-7 was {str(latest.get('status', '?')).upper()}: the owner is notified; the demo plays the owner and asks"
+        )
+        runs.request_retrain(latest.get("run_id", ""), old, [{"message": "requested by the owner after a yellow light"}])
     out = handle_pending_with_settings(settings, contract, registry, store, runs)
     cycle: dict[str, Any] = {
         "status": out.status,

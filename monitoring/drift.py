@@ -87,7 +87,7 @@ def ks_statistic(ref_sample: np.ndarray, cur: np.ndarray, *, seed: int = 0) -> t
         return math.nan, math.nan
     if cur.size > KS_MAX_ROWS:
         cur = np.random.default_rng(seed).choice(cur, size=KS_MAX_ROWS, replace=False)
-    res = stats.ks_2samp(np.asarray(ref_sample), cur)
+    res = stats.ks_2samp(np.asarray(ref_sample), cur, method="asymp")  # exact p: 90 % of a window's time
     return float(res.statistic), float(res.pvalue)
 
 

@@ -29,7 +29,14 @@ import pandas as pd
 from data_contracts.contract import REJECTED_BY_EVENT, Contract
 from data_contracts.contract import REJECTED_RECORDS as REJECTED
 from monitoring.drift import DriftAccumulator, DriftResult
-from monitoring.performance import Performance, window_performance
+from monitoring.null import BlockConsistency, NullBook, nearest_cadence
+from monitoring.performance import (
+    Interval,
+    Performance,
+    auc_block_bootstrap,
+    expected_auc_interval,
+    window_performance,
+)
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
 from monitoring.profile import ReferenceProfile
 from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping
@@ -61,6 +68,27 @@ class ModelContext:
     def importance(self) -> Mapping[str, float]:
         """Permutation importance of the raw fields, from training (empty for older models)."""
         return self.metadata.get("monitoring", {}).get("importance", {})
+
+    @property
+    def null_book(self) -> NullBook | None:
+        """The no-drift nulls estimated at training time (None for models trained before them)."""
+        return NullBook.from_dict(self.metadata.get("monitoring", {}).get("null"))
+
+    @property
+    def block_logit_sd(self) -> float:
+        """How much outcomes of one airport-hour move together beyond the probabilities (training)."""
+        return float(self.metadata.get("monitoring", {}).get("block_logit_sd", 0.0))
+
+    def reference_auc(self, span_days: int) -> tuple[float, float]:
+        """(AUC, its block-to-block sd) a window of `span_days` days is expected to show: the mean
+        AUC of validation blocks of the nearest cadence (one day's AUC is lower than the pooled AUC
+        of 14 days: pooling adds between-day contrast), else the pooled validation AUC and 0."""
+        mon = self.metadata.get("monitoring", {})
+        by = mon.get("validation_auc_by_cadence") or {}
+        cadence = nearest_cadence(span_days, [int(c) for c in by]) if by else None
+        if cadence is None:
+            return self.validation_auc, 0.0
+        return float(by[str(cadence)]), float((mon.get("validation_auc_sd_by_cadence") or {}).get(str(cadence), 0.0))
 
     @property
     def validation_auc(self) -> float:
@@ -110,8 +138,10 @@ class WindowAccumulator:
         self.skew_examples: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
         self.rows = 0
         self.last_event: pd.Timestamp | None = None
+        self.local_days: set[date] = set()
+        self.blocks = BlockConsistency(ctx.metadata.get("monitoring", {}).get("block_constant_fields") or [])
         self.served_range: tuple[datetime, datetime] | None = None
-        self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._report_rows = report_rows
         self._sample: pd.DataFrame | None = None
         self._rng = np.random.default_rng(seed)
@@ -133,13 +163,18 @@ class WindowAccumulator:
         lag = np.full(len(chunk), np.nan)
         if "received_at" in chunk:
             lag = (chunk["received_at"] - chunk["served_at"]).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
-        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag))
+        groups = airport_hours(chunk)
+        self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag, groups))
+        self.blocks.add(chunk, groups)
         lo, hi = chunk["served_at"].min().to_pydatetime(), chunk["served_at"].max().to_pydatetime()
         self.served_range = (
             (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
         )
         last = pd.Timestamp(chunk["event_time"].max())
         self.last_event = last if self.last_event is None else max(self.last_event, last)
+        self.local_days.update(
+            pd.to_datetime(chunk["event_time"], utc=True).dt.tz_convert(self.contract.timezone).dt.date.unique()
+        )
         keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
         if len(self._sample) > self._report_rows:
@@ -163,6 +198,10 @@ class WindowAccumulator:
                     Signal("weighted_drift_score", None, drift.weighted_score, "PSI excess weighted by permutation importance")
                 )
         sig += self.quality.signals()
+        sig += [
+            Signal("block_inconsistency", f, share, f"{share:.1%} of {n} airport-hours disagree within the hour")
+            for f, (share, n) in self.blocks.shares().items()
+        ]
         skew = SkewReport(
             self.rows,
             tuple(
@@ -184,14 +223,22 @@ class WindowAccumulator:
         p = np.concatenate([x[0] for x in self._perf]) if self._perf else np.array([])
         y = np.concatenate([x[1] for x in self._perf]) if self._perf else np.array([])
         lag = np.concatenate([x[2] for x in self._perf]) if self._perf else np.array([])
+        groups = np.concatenate([x[3] for x in self._perf]) if self._perf else np.array([], dtype="int64")
         perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag)
+        span = len(self.local_days)
+        ref_auc, ref_sd = ctx.reference_auc(span)
+        intervals: dict[str, Any] = {}
         if perf.labelled >= min_labels and not math.isnan(perf.roc_auc):
+            ci = auc_block_bootstrap(p, y, groups)
+            intervals["roc_auc"] = ci.as_dict()
+            sig.append(model_hurt_signal("roc_auc_drop", ref_auc, widen(ci, ref_sd), f"{perf.labelled} labels"))
             sig.append(
                 Signal(
-                    "roc_auc_drop",
+                    "calibration_gap",
                     None,
-                    ctx.validation_auc - perf.roc_auc,
-                    f"AUC {perf.roc_auc:.3f} on {perf.labelled} labels vs validation {ctx.validation_auc:.3f}",
+                    abs(perf.calibration_gap),
+                    f"late rate {perf.label_rate:.1%} vs mean probability {perf.mean_prediction:.1%} (labelled rows; "
+                    "no policy rule yet: its null comes from in-sample probabilities and is too tight)",
                 )
             )
             sig.append(
@@ -202,13 +249,12 @@ class WindowAccumulator:
                     f"late rate {perf.label_rate:.1%} vs {ctx.reference_label_rate:.1%}",
                 )
             )
-        if not math.isnan(perf.expected_roc_auc):
+        if not math.isnan(perf.expected_roc_auc) and perf.rows >= 2:
+            est = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
+            intervals["expected_roc_auc"] = est.as_dict()
             sig.append(
-                Signal(
-                    "expected_roc_auc_drop",
-                    None,
-                    ctx.validation_auc - perf.expected_roc_auc,
-                    "label-free estimate, assumes calibration",
+                model_hurt_signal(
+                    "expected_roc_auc_drop", ref_auc, widen(est, ref_sd), "label-free estimate, assumes calibration"
                 )
             )
         if self.last_event is not None:
@@ -218,7 +264,20 @@ class WindowAccumulator:
                     "model_age_days", None, float((last_day - ctx.trained_through).days), f"trained through {ctx.trained_through}"
                 )
             )
-        return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift)
+        book = ctx.null_book
+        details: dict[str, Any] = {
+            "span_days": span,
+            "reference_auc": ref_auc,
+            "reference_auc_sd": ref_sd,
+            "intervals": intervals,
+        }
+        if book is not None:
+            sig, cadence = judge_against_null(sig, book, span)
+            details["null_cadence_days"] = cadence
+        trusted, why = estimate_trust(sig)
+        details["estimate_trusted"] = trusted
+        details["estimate_untrusted_why"] = why
+        return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift, details=details)
 
 
 def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame, *, min_labels: int = 300) -> WindowSignals:
@@ -270,6 +329,103 @@ def drift_signals(drift: DriftResult) -> list[Signal]:
     if drift.drifted_share is not None:
         out.append(Signal("drifted_feature_share", None, float(drift.drifted_share)))
     return out
+
+
+def airport_hours(chunk: pd.DataFrame) -> np.ndarray:
+    """One block label per row: origin airport and UTC hour of the event (rows of one block share
+    one weather reading), as an int64 hash; rows without an origin fall in the hour's block."""
+    hour = pd.to_datetime(chunk["event_time"], utc=True).dt.floor("h").astype("int64").to_numpy() // 3_600_000_000_000
+    origin = chunk["origin"].astype("string").fillna("") if "origin" in chunk else pd.Series([""] * len(chunk))
+    return hour * 1000 + pd.util.hash_array(origin.to_numpy(dtype=object)).astype("int64") % 1000
+
+
+def widen(ci: Interval, block_sd: float) -> Interval:
+    """The interval widened by the block-to-block spread of the reference AUC at this cadence
+    (normal approximation at the interval's level): one hard day is not a hurt model."""
+    if block_sd <= 0 or math.isnan(ci.low):
+        return ci
+    from scipy.stats import norm
+
+    z = float(norm.isf((1 - ci.level) / 2))
+    lo = ci.estimate - math.hypot(ci.estimate - ci.low, z * block_sd)
+    hi = ci.estimate + math.hypot(ci.high - ci.estimate, z * block_sd)
+    return Interval(ci.estimate, lo, hi, ci.level, ci.blocks)
+
+
+def model_hurt_signal(name: str, reference_auc: float, ci: Interval, what: str) -> Signal:
+    """The drop of the AUC that the interval is sure of: reference - the interval's upper bound
+    (<= 0 when the interval reaches the reference). A policy threshold on it is a tolerance."""
+    value = reference_auc - ci.high if not math.isnan(ci.high) else math.nan
+    return Signal(
+        name,
+        None,
+        value,
+        f"AUC {ci.estimate:.3f} [{ci.low:.3f}, {ci.high:.3f}] ({ci.level:.0%}, {ci.blocks} airport-hours, {what}) "
+        f"vs reference {reference_auc:.3f}",
+    )
+
+
+TRUST_Z = 3.0
+
+
+def estimate_trust(signals: list[Signal] | tuple[Signal, ...]) -> tuple[bool, str]:
+    """Can the label-free estimate be trusted on this window? It assumes the model is still
+    calibrated for the window's rows; that assumption is untestable without labels, but it is
+    least believable when the model's output or its inputs moved beyond their no-drift nulls
+    (or far outside the reference). Untrusted when the output's PSI, two or more fields' PSI,
+    or any field's share beyond the reference range scores z >= TRUST_Z. Returns (trusted, why)."""
+    moved = [s.feature for s in signals if s.signal == "psi_vs_null" and s.value >= TRUST_Z]
+    beyond = [s.feature for s in signals if s.signal == "beyond_reference_rate_vs_null" and s.value >= TRUST_Z]
+    why = []
+    if "probability" in moved:
+        why.append("model output moved")
+    fields = [f for f in moved if f != "probability"]
+    if len(fields) >= 2:
+        why.append("inputs moved: " + ", ".join(str(f) for f in fields[:4]))
+    if beyond:
+        why.append("outside the reference: " + ", ".join(str(f) for f in beyond[:4]))
+    return not why, "; ".join(why)
+
+
+NULL_JUDGED = {
+    "psi": "psi_vs_null",
+    "label_rate_shift": "label_rate_shift_vs_null",
+    "calibration_gap": "calibration_gap_vs_null",
+    "stuck_value_share": "stuck_value_share_vs_null",
+    "beyond_reference_rate": "beyond_reference_rate_vs_null",
+}
+
+
+def judge_against_null(signals: list[Signal], book: NullBook, span_days: int) -> tuple[list[Signal], int | None]:
+    """Replace each signal that has a no-drift null at the cadence nearest the window's span (in
+    local days) by its score under that null (`<signal>_vs_null`, an equivalent normal z); the
+    raw value stays in the detail. Signals without a null are kept as they are (absolute rules).
+
+    A window longer than a day also gets the score against the 1-day null, and keeps the larger:
+    single days vary more than weeks for every statistic here (averaging days only narrows them),
+    so a week beyond what even single days show is beyond the week's null too, and the 1-day null
+    rests on 7x more blocks than the 7-day one (a tighter t)."""
+    cadence = nearest_cadence(span_days, book.cadences())
+    if cadence is None:
+        return signals, None
+    out = []
+    for s in signals:
+        null = book.find(s.signal, s.feature, cadence) if s.signal in NULL_JUDGED else None
+        if null is None:
+            out.append(s)
+            continue
+        z = null.score(s.value)
+        day = book.find(s.signal, s.feature, 1) if cadence > 1 else None
+        if day is not None and day.score(s.value) > z:
+            z, null = day.score(s.value), day
+        detail = (
+            f"{s.signal} {s.value:.4g} vs no-drift {null.cadence_days}-day null (q95 {null.quantiles[2]:.3g}, "
+            f"{null.n_blocks} blocks); span {span_days} d"
+        )
+        if s.detail:
+            detail += f"; {s.detail}"
+        out.append(Signal(NULL_JUDGED[s.signal], s.feature, z, detail))
+    return out, cadence
 
 
 @dataclass(frozen=True)

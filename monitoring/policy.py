@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +22,32 @@ import yaml
 
 Status = Literal["green", "yellow", "red", "not_enough_data"]
 Severity = Literal["warning", "critical"]
+Question = Literal["data_broken", "model_hurt", "world_moved"]
+QUESTIONS: tuple[str, ...] = ("data_broken", "model_hurt", "world_moved")
 _RANK = {"green": 0, "yellow": 1, "red": 2}
 _STATUS: dict[str, Status] = {"green": "green", "yellow": "yellow", "red": "red"}  # stored text -> Status
+# Which question a signal answers when its rule does not say (policy.yaml rules may declare it).
+DEFAULT_QUESTION: dict[str, str] = {
+    "contract_violation_rate": "data_broken",
+    "unit_change": "data_broken",
+    "missing_rate_increase": "data_broken",
+    "missing_rate_increase_vs_null": "data_broken",
+    "unseen_category_rate": "data_broken",
+    "stuck_value_share": "data_broken",
+    "stuck_value_share_vs_null": "data_broken",
+    "block_inconsistency": "data_broken",
+    "duplicate_share": "data_broken",
+    "volume_change": "data_broken",
+    "refused_share": "data_broken",
+    "skew_mismatch_rate": "data_broken",
+    "roc_auc_drop": "model_hurt",
+    "expected_roc_auc_drop": "model_hurt",
+}
+
+
+def question_of(signal: str) -> str:
+    """The question a signal answers by default: data broken, model hurt, else world moved (drift)."""
+    return DEFAULT_QUESTION.get(signal, "world_moved")
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,12 @@ class Rule:
     # Ranking among reasons of the same severity: diagnostic signals (a unit change, skew, an
     # unseen category) explain *why* and come before generic drift, which says only *that*.
     priority: int = 1
+    # Which question the rule answers (data_broken / model_hurt / world_moved); None: by signal.
+    question: str | None = None
+
+    @property
+    def asks(self) -> str:
+        return self.question or question_of(self.signal)
 
     def matches(self, s: Signal) -> bool:
         if s.signal != self.signal:
@@ -70,6 +100,7 @@ class Reason:
     threshold: float
     severity: Severity
     message: str
+    question: str = "world_moved"  # data_broken | model_hurt | world_moved
 
 
 @dataclass(frozen=True)
@@ -122,7 +153,7 @@ def evaluate_signals(signals: Iterable[Signal], rules: Sequence[Rule]) -> list[R
                 out.append(
                     (
                         (0 if sev == "critical" else 1, rule.priority, -excess),
-                        Reason(s.signal, s.feature, float(s.value), float(thr), sev, msg),
+                        Reason(s.signal, s.feature, float(s.value), float(thr), sev, msg, rule.asks),
                     )
                 )
                 break
@@ -145,20 +176,40 @@ def decide(
     """
     if rows is not None and rows < settings.min_rows:
         return Verdict("not_enough_data", "not_enough_data", (), notes=(f"{rows} rows < min_rows {settings.min_rows}",))
-    reasons = evaluate_signals(signals, settings.rules)
+    reasons, capped = cap_world_moved(evaluate_signals(signals, settings.rules))
     raw: Status = "red" if any(r.severity == "critical" for r in reasons) else "yellow" if reasons else "green"
     recent = [_STATUS[h] for h in history if h in _STATUS][-(settings.clear_after - 1) :] if settings.clear_after > 1 else []
     shown = worst([raw, *recent])
+    notes = (capped,) if capped else ()
     if shown == raw:
-        return Verdict(raw, raw, tuple(reasons))
+        return Verdict(raw, raw, tuple(reasons), notes=notes)
     note = f"held at {shown}: stepping down needs {settings.clear_after} calm windows in a row"
-    return Verdict(shown, raw, tuple(reasons), held_by_hysteresis=True, notes=(note,))
+    return Verdict(shown, raw, tuple(reasons), held_by_hysteresis=True, notes=(*notes, note))
+
+
+def cap_world_moved(reasons: list[Reason]) -> tuple[list[Reason], str]:
+    """Red means act: a moved world (covariate or label drift) alone is a warning; its critical
+    reasons stay critical only when the model is hurt too (a critical model_hurt reason: the
+    realised or estimated AUC interval says performance fell beyond the tolerance; a warning-level
+    dip is what a hard day looks like). Returns the reasons (re-sorted) and a note when capped."""
+    if any(r.question == "model_hurt" and r.severity == "critical" for r in reasons):
+        return reasons, ""
+    capped = [r for r in reasons if r.question == "world_moved" and r.severity == "critical"]
+    if not capped:
+        return reasons, ""
+    out = [
+        replace(r, severity="warning", message=r.message + " (world moved; no evidence of harm: warning)") if r in capped else r
+        for r in reasons
+    ]
+    out.sort(key=lambda r: 0 if r.severity == "critical" else 1)  # stable: keeps the order within a severity
+    names = ", ".join(sorted({f"{r.signal}:{r.feature or ''}" for r in capped}))
+    return out, f"world moved ({names}) but no model_hurt reason: held at yellow"
 
 
 def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
     rules = []
     for raw in doc.get("rules") or ():
-        unknown = set(raw) - {"signal", "warning", "critical", "direction", "features", "why", "priority"}
+        unknown = set(raw) - {"signal", "warning", "critical", "direction", "features", "why", "priority", "question"}
         if unknown:
             raise ValueError(f"policy rule {raw.get('signal')!r}: unknown keys {sorted(unknown)}")
         if isinstance(raw.get("features"), list):
@@ -166,6 +217,8 @@ def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
         rule = Rule(**raw)
         if rule.direction not in ("above", "below"):
             raise ValueError(f"policy rule {rule.signal}: direction must be above or below")
+        if rule.question is not None and rule.question not in QUESTIONS:
+            raise ValueError(f"policy rule {rule.signal}: question must be one of {', '.join(QUESTIONS)}")
         if rule.warning is None and rule.critical is None:
             raise ValueError(f"policy rule {rule.signal}: needs a warning or a critical threshold")
         if rule.warning is not None and rule.critical is not None and rule.breached(rule.warning, rule.critical):

@@ -18,7 +18,8 @@ import pandas as pd
 from data_contracts.contract import Contract
 from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
-from monitoring.profile import build_profile
+from monitoring.null import CADENCES, NullBook, block_constant_fields, estimate_nulls, estimate_value_nulls
+from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
 from monitoring.quality import reference_for
 from training.data import contract_frame
 
@@ -60,10 +61,8 @@ def derived_features(contract: Contract, transformer: Any) -> list[str]:
     return [str(n) for n in transformer.get_feature_names_out() if n not in skip]
 
 
-def drift_profile(
-    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, seed: int
-) -> dict[str, Any]:
-    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output."""
+def profile_frame(contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray) -> pd.DataFrame:
+    """The columns the drift profile describes: raw fields, derived `f_` features, the model's output."""
     frame = contract_frame(contract, ref).reset_index(drop=True)
     names = [str(n) for n in transformer.get_feature_names_out()]
     X = transformer.transform(contract_frame(contract, ref))
@@ -71,9 +70,64 @@ def drift_profile(
     for name in derived:
         frame[f"f_{name}"] = X[:, names.index(name)]
     frame[PREDICTION_COLUMN] = probabilities
-    numeric = [f.name for f in contract.numeric_fields] + [f"f_{n}" for n in derived] + [PREDICTION_COLUMN]
+    return frame
+
+
+def drift_profile(
+    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output."""
+    frame = profile_frame(contract, ref, transformer, probabilities)
+    derived = [c for c in frame.columns if c.startswith("f_")]
+    numeric = [f.name for f in contract.numeric_fields] + derived + [PREDICTION_COLUMN]
     categorical = [f.name for f in contract.category_fields]
     return build_profile(frame, numeric, categorical, seed=seed).to_dict()
+
+
+def null_distributions(
+    contract: Contract,
+    ref: pd.DataFrame,
+    transformer: Any,
+    probabilities: np.ndarray,
+    profile: ReferenceProfile,
+    cadences: tuple[int, ...] = CADENCES,
+) -> dict[str, Any]:
+    """No-drift nulls (JSON form, monitoring.null) from whole reference days held back in blocks of
+    each cadence, every statistic taken in the frozen profile's bins against the other days."""
+    frame = profile_frame(contract, ref, transformer, probabilities)
+    days = local_dates(ref, contract).to_numpy()
+    order = sorted(set(days))
+    day_index = pd.Index(order).get_indexer(days)
+    counts: dict[str, np.ndarray] = {}
+    for p in profile.numeric:
+        vals = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        counts[p.name] = np.stack([numeric_counts(vals[day_index == i], p) for i in range(len(order))])
+    for c in profile.categorical:
+        col = frame[c.name].astype("object")
+        col = col.where(col.notna(), None)
+        counts[c.name] = np.stack([category_counts(col[day_index == i], c) for i in range(len(order))])
+    y = ref["late"].to_numpy(dtype="float64")
+    have = ~np.isnan(y)
+    late = np.bincount(day_index[have], weights=y[have], minlength=len(order))
+    n = np.bincount(day_index[have], minlength=len(order)).astype("float64")
+    predicted = np.bincount(day_index[have], weights=np.asarray(probabilities, dtype="float64")[have], minlength=len(order))
+    missing_bin = {c.name: len(c.categories) for c in profile.categorical}
+    values: dict[str, tuple[np.ndarray, bool]] = {}
+    for f in contract.fields:
+        if f.type == "timestamp" or f.name not in frame:
+            continue
+        col = frame[f.name]
+        present = col.notna().to_numpy()
+        codes, _ = pd.factorize(col[present], sort=True)
+        k = int(codes.max()) + 1 if codes.size else 0
+        if k == 0:
+            continue
+        flat = day_index[present] * k + codes
+        values[f.name] = (np.bincount(flat, minlength=len(order) * k).reshape(len(order), k).astype("float64"), f.is_numeric)
+    summaries = estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin, day_predicted=predicted)
+    summaries += estimate_value_nulls(values, cadences=cadences)
+    book = NullBook(tuple(summaries))
+    return {**book.to_dict(), "reference_days": len(order)}
 
 
 def monitoring_reference(
@@ -84,6 +138,19 @@ def monitoring_reference(
     ref = on_days(contract, fit, ref_days)
     ref_p = probabilities[fit.index.isin(ref.index)]
     profile = drift_profile(contract, ref, transformer, ref_p, seed) if transformer is not None else None
+    null = (
+        null_distributions(contract, ref, transformer, ref_p, ReferenceProfile.from_dict(profile))
+        if profile is not None
+        else None
+    )
+    block_fields = None
+    if profile is not None:
+        from monitoring.monitor import airport_hours
+
+        groups = airport_hours(
+            pd.DataFrame({"event_time": ref[contract.timestamp_field].to_numpy(), "origin": ref["origin"].to_numpy()})
+        )
+        block_fields = block_constant_fields(ref, groups, [f.name for f in contract.numeric_fields])
     section = {
         "reference_days": ref_days,
         "control_days": control_days,
@@ -91,5 +158,7 @@ def monitoring_reference(
         "label_rate": float(ref["late"].mean()),
         "mean_prediction": float(ref_p.mean()) if ref_p.size else None,
         "quality_reference": quality_reference(contract, ref),
+        "null": null,
+        "block_constant_fields": block_fields,
     }
     return section, profile

@@ -24,7 +24,7 @@ from core.compiled import CompilationError, compile_booster
 from core.registry import ModelBundle, Registry
 from data_contracts.batch import ContractViolation, validate_with_gx
 from data_contracts.contract import Contract
-from data_contracts.windows import select_window
+from data_contracts.windows import local_dates, select_window
 from features.baseline import HistoricalRateBaseline
 from features.pipeline import build_pipeline
 from training.data import contract_frame, load_flights, load_report
@@ -124,6 +124,7 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
     p_fit = pipeline.predict_proba(X_fit)[:, 1]
     monitoring, profile = monitoring_reference(contract, fit, p_fit, config.seed, pipeline.named_steps["features"])
     monitoring["importance"] = field_importance(pipeline, X_val, y_val, config.seed)
+    monitoring.update(validation_blocks(contract, val, p_val))
     metadata = {
         "contract": {"name": contract.name, "version": contract.version},
         "window": {"start": config.start.isoformat(), "end": config.end.isoformat()},
@@ -172,6 +173,49 @@ def compile_for_serving(pipeline: Any, X_check: pd.DataFrame) -> tuple[bytes | N
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return blob, info
+
+
+def validation_blocks(contract: Contract, val: pd.DataFrame, p_val: np.ndarray) -> dict[str, Any]:
+    """What the monitor's "is the model hurt?" question compares a window with, from the
+    validation days (held out from the fit, so the AUC is honest):
+    - `validation_auc_by_cadence`: the mean ROC AUC of every run of c consecutive validation days,
+      c in the null cadences (one day's AUC is lower than the pooled AUC: pooling adds the contrast
+      between calm and stormy days); a cadence longer than the validation takes the pooled AUC;
+    - `validation_auc_sd_by_cadence`: how much that block AUC varies from block to block (a hard
+      day is not a hurt model: the monitor widens its interval by it);
+    - `block_logit_sd`: how much the outcomes of one airport-hour move together beyond the model's
+      probabilities (the label-free estimate's interval draws its labels with that shared shock)."""
+    from sklearn.metrics import roc_auc_score
+
+    from monitoring.monitor import airport_hours
+    from monitoring.null import CADENCES
+    from monitoring.performance import block_logit_sd
+
+    y = val["late"].astype(int).to_numpy()
+    days = local_dates(val, contract).to_numpy()
+    order = sorted(set(days))
+    idx = pd.Index(order).get_indexer(days)
+    by: dict[str, float] = {}
+    sd: dict[str, float] = {}
+    for c in CADENCES:
+        if c >= len(order):
+            by[str(c)] = float(roc_auc_score(y, p_val))
+            continue
+        aucs = []
+        for s in range(len(order) - c + 1):
+            m = (idx >= s) & (idx < s + c)
+            if len(np.unique(y[m])) == 2:
+                aucs.append(float(roc_auc_score(y[m], p_val[m])))
+        by[str(c)] = float(np.mean(aucs))
+        sd[str(c)] = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0
+    groups = airport_hours(
+        pd.DataFrame({"event_time": val[contract.timestamp_field].to_numpy(), "origin": val["origin"].to_numpy()})
+    )
+    return {
+        "validation_auc_by_cadence": by,
+        "validation_auc_sd_by_cadence": sd,
+        "block_logit_sd": block_logit_sd(p_val, y.astype("float64"), groups),
+    }
 
 
 def field_importance(pipeline: Any, X: pd.DataFrame, y: np.ndarray, seed: int, rows: int = 3000) -> dict[str, float]:

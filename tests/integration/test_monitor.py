@@ -58,20 +58,26 @@ def judge(settings, start, end):
     return mon, mon.run_days(start, end, html=False)
 
 
-def test_control_days_are_green_and_july_is_red_for_temperature(served, contract, flights, control_rows):
+def test_control_days_are_green_and_july_is_yellow_for_temperature(served, contract, flights, control_rows):
+    """July's weather is far beyond winter's: the world moved (yellow, the owner is notified). Red,
+    and a retrain request by itself, needs evidence that the model is hurt or the data is broken."""
     s, client = served
     send(client, contract, control_rows)
-    mon, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
+    _, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
     assert res.verdict.status == "green", [r.message for r in res.verdict.reasons]
     assert res.rows == len(control_rows) and res.performance.labelled > 2000
     send(client, contract, select_window(flights, contract, date(2013, 7, 1), date(2013, 7, 3)))
     _, july = judge(s, date(2013, 7, 1), date(2013, 7, 3))
-    assert july.verdict.status == "red"
-    assert "temp" in {r.feature for r in july.verdict.top_reasons(5)}
-    assert july.retrain_request is not None
+    top = july.verdict.top_reasons(5)
+    assert july.verdict.status in ("yellow", "red"), [r.message for r in july.verdict.reasons]
+    assert "temp" in {r.feature for r in top} and "world_moved" in {r.question for r in top}
+    if july.verdict.status == "yellow":
+        assert july.retrain_request is None
+    else:  # red only with a hurt model, and then it asks for a retrain
+        assert any(r.question == "model_hurt" and r.severity == "critical" for r in july.verdict.reasons)
+        assert july.retrain_request is not None
     status = client.get("/status").json()
-    assert status["status"] == "red" and any(r["feature"] == "temp" for r in status["reasons"])
-    assert len(mon.runs.pending_retrains()) == 1
+    assert status["status"] == july.verdict.status and any(r["feature"] == "temp" for r in status["reasons"])
 
 
 def test_nan_spike_through_the_api_is_caught_by_missing_rate(served, contract, control_rows):
@@ -85,7 +91,9 @@ def test_nan_spike_through_the_api_is_caught_by_missing_rate(served, contract, c
     _, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
     assert res.verdict.status != "green"
     top = res.verdict.top_reasons(3)
-    assert ("missing_rate_increase", "pressure") in {(r.signal, r.feature) for r in top}
+    # 40 % of readings missing at random: the hourly weather is now missing for some flights of an
+    # airport-hour and present for others (block_inconsistency), and the missing rate rises
+    assert {("block_inconsistency", "pressure"), ("missing_rate_increase", "pressure")} & {(r.signal, r.feature) for r in top}
 
 
 def test_fahrenheit_to_celsius_is_caught_as_a_unit_change(served, contract, control_rows):
@@ -129,7 +137,7 @@ def test_monitor_loop_exports_gauges(served, contract, control_rows):
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert "driftlight_monitor_status 0.0" in text
     assert f"driftlight_monitor_rows {float(len(control_rows))}" in text
-    assert 'driftlight_monitor_psi{feature="temp"}' in text
+    assert 'driftlight_monitor_drift_z{feature="temp"}' in text  # PSI judged against its no-drift null
     assert 'driftlight_monitor_missing_rate_increase{feature="pressure"}' in text
     assert "driftlight_monitor_weighted_drift_score " in text
     assert client.get("/status").json()["window_by"] == "served_at"
@@ -189,7 +197,7 @@ def test_schema_change_rejected_at_the_door_still_turns_the_light_red(served, co
     assert rate["temp"] == 1.0 and rate["_other"] == 1.0
 
 
-def test_red_notifies_the_owner_through_the_webhook(served, contract, flights):
+def test_yellow_and_red_notify_the_owner_through_the_webhook(served, contract, flights):
     """Yellow and red POST the verdict to the configured webhook (a local server here)."""
     import dataclasses
     import json
@@ -220,9 +228,9 @@ def test_red_notifies_the_owner_through_the_webhook(served, contract, flights):
     finally:
         server.shutdown()
         server.server_close()
-    assert res.verdict.status == "red"
+    assert res.verdict.status in ("yellow", "red")  # July: at least the world moved; both notify the owner
     [msg] = received
-    assert msg["owner"] == "flights-team" and msg["status"] == "red" and msg["run_id"] == res.run_id
+    assert msg["owner"] == "flights-team" and msg["status"] == res.verdict.status and msg["run_id"] == res.run_id
     assert any(r["feature"] == "temp" for r in msg["reasons"])
 
 

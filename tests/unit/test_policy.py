@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.policy import PolicySettings, Rule, Signal, decide, load_policy, parse_policy, worst
+from monitoring.policy import QUESTIONS, PolicySettings, Rule, Signal, decide, load_policy, parse_policy, question_of, worst
 
+# The threshold mechanics (colours, first match, hysteresis) on rules that answer "is the data
+# broken?", whose critical is red on its own; the world-moved cap has its own tests below.
 RULES = (
-    Rule("psi", warning=0.1, critical=0.25, features="temp"),
-    Rule("psi", warning=0.2, critical=0.5),
-    Rule("roc_auc", warning=0.70, critical=0.65, direction="below"),
+    Rule("psi", warning=0.1, critical=0.25, features="temp", question="data_broken"),
+    Rule("psi", warning=0.2, critical=0.5, question="data_broken"),
+    Rule("roc_auc", warning=0.70, critical=0.65, direction="below", question="model_hurt"),
 )
 P = PolicySettings(rules=RULES, clear_after=2, min_rows=100)
 
@@ -75,6 +77,7 @@ def test_default_policy_file_loads_and_is_consistent():
         ({"rules": [{"signal": "psi", "warning": 0.5, "critical": 0.1}]}, "beyond the critical"),
         ({"rules": [{"signal": "psi", "warning": 0.1, "colour": "red"}]}, "unknown keys"),
         ({"rules": [{"signal": "psi", "warning": 0.1, "direction": "sideways"}]}, "direction"),
+        ({"rules": [{"signal": "psi", "warning": 0.1, "question": "is_it_bad"}]}, "question must be one of"),
     ],
 )
 def test_bad_policy_files_are_refused(doc, message):
@@ -85,3 +88,64 @@ def test_bad_policy_files_are_refused(doc, message):
 def test_worst():
     assert worst(["green", "not_enough_data", "yellow"]) == "yellow"
     assert worst(["not_enough_data"]) == "not_enough_data"
+
+
+# --- red means act: every reason says which question fired -----------------------------------
+Q = PolicySettings(
+    rules=(
+        Rule("unit_change", critical=0.5),
+        Rule("psi_vs_null", warning=3.0, critical=5.0),
+        Rule("roc_auc_drop", warning=0.01, critical=0.03),
+        Rule("model_age_days", warning=60, critical=120, question="model_hurt"),
+    ),
+    min_rows=1,
+)
+
+
+def test_signals_map_to_their_questions_by_default():
+    assert question_of("unit_change") == "data_broken"
+    assert question_of("missing_rate_increase_vs_null") == "data_broken"
+    assert question_of("contract_violation_rate") == "data_broken"
+    assert question_of("roc_auc_drop") == "model_hurt"
+    assert question_of("expected_roc_auc_drop") == "model_hurt"
+    assert question_of("psi_vs_null") == "world_moved"
+    assert question_of("label_rate_shift_vs_null") == "world_moved"
+    assert set(QUESTIONS) == {"data_broken", "model_hurt", "world_moved"}
+
+
+def test_reasons_carry_the_question_and_a_rule_can_declare_it():
+    v = decide([Signal("unit_change", "temp", 1.0), Signal("model_age_days", None, 70)], Q)
+    assert {(r.signal, r.question) for r in v.reasons} == {("unit_change", "data_broken"), ("model_age_days", "model_hurt")}
+    assert v.as_dict()["reasons"][0]["question"] == "data_broken"  # additive field, in the JSON form
+
+
+def test_data_broken_is_red_on_its_own():
+    v = decide([Signal("unit_change", "temp", 1.0)], Q)
+    assert v.status == "red" and v.reasons[0].question == "data_broken"
+
+
+def test_world_moved_alone_is_yellow_even_beyond_its_critical_threshold():
+    v = decide([Signal("psi_vs_null", "temp", 7.5)], Q)
+    assert v.status == "yellow" and v.raw_status == "yellow"
+    assert v.reasons[0].severity == "warning" and v.reasons[0].question == "world_moved"
+    assert any("no model_hurt reason" in n for n in v.notes)
+
+
+def test_world_moved_with_a_hurt_model_is_red_a_mere_dip_is_not_enough():
+    hurt = decide([Signal("psi_vs_null", "temp", 7.5), Signal("roc_auc_drop", None, 0.05)], Q)
+    assert hurt.status == "red"
+    assert {r.question for r in hurt.reasons if r.severity == "critical"} == {"world_moved", "model_hurt"}
+    dip = decide([Signal("psi_vs_null", "temp", 7.5), Signal("roc_auc_drop", None, 0.02)], Q)
+    assert dip.status == "yellow"
+
+
+def test_default_policy_declares_only_known_questions_and_judges_against_the_nulls():
+    policy = load_policy()
+    assert all(r.asks in QUESTIONS for r in policy.rules)
+    signals = {r.signal: r for r in policy.rules}
+    for name in ("psi_vs_null", "label_rate_shift_vs_null", "stuck_value_share_vs_null", "block_inconsistency"):
+        assert name in signals
+    assert signals["psi_vs_null"].asks == "world_moved"
+    for name in ("block_inconsistency", "missing_rate_increase", "unit_change", "contract_violation_rate"):
+        assert signals[name].asks == "data_broken"
+    assert signals["roc_auc_drop"].asks == "model_hurt"
