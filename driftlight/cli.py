@@ -511,6 +511,15 @@ def demo(
         raise typer.Exit(1)
 
 
+def _add_fleet() -> None:
+    from driftlight import fleet_cli
+
+    app.add_typer(fleet_cli.app, name="fleet")
+
+
+_add_fleet()
+
+
 def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
