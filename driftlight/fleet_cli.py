@@ -25,9 +25,15 @@ FleetOpt = Annotated[
 
 
 def _settings(**overrides: Any) -> Settings:
-    from driftlight.cli import _settings as build
+    from pydantic import ValidationError
 
-    return build(**overrides)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.echo(f"invalid setting DRIFTLIGHT_{name.upper()}: {err['msg']} (got {err.get('input')!r})", err=True)
+        raise typer.Exit(2) from None
 
 
 def _spec(settings: Settings, path: Path | None) -> Any:

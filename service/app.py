@@ -23,6 +23,7 @@ from service.lifecycle import ModelHolder
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
 from service.routes import admin, feedback, ops, predict
+from service.routes import fleet as fleet_routes
 
 
 def create_app(
@@ -36,11 +37,17 @@ def create_app(
     """Build the app. Unset collaborators are created from `settings` in the lifespan."""
     contract = contract or load_contract()
     metrics = metrics or ServiceMetrics()
+    fleet = None
+    if settings.fleet_file is not None:
+        from data_contracts.fleet import load_fleet
+        from service.fleet import FleetRouter
+
+        fleet = FleetRouter(load_fleet(settings.fleet_file, contract))
     ctx = ServiceContext(
         settings=settings,
         contract=contract,
         metrics=metrics,
-        holder=ModelHolder(settings, metrics),
+        holder=ModelHolder(settings, metrics, fleet),
         record_model=request_model(contract),
         feature_names=[str(n) for n in build_features(contract).get_feature_names_out()],
         registry=registry,
@@ -69,7 +76,7 @@ def create_app(
     )
     app.state.ctx = ctx
     predict_router = predict.router(ctx)
-    for r in (predict_router, feedback.router(ctx), ops.router(ctx), admin.router(ctx)):
+    for r in (predict_router, feedback.router(ctx), ops.router(ctx), admin.router(ctx), fleet_routes.router(ctx)):
         app.include_router(r)
     handlers.install(app, ctx, predict_paths={r.path for r in predict_router.routes if isinstance(r, APIRoute)})
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=[r.path for r in app.routes if isinstance(r, APIRoute)])

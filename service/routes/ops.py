@@ -35,7 +35,7 @@ def status_body(latest: dict[str, Any]) -> dict[str, Any]:
 
 def router(ctx: ServiceContext) -> APIRouter:
     r = APIRouter(tags=["ops"])
-    holder, settings, contract, metrics = ctx.holder, ctx.settings, ctx.contract, ctx.metrics
+    holder, contract, metrics = ctx.holder, ctx.contract, ctx.metrics
 
     @r.get("/health")
     async def health() -> dict[str, str]:
@@ -57,12 +57,15 @@ def router(ctx: ServiceContext) -> APIRouter:
                 "shadow_version": holder.shadow.version if holder.shadow else None,
                 "log_pending": pending,
             }
+            if holder.fleet is not None:
+                f = holder.fleet
+                body["fleet"] = {"name": f.spec.name, "segment_champions": f.expected, "loaded": len(f.models)}
             return JSONResponse(body)
         if fb is None:
             return not_ready(ctx)
         body = {
             "status": "degraded",
-            "model_name": settings.model_name,
+            "model_name": holder.model_name,
             "model_version": FALLBACK_VERSION,
             "served_by": "fallback",
             "fallback_source": fb.source,

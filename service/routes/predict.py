@@ -47,7 +47,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         scored = score(ctx, recs)
         if scored is None:
             return not_ready(ctx)
-        body = {"model_name": ctx.settings.model_name, "model_version": scored.version, "threshold": scored.threshold}
+        body = {"model_name": ctx.holder.model_name, "model_version": scored.version, "threshold": scored.threshold}
         return JSONResponse({**body, "predictions": answer(ctx, recs, scored)})
 
     return r
