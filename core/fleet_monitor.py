@@ -87,7 +87,7 @@ def judge_counts(
             absent.append(ref)
             continue
         windows.append(measure(ref, merged, min_labels=m.min_labels, last_day=day))
-    return judge_fleet(windows, policy, fdr=m.fdr, min_rows=m.min_rows, absent=absent)
+    return judge_fleet(windows, policy, fdr=m.fdr, min_rows=m.min_rows, absent=absent, yellow_only=m.yellow_only)
 
 
 @dataclass(frozen=True)

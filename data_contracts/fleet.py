@@ -40,7 +40,8 @@ class FleetMonitor:
     lookback_days: tuple[int, ...] = (1, 7, 28)
     min_rows: int = 30
     min_labels: int = 50
-    fdr: float = 0.05
+    fdr: float = 0.01
+    yellow_only: tuple[str, ...] = ("psi", "label_rate_shift", "expected_roc_auc_drop")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def parse_fleet(doc: Mapping[str, Any]) -> FleetSpec:
         lookback_days=tuple(int(d) for d in m.pop("lookback_days", (1, 7, 28))),
         min_rows=int(m.pop("min_rows", 30)),
         min_labels=int(m.pop("min_labels", 50)),
-        fdr=float(m.pop("fdr", 0.05)),
+        fdr=float(m.pop("fdr", 0.01)),
+        yellow_only=tuple(str(x) for x in m.pop("yellow_only", ("psi", "label_rate_shift", "expected_roc_auc_drop"))),
     )
     if m:
         raise ValueError(f"fleet file: unknown monitor keys {sorted(m)}")

@@ -7,14 +7,15 @@ addition, so the same counts come out of one pass over a log, of chunks, or of S
 merged on the driver (core.spark_engine): the verdicts do not depend on the engine.
 
 Testing. Each model's window is a set of whole days. For each profiled column the window's counts
-are compared with the reference shares by Pearson's X^2. Rows of one day are not independent
-(every flight of an hour at an airport shares one weather reading), so X^2 is not chi-square with
-k - 1 degrees of freedom: it is inflated by a factor phi (a design effect) that depends on how many
-days the window spans. Training estimates phi per model, column and day count by resampling whole
-reference days (`estimate_null`); the p-value is chi2.sf(X^2 / phi, k - 1) (`OverdispersedChi2`,
-a quasi-likelihood test). The label rate uses the same idea (an overdispersed binomial), the ROC
-AUC a normal test with the Hanley-McNeil standard errors of the window and of validation.
-`NullModel` is the interface: null distributions estimated elsewhere can replace these.
+are compared with the reference shares by the chi-square distance T = X^2 / n. Rows of one day are
+not independent (every flight of an hour at an airport shares one weather reading), so T is not
+chi-square / n: beyond its within-sample part ((k - 1) / n) it carries a between-day part that
+depends on how many days the window spans. Training measures that part per model, column and day
+count by resampling runs of consecutive reference days (`estimate_null`, a moving-block bootstrap:
+weather comes in spells); the p-value is a gamma tail with the total mean and variance
+(`BetweenDayNull`). The label rate is tested the same way; the ROC AUC by a normal test with the
+Hanley-McNeil standard errors of the window and of validation, widened by the label's between-day
+factor. `NullModel` is the interface: null distributions estimated elsewhere can replace these.
 
 The budget. One fleet run makes m = models x tests hypotheses. Benjamini-Hochberg at `fdr` over
 all of them decides which tests are discoveries; under no drift anywhere this bounds the chance
@@ -22,7 +23,8 @@ of any discovery in the whole fleet by `fdr`. A model's light is then the policy
 (monitoring/policy.yaml) applied only to the signals of its discovered tests (and to deterministic
 signals such as the model's age): a discovery below every threshold stays green (real, but too
 small to matter), a large value that is not a discovery stays green (noise of a small window).
-Red needs both a discovery and a critical threshold.
+Red needs both a discovery and a critical threshold, on a signal that says the data is broken or
+the model is hurt: drift-only signals (`yellow_only` in the fleet file) stop at yellow.
 """
 
 from __future__ import annotations
@@ -240,66 +242,106 @@ def estimate_null(
     days: Sequence[int] = (1, 3, 7, 14, 28),
     resamples: int = 200,
     seed: int = 0,
+    block: int = 3,
 ) -> dict[str, Any]:
-    """Overdispersion factors of the reference: windows of d reference days drawn with replacement,
-    each column's X^2 against the profile divided by its degrees of freedom (its mean is phi), and
-    the label rate's squared z divided the same way. phi >= 1 (never more confident than i.i.d.).
-    JSON-safe: {"days": [...], "columns": {name: [phi per d]}, "label": [phi per d]}."""
+    """The between-day null of every column: windows of d reference days drawn with replacement,
+    each column's chi-square distance T = X^2 / n against the profile, minus its within-sample part
+    (k - 1) / n; the mean and variance of that excess per d. Same for the label rate's squared
+    deviation. JSON-safe: {"days": [...], "columns": {name: {"mean": [...], "var": [...]}}, "label": {...}}."""
     keys = sorted(day_counts)
     rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {"days": list(days), "columns": {}, "label": [], "resamples": resamples}
+    out: dict[str, Any] = {"kind": "between_day_gamma", "days": list(days), "columns": {}, "label": {}, "resamples": resamples}
     if not keys:
         return out
     names = [c for c in profile.columns if all(c in day_counts[k].cols for k in keys)]
     mats = {c: np.stack([day_counts[k].cols[c] for k in keys]) for c in names}
     lab_n = np.array([day_counts[k].labelled for k in keys], dtype="float64")
     lab_pos = np.array([day_counts[k].positives for k in keys], dtype="float64")
-    draws = {d: rng.integers(0, len(keys), size=(resamples, d)) for d in days}
+    # Weather comes in spells of a few days: draw runs of `block` consecutive reference days (a
+    # moving-block bootstrap), so a window of neighbouring days is compared with neighbouring days.
+    draws = {d: block_draws(len(keys), d, block, resamples, rng) for d in days}
     for c in names:
         ref = ref_shares(profile, c)
-        phis = []
+        mean, var = [], []
         for d in days:
-            x2, df = pearson_rows(ref, mats[c][draws[d]].sum(axis=1), profile.rows)
-            phis.append(max(1.0, float(np.mean(x2[np.isfinite(x2)]) / df)) if np.isfinite(x2).any() else 1.0)
-        out["columns"][c] = phis
+            sums = mats[c][draws[d]].sum(axis=1)
+            x2, df = pearson_rows(ref, sums, profile.rows)
+            n = sums.sum(axis=1)
+            ok = np.isfinite(x2) & (n > 0)
+            b = x2[ok] / n[ok] - df / n[ok] if ok.any() else np.zeros(1)
+            mean.append(max(0.0, float(b.mean())))
+            var.append(float(b.var()))
+        out["columns"][c] = {"mean": mean, "var": var}
     r0 = min(max(label_rate, 1e-6), 1 - 1e-6)
+    lm, lv = [], []
     for d in days:
         n = lab_n[draws[d]].sum(axis=1)
         k = lab_pos[draws[d]].sum(axis=1)
         ok = n > 0
-        z2 = (k[ok] / n[ok] - r0) ** 2 / (r0 * (1 - r0) / n[ok])
-        out["label"].append(max(1.0, float(z2.mean())) if ok.any() else 1.0)
+        b = (k[ok] / n[ok] - r0) ** 2 - r0 * (1 - r0) / n[ok] if ok.any() else np.zeros(1)
+        lm.append(max(0.0, float(b.mean())))
+        lv.append(float(b.var()))
+    out["label"] = {"mean": lm, "var": lv}
     return out
 
 
+def block_draws(n_days: int, d: int, block: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, d) indices into n_days time-ordered days: runs of up to `block` consecutive days."""
+    b = max(1, min(block, d, n_days))
+    starts = rng.integers(0, n_days - b + 1, size=(resamples, -(-d // b)))
+    idx = (starts[:, :, None] + np.arange(b)[None, None, :]).reshape(resamples, -1)
+    return idx[:, :d]
+
+
 class NullModel(Protocol):
-    """Turns a test statistic of a model's window into a p-value (the fleet budget needs p-values)."""
+    """Turns a test statistic of a model's window into a p-value (the fleet budget needs p-values).
+    The null distributions estimated per signal and cadence elsewhere can implement this."""
 
-    def column_p(self, column: str, x2: float, df: int, days: int) -> float: ...
+    def column_p(self, column: str, x2: float, df: int, days: int, n: int) -> float: ...
 
-    def label_factor(self, days: int) -> float: ...
+    def label_p(self, rate: float, ref_rate: float, n: int, days: int) -> float: ...
+
+    def label_factor(self, days: int, n: int, ref_rate: float) -> float: ...
+
+
+def gamma_sf(t: float, mean: float, var: float) -> float:
+    """P(T >= t) for a gamma distribution with this mean and variance (two-moment fit)."""
+    if mean <= 0 or var <= 0:
+        return 1.0 if t <= mean else 0.0
+    return float(stats.gamma.sf(t, mean * mean / var, scale=var / mean))
 
 
 @dataclass(frozen=True)
-class OverdispersedChi2:
-    """p = chi2.sf(X^2 / phi(column, days), df), phi from `estimate_null` (1 where none was stored)."""
+class BetweenDayNull:
+    """A window's chi-square distance T = X^2 / n is, under no drift, the within-sample part
+    ((k - 1) / n, variance 2 (k - 1) / n^2) plus a between-day part whose mean and variance were
+    measured at training on resampled whole reference days (`estimate_null`); T's null is fitted
+    by a gamma with that total mean and variance. Fewer days vary more: the window uses the
+    estimate of the largest span not longer than its own (never a calmer one)."""
 
     null: Mapping[str, Any]
 
-    def _phi(self, values: Sequence[float] | None, days: int) -> float:
+    def _at(self, entry: Mapping[str, Sequence[float]] | None, days: int) -> tuple[float, float]:
         grid = list(self.null.get("days") or [])
-        if not values or not grid:
-            return 1.0
-        # The largest estimated span not longer than the window: fewer days are more clustered,
-        # so this errs towards a larger phi (fewer alarms), never a smaller one.
+        if not entry or not grid:
+            return 0.0, 0.0
         i = max([j for j, d in enumerate(grid) if d <= max(days, 1)] or [0])
-        return float(values[i])
+        return float(entry["mean"][i]), float(entry["var"][i])
 
-    def column_p(self, column: str, x2: float, df: int, days: int) -> float:
-        return float(stats.chi2.sf(x2 / self._phi((self.null.get("columns") or {}).get(column), days), df))
+    def column_p(self, column: str, x2: float, df: int, days: int, n: int) -> float:
+        bm, bv = self._at((self.null.get("columns") or {}).get(column), days)
+        return gamma_sf(x2 / n, bm + df / n, bv + 2 * df / (n * n))
 
-    def label_factor(self, days: int) -> float:
-        return self._phi(self.null.get("label"), days)
+    def label_p(self, rate: float, ref_rate: float, n: int, days: int) -> float:
+        bm, bv = self._at(self.null.get("label"), days)
+        w = ref_rate * (1 - ref_rate) / n
+        return gamma_sf((rate - ref_rate) ** 2, bm + w, bv + 2 * w * w)
+
+    def label_factor(self, days: int, n: int, ref_rate: float) -> float:
+        """How much wider than binomial the label rate varies at this span and size (>= 1)."""
+        bm, _ = self._at(self.null.get("label"), days)
+        w = ref_rate * (1 - ref_rate) / n
+        return 1.0 + bm / w if w > 0 else 1.0
 
 
 # -- one model's window -------------------------------------------------------------------------
@@ -371,7 +413,7 @@ def measure(
     ref: ModelRef, c: Counts, *, min_labels: int = 50, last_day: date | None = None, null: NullModel | None = None
 ) -> ModelWindow:
     """Signals and tests of one model's merged window counts (pure)."""
-    nm = null or OverdispersedChi2(ref.null)
+    nm = null or BetweenDayNull(ref.null)
     days = max(len(c.days), 1)
     sig: list[Signal] = []
     link: dict[str, str | None] = {}
@@ -390,7 +432,7 @@ def measure(
         shares = np.asarray(col.shares, dtype="float64")
         cur = counts / n
         x2, df = pearson(shares, counts, prof.rows)
-        tests.append(Test(name, x2, df, nm.column_p(name, x2, df, days)))
+        tests.append(Test(name, x2, df, nm.column_p(name, x2, df, days, n)))
         value = psi(shares, cur)
         add(Signal("psi", name, psi_excess(value, shares, n), f"raw PSI {value:.3f}, X2 {x2:.1f} on {df} df, n={n}"), name)
         if isinstance(col, NumericProfile):
@@ -405,9 +447,8 @@ def measure(
         n_lab, k = c.labelled, c.positives
         rate = k / n_lab
         r0 = min(max(ref.label_rate, 1e-6), 1 - 1e-6)
-        phi = nm.label_factor(days)
-        z = (rate - r0) / math.sqrt(phi * r0 * (1 - r0) / n_lab)
-        tests.append(Test(LABEL_TEST, z, 1, float(2 * stats.norm.sf(abs(z)))))
+        phi = nm.label_factor(days, n_lab, r0)
+        tests.append(Test(LABEL_TEST, (rate - r0) ** 2, 1, nm.label_p(rate, r0, n_lab, days)))
         add(
             Signal("label_rate_shift", None, abs(rate - ref.label_rate), f"late rate {rate:.1%} vs {ref.label_rate:.1%}"),
             LABEL_TEST,
@@ -493,6 +534,13 @@ class FleetJudgement:
         }
 
 
+def cap(r: Reason) -> Reason:
+    """A critical reason of a drift-only signal as a warning: the world moved, nothing is broken."""
+    if r.severity != "critical":
+        return r
+    return Reason(r.signal, r.feature, r.value, r.threshold, "warning", r.message + " [capped at yellow: drift alone]")
+
+
 def _loss(w: ModelWindow) -> float:
     """Estimated ROC AUC loss: realised if the window has labels, else the label-free estimate."""
     auc = w.roc_auc if not math.isnan(w.roc_auc) else w.expected_roc_auc
@@ -506,6 +554,7 @@ def judge_fleet(
     fdr: float,
     min_rows: int,
     absent: Sequence[ModelRef] = (),
+    yellow_only: Sequence[str] = (),
 ) -> FleetJudgement:
     """Every model's verdict under one false-discovery budget; worst first, by impact within a colour.
 
@@ -523,7 +572,8 @@ def judge_fleet(
     for i, w in enumerate(judged):
         hits = disc.get(i, {})
         eligible = [s for s in w.signals if (w.signal_test[signal_id(s)] is None or w.signal_test[signal_id(s)] in hits)]
-        reasons = evaluate_signals(eligible, policy.rules)
+        reasons = [cap(r) if r.signal in yellow_only else r for r in evaluate_signals(eligible, policy.rules)]
+        reasons.sort(key=lambda r: r.severity != "critical")
         status = "red" if any(r.severity == "critical" for r in reasons) else "yellow" if reasons else "green"
         ps = [t.p_value for t in w.tests]
         notes = () if status != "green" or not hits else (f"{len(hits)} discoveries below every threshold",)
