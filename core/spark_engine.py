@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,9 @@ TS = "_ts_us"  # the windowing clock as epoch microseconds (UTC)
 def spark_session(master: str = "local[2]", *, app: str = "driftlight-fleet", batch_rows: int = 50_000) -> Any:
     """A SparkSession for the fleet monitor (local mode needs only Java 17)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must be this interpreter (its packages), not whatever `python3` is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     return (
@@ -59,9 +63,18 @@ def stop_session(spark: Any) -> None:
     spark.stop()
     gw = getattr(SparkContext, "_gateway", None)
     if gw is not None:
+        proc = getattr(gw, "proc", None)
         gw.shutdown()
         SparkContext._gateway = None
         SparkContext._jvm = None
+        if proc is not None:  # the JVM the gateway launched: reap it, close its pipe
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+                proc.wait()
 
 
 def to_spark_frame(chunk: pd.DataFrame, by: str) -> pd.DataFrame:
