@@ -49,7 +49,7 @@ Fault = Callable[[pd.DataFrame, np.random.Generator], pd.DataFrame]
 FAULTS: dict[str, tuple[str, Fault]] = {
     "unit-change": ("temperature sent in °C on these routes' feed", fahrenheit_to_celsius("temp")),
     "new-carrier": ("a new carrier code on 30 % of these routes' flights", new_category("carrier", "ZZ", 0.3)),
-    "pressure-dropout": ("50 % of these routes' pressure readings missing", nan_spike("pressure", 0.5)),
+    "pressure-dropout": ("the pressure feed of these routes is dead: every reading missing", nan_spike("pressure", 1.0)),
 }
 
 

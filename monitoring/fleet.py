@@ -272,6 +272,15 @@ def estimate_null(
             mean.append(max(0.0, float(b.mean())))
             var.append(float(b.var()))
         out["columns"][c] = {"mean": mean, "var": var}
+        for part, bins in share_parts(profile, c).items():
+            pm, pv = [], []
+            for d in days:
+                sums = mats[c][draws[d]].sum(axis=1)
+                n = np.maximum(sums.sum(axis=1), 1)
+                dev = sums[:, bins].sum(axis=1) / n - ref[bins].sum()
+                pm.append(float(dev.mean()))
+                pv.append(float(np.maximum(dev.var() - (ref[bins].sum() * (1 - ref[bins].sum()) / n).mean(), 0.0)))
+            out["columns"][f"{c}:{part}"] = {"mean": pm, "var": pv}
     r0 = min(max(label_rate, 1e-6), 1 - 1e-6)
     lm, lv = [], []
     for d in days:
@@ -283,6 +292,16 @@ def estimate_null(
         lv.append(float(b.var()))
     out["label"] = {"mean": lm, "var": lv}
     return out
+
+
+def share_parts(profile: ReferenceProfile, name: str) -> dict[str, list[int]]:
+    """The bins of a column whose share is a data-quality signal: missing, beyond the reference
+    range (numeric), unseen (categorical)."""
+    col = profile.column(name)
+    if isinstance(col, NumericProfile):
+        return {"missing": [0], "beyond": [1, col.n_bins - 1]}
+    k = len(col.categories)
+    return {"missing": [k], "unseen": [k + 1]}
 
 
 def block_draws(n_days: int, d: int, block: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -300,6 +319,8 @@ class NullModel(Protocol):
     def column_p(self, column: str, x2: float, df: int, days: int, n: int) -> float: ...
 
     def label_p(self, rate: float, ref_rate: float, n: int, days: int) -> float: ...
+
+    def share_p(self, key: str, share: float, ref_share: float, n: int, days: int, ref_rows: int) -> float: ...
 
     def label_factor(self, days: int, n: int, ref_rate: float) -> float: ...
 
@@ -331,6 +352,15 @@ class BetweenDayNull:
     def column_p(self, column: str, x2: float, df: int, days: int, n: int) -> float:
         bm, bv = self._at((self.null.get("columns") or {}).get(column), days)
         return gamma_sf(x2 / n, bm + df / n, bv + 2 * df / (n * n))
+
+    def share_p(self, key: str, share: float, ref_share: float, n: int, days: int, ref_rows: int) -> float:
+        """One-sided: is this quality share (missing, beyond range, unseen) above the reference by
+        more than days like the reference's vary? Normal, with between-day plus binomial variance
+        (the reference share floored at half a row, so a never-seen share is not infinitely sure)."""
+        bm, bv = self._at((self.null.get("columns") or {}).get(key), days)
+        p0 = max(ref_share, 0.5 / max(ref_rows, 1))
+        sd = math.sqrt(bv + p0 * (1 - p0) / n)
+        return float(stats.norm.sf((share - ref_share - max(bm, 0.0)) / sd))
 
     def label_p(self, rate: float, ref_rate: float, n: int, days: int) -> float:
         bm, bv = self._at(self.null.get("label"), days)
@@ -435,13 +465,17 @@ def measure(
         tests.append(Test(name, x2, df, nm.column_p(name, x2, df, days, n)))
         value = psi(shares, cur)
         add(Signal("psi", name, psi_excess(value, shares, n), f"raw PSI {value:.3f}, X2 {x2:.1f} on {df} df, n={n}"), name)
-        if isinstance(col, NumericProfile):
-            add(Signal("missing_rate_increase", name, float(cur[0] - shares[0]), f"{cur[0]:.1%} vs {shares[0]:.1%}"), name)
-            beyond = float(cur[1] + cur[-1])
-            add(Signal("beyond_reference_rate", name, beyond, f"outside [{col.ref_min:g}, {col.ref_max:g}]"), name)
-        else:
-            add(Signal("missing_rate_increase", name, float(cur[-2] - shares[-2]), f"{cur[-2]:.1%} vs {shares[-2]:.1%}"), name)
-            add(Signal("unseen_category_rate", name, float(cur[-1]), "values the reference never saw"), name)
+        for part, bins in share_parts(prof, name).items():
+            key = f"{name}:{part}"
+            got, was = float(cur[bins].sum()), float(shares[bins].sum())
+            tests.append(Test(key, got, 1, nm.share_p(key, got, was, n, days, prof.rows)))
+            if part == "missing":
+                add(Signal("missing_rate_increase", name, got - was, f"{got:.1%} vs {was:.1%}"), key)
+            elif part == "beyond":
+                rng = f"outside [{col.ref_min:g}, {col.ref_max:g}]" if isinstance(col, NumericProfile) else ""
+                add(Signal("beyond_reference_rate", name, got, rng), key)
+            else:
+                add(Signal("unseen_category_rate", name, got, "values the reference never saw"), key)
     auc = math.nan
     if c.labelled >= min_labels and c.positives > 0 and c.labelled - c.positives > 0:
         n_lab, k = c.labelled, c.positives
