@@ -224,9 +224,14 @@ def main() -> None:
     out["nodrift_total_red"] = sum(d["red"] for d in days)
     out["nodrift_seconds"] = round(time.perf_counter() - t0, 1)
 
-    own = own_segments(registry, spec)
     rng = np.random.default_rng(0)
     last7 = sorted(control)[-7:]
+    # Faults go into models the window can judge (>= min_rows rows over these days): a model below
+    # that is not_enough_data by design, whatever its traffic carries.
+    window = on_days(contract, data, last7)
+    sizes = pd.Series(spec.segment_values([window[k].to_numpy() for k in spec.segment_by])).value_counts()
+    own = [s for s in own_segments(registry, spec) if sizes.get(s, 0) >= spec.monitor.min_rows]
+    out["drill_candidates"] = len(own)
     drills = []
     for fault in FAULTS:
         db = a.home / "fleet-eval" / f"drill-{fault}.db"
