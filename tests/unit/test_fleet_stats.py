@@ -91,7 +91,7 @@ def test_between_day_part_is_seen_when_days_are_clustered() -> None:
     must show (almost) none. A clustered window then gets a far larger p-value than i.i.d. theory."""
     rng = np.random.default_rng(2)
     days = [f"2013-01-{d:02d}" for d in range(1, 29) for _ in range(50)]
-    daily = {d: rng.normal(40, 8) for d in set(days)}
+    daily = {d: rng.normal(40, 8) for d in sorted(set(days))}
     clustered = pd.DataFrame({"temp": [daily[d] + rng.normal(0, 1) for d in days], "carrier": "UA", "day": days})
     iid = pd.DataFrame({"temp": rng.normal(40, 8, len(days)), "carrier": "UA", "day": days})
     got = {}
