@@ -158,16 +158,16 @@ class ModelHolder:
                 if fb is not None:
                     write_fallback(s.fallback_path, fb)
             self._reload_shadow(registry)
-            fleet = None
-            if self.fleet is not None and self.fleet.loaded_in_s is not None:  # after the first warm-up
-                fleet = self.fleet.reload(registry)
-            return {
+            out: dict[str, Any] = {
                 "changed": changed,
                 "version": version,
                 "previous": old.version if old is not None else None,
                 "shadow": self.shadow.version if self.shadow else None,
-                "fleet": fleet,
             }
+            if self.fleet is not None:
+                # After the first warm-up (the background thread does that one).
+                out["fleet"] = self.fleet.reload(registry) if self.fleet.loaded_in_s is not None else None
+            return out
 
     def _reload_shadow(self, registry: Registry) -> None:
         s = self.settings
