@@ -38,7 +38,7 @@ class Scored:
     per_row: Sequence[tuple[str, str, float]] | None = None
 
 
-def score_fleet(fleet: FleetRouter, default: LoadedModel, recs: list[Mapping[str, Any]], columns: Sequence[str]) -> Scored:
+def score_fleet(fleet: FleetRouter, default: LoadedModel, recs: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Scored:
     """Each record by its segment's champion, or by `default` (the global model)."""
     models = fleet.models  # read once: the call sees one set of champions
     seg = fleet.spec.segment_of
@@ -54,9 +54,9 @@ def score_fleet(fleet: FleetRouter, default: LoadedModel, recs: list[Mapping[str
     feats: list[Any] = [None] * len(recs)
     per_row: list[tuple[str, str, float]] = [("", "", 0.0)] * len(recs)
     for m, idx in by_model.values():
-        p, X = m.predict_frame(frame_from_records([recs[i] for i in idx], columns))
+        ps, xs = m.predict_frame(frame_from_records([recs[i] for i in idx], columns))
         for j, i in enumerate(idx):
-            probs[i], feats[i], per_row[i] = float(p[j]), X[j], (m.name, m.version, m.threshold)
+            probs[i], feats[i], per_row[i] = float(ps[j]), xs[j], (m.name, m.version, m.threshold)
     return Scored(probs, feats, default.version, default.threshold, "model", per_row=per_row)
 
 

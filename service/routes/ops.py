@@ -49,7 +49,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         model, fb = holder.model, holder.fallback
         pending = ctx.log.pending() if ctx.log is not None else 0
         if model is not None:
-            body = {
+            body: dict[str, Any] = {
                 "status": "ready",
                 "model_name": model.name,
                 "model_version": model.version,
