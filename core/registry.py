@@ -167,6 +167,11 @@ class InMemoryRegistry:
         with self._lock:
             self.evidence.append({"name": name, "version": version, "evidence": dict(evidence), "tags": dict(tags)})
 
+    def names(self) -> list[str]:
+        """Every registered model name (the fleet helpers list a fleet's models by prefix)."""
+        with self._lock:
+            return sorted({n for n, _ in self._bundles})
+
     def versions(self, name: str) -> list[ModelVersion]:
         with self._lock:
             return [

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     experiment: str = "driftlight"
     model_name: str = "flights-late"
     model_alias: str = "champion"
+    fleet_file: Path | None = Field(
+        None, description="fleet file (YAML): serve one model per segment plus a global one; unset = the one model above"
+    )
 
     # Serving
     host: str = "127.0.0.1"

@@ -606,6 +606,15 @@ def demo(
         serve_again(settings.model_copy(update={"reload_interval": 1.0}), echo=typer.echo)
 
 
+def _add_fleet() -> None:
+    from driftlight import fleet_cli
+
+    app.add_typer(fleet_cli.app, name="fleet")
+
+
+_add_fleet()
+
+
 def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

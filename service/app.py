@@ -24,6 +24,7 @@ from service.limits import BodyLimitMiddleware
 from service.metrics import ServiceMetrics
 from service.middleware import MetricsMiddleware
 from service.routes import admin, feedback, ops, pages, predict
+from service.routes import fleet as fleet_routes
 
 
 def api_paths(routers: list[APIRouter]) -> list[str]:
@@ -42,11 +43,17 @@ def create_app(
     """Build the app. Unset collaborators are created from `settings` in the lifespan."""
     contract = contract or load_contract()
     metrics = metrics or ServiceMetrics()
+    fleet = None
+    if settings.fleet_file is not None:
+        from data_contracts.fleet import load_fleet
+        from service.fleet import FleetRouter
+
+        fleet = FleetRouter(load_fleet(settings.fleet_file, contract))
     ctx = ServiceContext(
         settings=settings,
         contract=contract,
         metrics=metrics,
-        holder=ModelHolder(settings, metrics),
+        holder=ModelHolder(settings, metrics, fleet),
         record_model=request_model(contract),
         feature_names=[str(n) for n in build_features(contract).get_feature_names_out()],
         registry=registry,
@@ -76,7 +83,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.ctx = ctx
-    routers = [predict.router(ctx), feedback.router(ctx), ops.router(ctx), admin.router(ctx), pages.router(ctx)]
+    routers = [
+        predict.router(ctx),
+        feedback.router(ctx),
+        ops.router(ctx),
+        admin.router(ctx),
+        pages.router(ctx),
+        fleet_routes.router(ctx),
+    ]
     for r in routers:
         app.include_router(r)
     handlers.install(app, ctx, predict_paths=api_paths(routers[:1]))

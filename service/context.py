@@ -165,7 +165,17 @@ class ServiceContext:
         return out
 
     def log_row(
-        self, pid: str, rec: Mapping[str, Any], p: float, late: bool, x: Any, warns: list[str], version: str, now: datetime
+        self,
+        pid: str,
+        rec: Mapping[str, Any],
+        p: float,
+        late: bool,
+        x: Any,
+        warns: list[str],
+        version: str,
+        now: datetime,
+        *,
+        model_name: str | None = None,
     ) -> None:
         assert self.log is not None, "the log writer is opened in start()"
         self.log.log_prediction(
@@ -173,7 +183,7 @@ class ServiceContext:
                 "prediction_id": pid,
                 "served_at": now,
                 "event_time": rec[self.contract.timestamp_field],
-                "model_name": self.settings.model_name,
+                "model_name": model_name or self.holder.model_name,
                 "model_version": version,
                 "probability": p,
                 "late": int(late),

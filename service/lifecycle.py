@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from core.registry import Registry
     from core.runs import RunStore
     from core.settings import Settings
+    from service.fleet import FleetRouter
     from service.metrics import ServiceMetrics
 
 log = logging.getLogger("driftlight.service")
@@ -89,9 +90,13 @@ def write_fallback(path: Path, fb: Fallback) -> None:
 class ModelHolder:
     """The one mutable reference to the served model (and the shadow model and the fallback)."""
 
-    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics, fleet: FleetRouter | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        # With a fleet, `model` is the fleet's global model and `fleet` routes segments to their champions.
+        self.fleet = fleet
+        self.model_name = fleet.spec.global_model if fleet is not None else settings.model_name
+        self.alias = fleet.spec.alias if fleet is not None else settings.model_alias
         self.model: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
         self.fallback: Fallback | None = None
@@ -109,6 +114,8 @@ class ModelHolder:
         """First load at start-up; on failure, the fallback (unless disabled) and the reason."""
         try:
             self.reload(registry)
+            if self.fleet is not None:
+                self.fleet.start(registry)
         except Exception as exc:  # the service still starts: /ready says what serves and why
             self.load_error = f"{type(exc).__name__}: {exc}"
             self.metrics.model_loaded.set(0)
@@ -127,15 +134,17 @@ class ModelHolder:
     def reload(self, registry: Registry) -> dict[str, Any]:
         """Serve the version the alias points at now (no-op if it already does). Thread-safe."""
         s = self.settings
+        name, alias = self.model_name, self.alias
         with self._lock:
-            version = registry.alias_version(s.model_name, s.model_alias)
+            version = registry.alias_version(name, alias)
             if version is None:
-                raise LookupError(f"no version of {s.model_name!r} has alias {s.model_alias!r}: run `driftlight train`")
+                what = "driftlight fleet train" if self.fleet is not None else "driftlight train"
+                raise LookupError(f"no version of {name!r} has alias {alias!r}: run `{what}`")
             old = self.model
             changed = old is None or old.version != version
             if changed:
-                bundle = registry.load(s.model_name, version)
-                new = LoadedModel(name=s.model_name, version=version, alias=s.model_alias, bundle=bundle)
+                bundle = registry.load(name, version)
+                new = LoadedModel(name=name, version=version, alias=alias, bundle=bundle)
                 fb = fallback_from_bundle(new) if s.fallback == "baseline" else None
                 self.model, self.fallback, self.load_error = new, fb, None  # the swap: one assignment each
                 self.reloads += 1
@@ -149,16 +158,20 @@ class ModelHolder:
                 if fb is not None:
                     write_fallback(s.fallback_path, fb)
             self._reload_shadow(registry)
-            return {
+            out: dict[str, Any] = {
                 "changed": changed,
                 "version": version,
                 "previous": old.version if old is not None else None,
                 "shadow": self.shadow.version if self.shadow else None,
             }
+            if self.fleet is not None:
+                # After the first warm-up (the background thread does that one).
+                out["fleet"] = self.fleet.reload(registry) if self.fleet.loaded_in_s is not None else None
+            return out
 
     def _reload_shadow(self, registry: Registry) -> None:
         s = self.settings
-        if not s.shadow_alias:
+        if not s.shadow_alias or self.fleet is not None:  # shadow scoring is single-model only (for now)
             return
         version = registry.alias_version(s.model_name, s.shadow_alias)
         champion = self.model.version if self.model is not None else None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-FOLDER_MARKERS = ("unit", "data", "model", "integration", "drills")
+FOLDER_MARKERS = ("unit", "data", "model", "integration", "drills", "spark")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

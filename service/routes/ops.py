@@ -41,7 +41,7 @@ def status_body(latest: dict[str, Any], *, paths: bool = True) -> dict[str, Any]
 
 def router(ctx: ServiceContext) -> APIRouter:
     r = APIRouter(tags=["ops"])
-    holder, settings, contract, metrics = ctx.holder, ctx.settings, ctx.contract, ctx.metrics
+    holder, contract, metrics = ctx.holder, ctx.contract, ctx.metrics
 
     @r.get("/health")
     async def health() -> dict[str, str]:
@@ -67,7 +67,7 @@ def router(ctx: ServiceContext) -> APIRouter:
                 [item("log", "unavailable", "a writable spool folder", None, log_problem or "disk full")],
             )
         if model is not None:
-            body = {
+            body: dict[str, Any] = {
                 "status": "degraded" if log_problem else "ready",
                 "model_name": model.name,
                 "model_version": model.version,
@@ -76,12 +76,15 @@ def router(ctx: ServiceContext) -> APIRouter:
                 "log_pending": pending,
                 "log": log_problem,
             }
+            if holder.fleet is not None:
+                f = holder.fleet
+                body["fleet"] = {"name": f.spec.name, "segment_champions": f.expected, "loaded": len(f.models)}
             return JSONResponse(body)
         if fb is None:
             return not_ready(ctx)
         body = {
             "status": "degraded",
-            "model_name": settings.model_name,
+            "model_name": holder.model_name,
             "model_version": FALLBACK_VERSION,
             "served_by": "fallback",
             "fallback_source": fb.source,

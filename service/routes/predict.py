@@ -77,7 +77,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         scored = score(ctx, recs)
         if scored is None:
             return not_ready(ctx)
-        body = {"model_name": ctx.settings.model_name, "model_version": scored.version, "threshold": scored.threshold}
+        body = {"model_name": ctx.holder.model_name, "model_version": scored.version, "threshold": scored.threshold}
         body["predictions"] = answer(ctx, recs, scored, drill=drill is not None)
         return await ctx.acknowledged() or JSONResponse(body)
 

@@ -1,0 +1,201 @@
+"""`driftlight fleet …`: train, monitor and inspect a fleet of models (one per segment + global).
+
+A thin typer sub-app (registered in driftlight.cli); each command builds the one `Settings`,
+reads the fleet file (`--fleet`, else `DRIFTLIGHT_FLEET_FILE`, else the packaged routes fleet)
+and calls one function.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from core.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="A fleet of models: one per segment plus a global one.")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+FleetOpt = Annotated[
+    Path | None, typer.Option("--fleet", help="fleet file (default DRIFTLIGHT_FLEET_FILE, else the packaged one)")
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.echo(f"invalid setting DRIFTLIGHT_{name.upper()}: {err['msg']} (got {err.get('input')!r})", err=True)
+        raise typer.Exit(2) from None
+
+
+def _spec(settings: Settings, path: Path | None) -> Any:
+    from data_contracts.contract import load_contract
+    from data_contracts.fleet import load_fleet
+
+    try:
+        return load_fleet(path or settings.fleet_file, load_contract())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"fleet file: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    workers: Annotated[int, typer.Option(help="worker processes that fit segment models")] = 2,
+    limit: Annotated[int | None, typer.Option(help="only the N largest segments (a quick try)")] = None,
+    fleet: FleetOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train and register one model per segment and the global model, in parallel."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from core.registry import registry_from_settings
+    from data_contracts.contract import load_contract
+    from training.fleet import train_fleet
+
+    settings = _settings(home=home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    spec = _spec(settings, fleet)
+    registry = registry_from_settings(settings)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=as_json, transient=False
+    ) as bar:
+        task = bar.add_task(f"fleet {spec.name}: segments", total=None)
+
+        def step(out: Any) -> None:
+            bar.update(task, advance=1, description=f"fleet {spec.name}: {out.segment:<9} {out.status}")
+
+        result = train_fleet(load_contract(), registry, spec, workers=workers, limit=limit, on_progress=step)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        return
+    g = result.global_model
+    trained = [s for s in result.segments if s["status"] == "trained"]
+    lines = [
+        f"fleet {result.fleet}: {result.models_registered} models registered ({len(trained)} segments + global) "
+        f"in {result.seconds} s with {result.workers} workers",
+        f"  {result.beat_baseline} of {len(trained)} segment models beat their baseline and serve their segment "
+        f"(alias {spec.alias})",
+        f"  global {g['name']} v{g['version']}: ROC AUC {g['roc_auc']:.3f} vs baseline {g['baseline_roc_auc']:.3f}; "
+        f"serves every other segment ({len(result.fell_back)} listed below + any segment not seen in training)",
+        "  fell back to the global model:",
+        *[f"    {s:<9} {why}" for s, why in sorted(result.fell_back.items())],
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _print_run(doc: dict[str, Any], top: int) -> str:
+    s = doc["summary"]
+    c = s["counts"]
+    lines = [
+        f"fleet {doc['fleet']} on {doc['day']} ({doc.get('engine', 'local')}): {s['models']} models — "
+        f"red {c['red']}, yellow {c['yellow']}, green {c['green']}, not_enough_data {c['not_enough_data']}",
+        f"  budget: {s['discoveries']} discoveries among {s['tests']} tests at FDR {s['fdr']}",
+        "  worst first (impact = rows x estimated ROC AUC loss):",
+    ]
+    for v in doc["verdicts"][:top]:
+        why = v["reasons"][0]["message"] if v["reasons"] else (v["notes"][0] if v["notes"] else "")
+        lines.append(
+            f"    {v['status']:<15} {v['segment']:<9} {v['rows']:>6} rows/{v['days']}d  impact {v['impact']:8.2f}  {why}"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def monitor(
+    day: Annotated[str, typer.Option("--day", help="last local day of the windows (YYYY-MM-DD)")],
+    engine: Annotated[str, typer.Option(help="local (pandas, one pass) or spark")] = "local",
+    master: Annotated[str, typer.Option(help="Spark master URL (--engine spark): local[2], spark://host:7077, ...")] = "local[2]",
+    by: Annotated[str, typer.Option(help="which clock cuts the days: event_time or served_at")] = "event_time",
+    top: Annotated[int, typer.Option(help="verdicts to print")] = 15,
+    fleet: FleetOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Judge every fleet model's window from one pass over the log; record one fleet run."""
+    from datetime import date
+
+    from core.fleet import FleetRunStore, load_refs
+    from core.fleet_monitor import run_fleet
+    from core.logstore import log_store_from_settings
+    from core.registry import registry_from_settings
+    from data_contracts.contract import load_contract
+    from monitoring.policy import load_policy
+
+    if engine not in ("local", "spark"):
+        typer.echo(f"--engine: expected local or spark, got {engine!r}", err=True)
+        raise typer.Exit(2)
+    if by not in ("event_time", "served_at"):
+        typer.echo(f"--by: expected event_time or served_at, got {by!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        d = date.fromisoformat(day)
+    except ValueError:
+        typer.echo(f"--day: expected a date YYYY-MM-DD, got {day!r}", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings(home=home)
+    spec = _spec(settings, fleet)
+    contract = load_contract()
+    try:
+        refs = load_refs(registry_from_settings(settings), spec, settings.home / "fleet-cache")
+    except LookupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    store = log_store_from_settings(settings, contract)
+    counter = None
+    session = None
+    if engine == "spark":
+        from core.spark_engine import SparkCounter, spark_session
+
+        session = spark_session(master)
+        counter = SparkCounter(session, settings.resolved_log_store_url, refs, contract, by=by)  # type: ignore[arg-type]
+    try:
+        res = run_fleet(
+            refs=refs, spec=spec, policy=load_policy(), store=store, day=d, timezone=contract.timezone, by=by,  # type: ignore[arg-type]
+            engine=engine, counter=counter, runs=FleetRunStore(settings.resolved_log_store_url),
+            reports_dir=settings.home / "reports",
+        )  # fmt: skip
+    finally:
+        if session is not None:
+            from core.spark_engine import stop_session
+
+            stop_session(session)
+    doc = res.as_dict()
+    _out(
+        doc,
+        as_json,
+        _print_run(doc, top) + f"\n  read {res.rows_read} rows; count {res.seconds['count']} s, judge {res.seconds['judge']} s",
+    )
+
+
+@app.command()
+def status(
+    top: Annotated[int, typer.Option(help="verdicts to print")] = 15,
+    fleet: FleetOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The latest fleet run: counts by colour and the worst models first."""
+    from core.fleet import FleetRunStore
+
+    settings = _settings(home=home)
+    spec = _spec(settings, fleet)
+    latest = FleetRunStore(settings.resolved_log_store_url).latest(spec.name)
+    if latest is None:
+        typer.echo("no fleet run yet: run `driftlight fleet monitor --day YYYY-MM-DD`", err=True)
+        raise typer.Exit(1)
+    doc = {**latest, "day": latest["window_end"], "summary": latest["summary"]}
+    _out(latest, as_json, _print_run(doc, top) + f"\n  run {latest['run_id']} finished {latest['finished_at']}")
+
+
+def _out(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)

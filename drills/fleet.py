@@ -1,0 +1,261 @@
+"""Fleet drills and the fleet's no-drift evaluation.
+
+`FleetTraffic` serves real flights the way the API does (the same `score_fleet` routing and
+`LoadedModel` code, in process, so thousands of rows take seconds instead of HTTP round trips)
+and writes them, with their labels, to a prediction log. On top of it:
+
+- `no_drift_days`: the fleet's control days (held out of every model's reference) are logged and
+  every one of them is judged as a fleet day: how many models are non-green / red per day.
+- `fault_drill`: a named fault is injected into the traffic of k of the N segment models (a unit
+  change on their temperature feed, a new carrier, a pressure sensor dropping out); the fleet run
+  must turn exactly those k red (recall and precision of red).
+
+    python -m drills.fleet --home .driftlight [--json]    (after `driftlight fleet train`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.fleet import champion_versions, load_refs, segment_of_model
+from core.fleet_monitor import Key, count_local, judge_counts
+from core.logstore import LogStore
+from core.registry import Registry
+from data_contracts.contract import Contract
+from data_contracts.fleet import FleetSpec
+from data_contracts.windows import local_dates, on_days
+from drills.calibrate import nan_spike
+from drills.catalogue import fahrenheit_to_celsius, new_category
+from drills.replay import to_record
+from monitoring.fleet import Counts, ModelRef
+from monitoring.policy import PolicySettings
+from service.fleet import FleetRouter
+from service.model import LoadedModel
+from service.scoring import score_fleet
+
+Fault = Callable[[pd.DataFrame, np.random.Generator], pd.DataFrame]
+FAULTS: dict[str, tuple[str, Fault]] = {
+    "unit-change": ("temperature sent in °C on these routes' feed", fahrenheit_to_celsius("temp")),
+    "new-carrier": ("a new carrier code on 30 % of these routes' flights", new_category("carrier", "ZZ", 0.3)),
+    "pressure-dropout": ("the pressure feed of these routes is dead: every reading missing", nan_spike("pressure", 1.0)),
+}
+
+
+class FleetTraffic:
+    """The fleet's champions loaded in process, serving frames of flights into a log store."""
+
+    def __init__(self, registry: Registry, spec: FleetSpec, contract: Contract, store: LogStore) -> None:
+        self.spec, self.contract, self.store = spec, contract, store
+        versions = champion_versions(registry, spec)
+        self.router = FleetRouter(spec)
+        self.router.reload(registry)
+        gv = versions[spec.global_model]
+        self.global_model = LoadedModel(spec.global_model, gv, spec.alias, registry.load(spec.global_model, gv))
+        self.feature_names = [str(n) for n in self.global_model.features.get_feature_names_out()]
+
+    def serve(self, frame: pd.DataFrame, *, labels: bool = True, served_at: datetime | None = None) -> int:
+        """Score and log every row of `frame` (flights with contract fields and `late`); then log
+        the labels of the rows that have one. Returns the rows logged."""
+        now = served_at or datetime.now(UTC)
+        recs = [to_record(r, self.contract) for r in frame.to_dict("records")]
+        for r in recs:  # the service validates the timestamp into a datetime
+            r["time_hour"] = datetime.fromisoformat(r["time_hour"].replace("Z", "+00:00"))
+        rows, lab = [], []
+        for lo in range(0, len(recs), 1000):
+            part = recs[lo : lo + 1000]
+            scored = score_fleet(self.router, self.global_model, part, self.contract.field_names)
+            assert scored.per_row is not None
+            for i, rec in enumerate(part):
+                name, version, thr = scored.per_row[i]
+                pid = uuid.uuid4().hex
+                p, x = scored.probabilities[i], scored.features[i]
+                rows.append(
+                    {"prediction_id": pid, "served_at": now, "event_time": rec["time_hour"], "model_name": name,
+                     "model_version": version, "probability": p, "late": int(p >= thr), "warnings": [], "inputs": rec,
+                     "features": dict(zip(self.feature_names, np.asarray(x).tolist(), strict=True))}
+                )  # fmt: skip
+                y = frame["late"].iloc[lo + i]
+                if labels and not (isinstance(y, float) and math.isnan(y)):
+                    lab.append({"prediction_id": pid, "label": int(y), "received_at": now})
+        self.store.insert_predictions(rows)
+        if lab:
+            self.store.upsert_labels(lab)
+        return len(rows)
+
+
+def judge_days(
+    refs: Mapping[str, ModelRef], counts: Mapping[Key, Counts], spec: FleetSpec, policy: PolicySettings, days: Sequence[date]
+) -> list[dict[str, Any]]:
+    """One fleet verdict per day in `days` from counts of the whole log (each day sees its trailing window)."""
+    out = []
+    for d in days:
+        j = judge_counts(refs, counts, spec, policy, d)
+        c = j.counts
+        out.append(
+            {
+                "day": d.isoformat(),
+                **c,
+                "non_green": c["red"] + c["yellow"],
+                "flagged": [
+                    (v.segment, v.status, v.reasons[0].message if v.reasons else "")
+                    for v in j.verdicts
+                    if v.status in ("red", "yellow")
+                ],
+                "tests": j.tests,
+                "discoveries": j.discoveries,
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    fault: str
+    faulty: list[str]
+    red: list[str]
+    yellow: list[str]
+    recall: float
+    precision: float
+    discoveries: int
+
+    @property
+    def exact(self) -> bool:
+        return sorted(self.faulty) == sorted(self.red)
+
+
+def fault_drill(
+    traffic: FleetTraffic,
+    refs: Mapping[str, ModelRef],
+    frame: pd.DataFrame,
+    fault: str,
+    faulty_segments: Sequence[str],
+    spec: FleetSpec,
+    policy: PolicySettings,
+    day: date,
+    *,
+    seed: int = 0,
+) -> DrillResult:
+    """Serve `frame` (days ending on `day`) with `fault` injected into `faulty_segments`' rows only,
+    judge the fleet on `day`, and compare the red models with the faulty ones."""
+    _, inject = FAULTS[fault]
+    seg = pd.Series(traffic.spec.segment_values([frame[k].to_numpy() for k in traffic.spec.segment_by]), index=frame.index)
+    hit = seg.isin(set(faulty_segments))
+    rng = np.random.default_rng(seed)
+    bad = inject(frame[hit].copy(), rng)
+    traffic.serve(pd.concat([frame[~hit], bad]).sort_values("time_hour", kind="mergesort"))
+    lo_day = min(local_dates(frame, traffic.contract))
+    from data_contracts.windows import window_bounds
+
+    lo, hi = window_bounds(lo_day, day, traffic.contract.timezone)
+    counts, _ = count_local(refs, traffic.store, lo, hi, traffic.contract.timezone)
+    j = judge_counts(refs, counts, spec, policy, day)
+    red = [v.segment for v in j.verdicts if v.status == "red"]
+    yellow = [v.segment for v in j.verdicts if v.status == "yellow"]
+    tp = len(set(red) & set(faulty_segments))
+    return DrillResult(
+        fault, sorted(faulty_segments), sorted(red), sorted(yellow),
+        tp / len(faulty_segments) if faulty_segments else 1.0, tp / len(red) if red else 1.0, j.discoveries,
+    )  # fmt: skip
+
+
+def own_segments(registry: Registry, spec: FleetSpec) -> list[str]:
+    return sorted(segment_of_model(spec, n) for n in champion_versions(registry, spec) if n != spec.global_model)
+
+
+def main() -> None:
+    from core.registry import registry_from_settings
+    from core.settings import Settings
+    from data_contracts.contract import load_contract
+    from data_contracts.fleet import load_fleet
+    from features.pipeline import build_features
+    from monitoring.policy import load_policy
+    from training.data import load_flights
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", type=Path, required=True, help="the home `driftlight fleet train` wrote to")
+    ap.add_argument("--k", type=int, default=5, help="faulty models per drill")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    settings = Settings(home=a.home)
+    contract = load_contract()
+    spec = load_fleet(settings.fleet_file, contract)
+    policy = load_policy()
+    registry = registry_from_settings(settings)
+    refs = load_refs(registry, spec, a.home / "fleet-cache")
+    data = load_flights()
+    md_days = json.loads((a.home / "fleet-cache" / f"{spec.global_model}@{refs[spec.global_model].version}.json").read_text())
+    control = md_days["metadata"]["monitoring"]["control_days"]
+    names = [str(n) for n in build_features(contract).get_feature_names_out()]
+    out: dict[str, Any] = {"fleet": spec.name, "models": len(refs), "control_days": len(control)}
+
+    t0 = time.perf_counter()
+    db = a.home / "fleet-eval" / "nodrift.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.unlink(missing_ok=True)
+    store = LogStore(f"sqlite:///{db}", contract, names)
+    store.create_schema()
+    traffic = FleetTraffic(registry, spec, contract, store)
+    out["load_seconds"] = round(time.perf_counter() - t0, 1)
+    frame = on_days(contract, data, control)
+    traffic.serve(frame)
+    out["serve_seconds"] = round(time.perf_counter() - t0 - out["load_seconds"], 1)
+    out["nodrift_rows"] = len(frame)
+    lo, hi = (
+        pd.Timestamp(min(control)).tz_localize(contract.timezone),
+        pd.Timestamp(max(control)).tz_localize(contract.timezone) + pd.Timedelta(days=1),
+    )
+    counts, _ = count_local(refs, store, lo.to_pydatetime(), hi.to_pydatetime(), contract.timezone)
+    days = judge_days(refs, counts, spec, policy, [date.fromisoformat(d) for d in control])
+    out["nodrift_days"] = days
+    out["nodrift_mean_non_green"] = float(np.mean([d["non_green"] for d in days]))
+    out["nodrift_red_days"] = sum(1 for d in days if d["red"])
+    out["nodrift_total_red"] = sum(d["red"] for d in days)
+    out["nodrift_seconds"] = round(time.perf_counter() - t0, 1)
+
+    rng = np.random.default_rng(0)
+    last7 = sorted(control)[-7:]
+    # Faults go into models the window can judge (>= min_rows rows over these days): a model below
+    # that is not_enough_data by design, whatever its traffic carries.
+    window = on_days(contract, data, last7)
+    sizes = pd.Series(spec.segment_values([window[k].to_numpy() for k in spec.segment_by])).value_counts()
+    own = [s for s in own_segments(registry, spec) if sizes.get(s, 0) >= spec.monitor.min_rows]
+    out["drill_candidates"] = len(own)
+    drills = []
+    for fault in FAULTS:
+        db = a.home / "fleet-eval" / f"drill-{fault}.db"
+        db.unlink(missing_ok=True)
+        store = LogStore(f"sqlite:///{db}", contract, names)
+        store.create_schema()
+        traffic.store = store
+        faulty = sorted(rng.choice(own, size=a.k, replace=False).tolist())
+        res = fault_drill(
+            traffic, refs, on_days(contract, data, last7), fault, faulty, spec, policy, date.fromisoformat(last7[-1])
+        )
+        drills.append({**res.__dict__, "exact": res.exact, "what": FAULTS[fault][0]})
+    out["drills"] = drills
+    if a.json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    print(f"fleet {spec.name}: {len(refs)} models, {len(control)} no-drift control days, {out['nodrift_rows']} flights")
+    mean, red = out["nodrift_mean_non_green"], out["nodrift_total_red"]
+    print(f"  no-drift: mean non-green models per day {mean:.2f}; red models in total {red}")
+    for d in days:
+        print(f"    {d['day']}: red {d['red']} yellow {d['yellow']} green {d['green']} n/e/d {d['not_enough_data']}")
+    for r in drills:
+        print(f"  drill {r['fault']} on {r['faulty']}: red {r['red']} (recall {r['recall']:.0%}, precision {r['precision']:.0%})")
+
+
+if __name__ == "__main__":
+    main()

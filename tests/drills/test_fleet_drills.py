@@ -1,0 +1,85 @@
+"""Fleet drills: a fault injected into k of N models turns exactly those k red; a no-drift control
+stays free of red; every served row names the model that served it.
+
+A small fleet (the 6 largest routes + global, trained Feb-Mar into an in-memory registry) keeps
+this to about a minute; `python -m drills.fleet` runs the same drills on the full fleet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+
+import pytest
+
+from core.fleet import load_refs
+from core.logstore import LogStore
+from core.registry import InMemoryRegistry
+from data_contracts.fleet import load_fleet
+from data_contracts.windows import on_days
+from drills.fleet import FleetTraffic, fault_drill, own_segments
+from features.pipeline import build_features
+from monitoring.policy import load_policy
+from training.fleet import train_fleet
+
+
+@pytest.fixture(scope="module")
+def small_fleet(contract, flights):
+    spec = load_fleet(contract=contract)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, start=date(2013, 2, 1), null_resamples=100))
+    registry = InMemoryRegistry()
+    result = train_fleet(contract, registry, spec, frame=flights, workers=1, limit=6)
+    refs = load_refs(registry, spec)
+    control = registry.load(spec.global_model, refs[spec.global_model].version).metadata["monitoring"]["control_days"]
+    return spec, registry, result, refs, sorted(control)
+
+
+def store_for(tmp_path, contract, name: str) -> LogStore:
+    s = LogStore(f"sqlite:///{tmp_path / name}.db", contract, [str(n) for n in build_features(contract).get_feature_names_out()])
+    s.create_schema()
+    return s
+
+
+def test_the_small_fleet_trains_and_reports_its_fallbacks(small_fleet) -> None:
+    spec, _, result, refs, _ = small_fleet
+    trained = [s for s in result.segments if s["status"] == "trained"]
+    assert len(trained) == 6 and result.models_registered == 7
+    assert set(result.fell_back) == {s["segment"] for s in trained if not s["beats_baseline"]}
+    assert spec.global_model in refs and len(refs) == 1 + result.own_champions
+
+
+@pytest.mark.parametrize("fault", ["unit-change", "new-carrier", "pressure-dropout"])
+def test_a_fault_in_k_of_n_models_turns_exactly_those_red(small_fleet, contract, flights, tmp_path, fault) -> None:
+    spec, registry, _, refs, control = small_fleet
+    own = own_segments(registry, spec)
+    assert len(own) >= 3, own
+    faulty = own[:2]
+    traffic = FleetTraffic(registry, spec, contract, store_for(tmp_path, contract, fault))
+    days = control[-7:]
+    res = fault_drill(
+        traffic, refs, on_days(contract, flights, days), fault, faulty, spec, load_policy(), date.fromisoformat(days[-1])
+    )
+    assert res.red == sorted(faulty), res
+    assert res.recall == 1.0 and res.precision == 1.0
+
+
+def test_no_drift_control_days_raise_no_red_and_rows_name_their_model(small_fleet, contract, flights, tmp_path) -> None:
+    from core.fleet_monitor import count_local, judge_counts
+    from data_contracts.windows import window_bounds
+
+    spec, registry, _, refs, control = small_fleet
+    store = store_for(tmp_path, contract, "nodrift")
+    traffic = FleetTraffic(registry, spec, contract, store)
+    frame = on_days(contract, flights, control)
+    traffic.serve(frame)
+    lo, hi = window_bounds(date.fromisoformat(control[0]), date.fromisoformat(control[-1]), contract.timezone)
+    counts, rows = count_local(refs, store, lo, hi, contract.timezone)
+    assert rows == len(frame)
+    for d in control[-5:]:
+        j = judge_counts(refs, counts, spec, load_policy(), date.fromisoformat(d))
+        assert j.counts["red"] == 0, [(v.segment, v.reasons[:1]) for v in j.verdicts if v.status == "red"]
+    logged = next(store.iter_predictions(lo, hi, chunksize=len(frame) + 1))
+    route = logged["origin"].astype(str) + "-" + logged["dest"].astype(str)
+    own = set(own_segments(registry, spec))
+    expected = [spec.model_name(r) if r in own else spec.global_model for r in route]
+    assert logged["model_name"].tolist() == expected

@@ -1,0 +1,169 @@
+"""The fleet's pure statistics: mergeable counts, the overdispersed null, the BH budget, the fleet file."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data_contracts.contract import load_contract
+from data_contracts.fleet import load_fleet, parse_fleet
+from monitoring.fleet import (
+    BetweenDayNull,
+    ModelRef,
+    auc_from_hist,
+    benjamini_hochberg,
+    block_draws,
+    count_days,
+    estimate_null,
+    judge_fleet,
+    measure,
+    merge_all,
+)
+from monitoring.policy import load_policy
+from monitoring.profile import build_profile
+
+pytestmark = pytest.mark.unit
+
+
+def frame(n: int, seed: int, temp_shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "temp": rng.normal(40 + temp_shift, 8, n),
+            "carrier": rng.choice(["UA", "DL", "AA"], n, p=[0.5, 0.3, 0.2]),
+            "probability": rng.beta(2, 6, n),
+            "label": (rng.random(n) < 0.22).astype(float),
+            "day": [f"2013-01-{1 + i % 28:02d}" for i in range(n)],
+        }
+    )
+
+
+def ref_of(f: pd.DataFrame, name: str = "m", null: dict | None = None) -> ModelRef:
+    prof = build_profile(f, ["temp", "probability"], ["carrier"])
+    return ModelRef(name, "1", name, prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null or {})
+
+
+def test_counts_merge_exactly_whatever_the_chunking() -> None:
+    f = frame(3000, 0)
+    prof = ref_of(f).profile
+    whole = merge_all(count_days(prof, f, f["day"]).values())
+    parts = [merge_all(count_days(prof, c, c["day"]).values()) for c in (f.iloc[i : i + 431] for i in range(0, len(f), 431))]
+    chunked = merge_all(parts)
+    assert whole is not None and chunked is not None
+    assert whole.rows == chunked.rows == 3000
+    for k in whole.cols:
+        np.testing.assert_array_equal(whole.cols[k], chunked.cols[k])
+    np.testing.assert_array_equal(whole.hist_pos, chunked.hist_pos)
+    assert whole.days == chunked.days and len(whole.days) == 28
+
+
+def test_auc_from_histogram_matches_sklearn_within_binning() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.random(5000) < 0.3
+    p = np.clip(rng.normal(0.3 + 0.2 * y, 0.15), 0, 1)
+    f = pd.DataFrame({"probability": p, "label": y.astype(float), "temp": 1.0, "carrier": "UA", "day": "d"})
+    c = count_days(ref_of(frame(500, 0)).profile, f, f["day"])["d"]
+    assert abs(auc_from_hist(c.hist_pos, c.hist_neg) - roc_auc_score(y, p)) < 0.005
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=200), st.floats(0.001, 0.5))
+@settings(max_examples=60, deadline=None)
+def test_bh_is_monotone_and_never_finds_more_than_its_p_values_allow(ps: list[float], q: float) -> None:
+    found = benjamini_hochberg(ps, q)
+    p = np.asarray(ps)
+    if found.any():  # every discovery has a p-value no larger than every non-discovery
+        assert p[found].max() <= (p[~found].min() if (~found).any() else 1.0)
+        assert p[found].max() <= q
+    else:
+        assert (np.sort(p) > q * np.arange(1, p.size + 1) / p.size).all()
+
+
+def test_between_day_part_is_seen_when_days_are_clustered() -> None:
+    """Rows of one day that share a reading (here: one temperature per day) add a between-day part
+    to the chi-square distance; the null estimated from whole days must see it, and i.i.d. rows
+    must show (almost) none. A clustered window then gets a far larger p-value than i.i.d. theory."""
+    rng = np.random.default_rng(2)
+    days = [f"2013-01-{d:02d}" for d in range(1, 29) for _ in range(50)]
+    daily = {d: rng.normal(40, 8) for d in sorted(set(days))}
+    clustered = pd.DataFrame({"temp": [daily[d] + rng.normal(0, 1) for d in days], "carrier": "UA", "day": days})
+    iid = pd.DataFrame({"temp": rng.normal(40, 8, len(days)), "carrier": "UA", "day": days})
+    got = {}
+    for name, f in (("clustered", clustered), ("iid", iid)):
+        prof = build_profile(f, ["temp"], ["carrier"])
+        got[name] = estimate_null(prof, count_days(prof, f, f["day"]), 0.2, days=(1, 7), resamples=200)
+    assert got["clustered"]["columns"]["temp"]["mean"][0] > 1.0  # one day covers ~2 of 10 bins
+    assert got["iid"]["columns"]["temp"]["mean"][0] < 0.05
+    x2, df, n = 500.0, 9, 50  # a one-day window: T = 10, about what one clustered day shows
+    assert BetweenDayNull(got["clustered"]).column_p("temp", x2, df, 1, n) > 0.01
+    assert BetweenDayNull(got["iid"]).column_p("temp", x2, df, 1, n) < 1e-6
+
+
+def test_block_draws_are_runs_of_consecutive_days() -> None:
+    idx = block_draws(50, 7, 3, 100, np.random.default_rng(0))
+    assert idx.shape == (100, 7) and idx.min() >= 0 and idx.max() < 50
+    assert (np.diff(idx[:, :3], axis=1) == 1).all()
+
+
+def no_drift_and_shifted(shift: float) -> tuple[list, ModelRef]:
+    ref_f = frame(4000, 3)
+    prof = ref_of(ref_f).profile
+    null = estimate_null(prof, count_days(prof, ref_f, ref_f["day"]), 0.22, days=(1, 7, 28), resamples=100)
+    ref = ModelRef("m", "1", "m", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null)
+    windows = []
+    for i in range(20):
+        f = frame(400, 100 + i, temp_shift=shift if i < 3 else 0.0)
+        c = merge_all(count_days(prof, f, f["day"]).values())
+        assert c is not None
+        windows.append(measure(ModelRef(f"m{i}", "1", f"s{i}", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null), c))
+    return windows, ref
+
+
+def test_budget_no_drift_is_green_and_faults_are_exactly_red() -> None:
+    policy = load_policy()
+    calm, _ = no_drift_and_shifted(0.0)
+    j = judge_fleet(calm, policy, fdr=0.05, min_rows=30)
+    assert j.counts["red"] == 0 and j.counts["yellow"] == 0, [(v.name, v.reasons) for v in j.verdicts]
+    faulty, _ = no_drift_and_shifted(40.0)  # three models see temperatures far beyond the reference
+    j = judge_fleet(faulty, policy, fdr=0.05, min_rows=30)
+    assert sorted(v.name for v in j.verdicts if v.status == "red") == ["m0", "m1", "m2"]
+    assert j.verdicts[0].status == "red"  # worst first
+
+
+def test_small_windows_are_not_enough_data_and_spend_no_budget() -> None:
+    windows, _ = no_drift_and_shifted(40.0)
+    j = judge_fleet(windows, load_policy(), fdr=0.05, min_rows=1000)
+    assert j.counts["not_enough_data"] == 20 and j.tests == 0
+
+
+def test_null_lookup_never_uses_a_longer_span_than_the_window() -> None:
+    nm = BetweenDayNull({"days": [1, 7, 28], "columns": {"temp": {"mean": [9.0, 4.0, 2.0], "var": [1.0, 1.0, 1.0]}}})
+    entry = nm.null["columns"]["temp"]
+    assert nm._at(entry, 6) == (9.0, 1.0) and nm._at(entry, 7) == (4.0, 1.0) and nm._at(entry, 40) == (2.0, 1.0)
+    # the same statistic is less surprising over fewer days
+    assert nm.column_p("temp", 300.0, 9, 1, 50) > nm.column_p("temp", 300.0, 9, 28, 50)
+
+
+def test_drift_alone_is_capped_at_yellow_when_the_fleet_file_says_so() -> None:
+    windows, _ = no_drift_and_shifted(40.0)
+    j = judge_fleet(windows, load_policy(), fdr=0.05, min_rows=30, yellow_only=("psi", "beyond_reference_rate"))
+    assert j.counts["red"] == 0 and j.counts["yellow"] == 3
+
+
+def test_fleet_file_is_checked_against_the_contract() -> None:
+    contract = load_contract()
+    spec = load_fleet(contract=contract)
+    assert spec.segment_of({"origin": "EWR", "dest": "ATL"}) == "EWR-ATL"
+    assert spec.model_name("EWR-ATL") == "flights-late--EWR-ATL"
+    with pytest.raises(ValueError, match="not contract fields"):
+        parse_fleet({"segment_by": ["route"]}).check(contract)
+    with pytest.raises(ValueError, match="unknown train keys"):
+        parse_fleet({"segment_by": ["dest"], "train": {"min_rowz": 3}})
+    with pytest.raises(ValueError, match=r"train\.from"):
+        parse_fleet({"segment_by": ["dest"], "train": {"from": "soon"}})
