@@ -608,7 +608,12 @@ class LogStore:
 
         # libpq takes the same URL without SQLAlchemy's "+driver"; keep password and query options.
         uri = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return adbc_driver_postgresql.dbapi.connect(uri)
+        try:
+            return adbc_driver_postgresql.dbapi.connect(uri)
+        except Exception as exc:  # one error type for "the store is unreachable", whichever reader
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("connect (ADBC reader)", None, exc) from exc
 
     def _adbc_sql(self, stmt: Any, n_params: int) -> str:
         """`stmt` as SQL text with the ADBC driver's positional placeholders (`?` / `$1`)."""

@@ -52,8 +52,12 @@ class ViolationCounter:
                 t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             except ValueError:
                 continue
-            if t.tzinfo is not None:
+            if t.tzinfo is None:
+                continue
+            try:  # year 1 at +14:00 has no UTC hour: such a record is counted per field, not by hour
                 hours[t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)] += 1
+            except (OverflowError, ValueError):
+                continue
         for hour, n in hours.items():
             self.add(*REJECTED_BY_EVENT, n, at=hour, drill=drill)
 

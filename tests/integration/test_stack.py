@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +345,7 @@ def wait_for(what: str, check: Any, timeout: float, logs: list[Service]) -> Any:
 # -- the tests ------------------------------------------------------------------------------------
 
 
-def test_compose_stack_drill_is_seen_by_prometheus(databases, tmp_path):
+def test_compose_stack_real_traffic_turns_prometheus_red_and_a_drill_does_not(databases, tmp_path):
     compose = load_compose()
     local = Local(tmp_path, databases)
     jobs = write_prometheus_config(local)
@@ -370,19 +371,33 @@ def test_compose_stack_drill_is_seen_by_prometheus(databases, tmp_path):
         )[0]
         assert before != 2, f"the monitor is already red before any traffic (status {before})"
 
+        # A drill through the compose `drill` service: its traffic is tagged and kept out of the
+        # real light (the monitor loop below never judges it), and the drill itself must pass.
         compose_drill = copy.deepcopy(compose)
         compose_drill["services"]["drill"]["command"] = ["heat-wave"]  # `docker compose run --rm drill heat-wave`
         drill = run_once("drill", compose_drill, local, 240, started)
         assert "--url" in drill.argv and local.url("api:8000") in drill.argv, drill.argv
 
-        status = wait_for("driftlight_monitor_status == 2", lambda: scalar(prom, "driftlight_monitor_status") == 2, 60, started)
+        # Real traffic with broken data: 2,000 flights whose temperature a caller sends in °C.
+        from data_contracts.contract import load_contract
+        from data_contracts.windows import select_window
+        from drills.replay import replay_frame
+        from training.data import load_flights
+
+        contract = load_contract()
+        week = select_window(load_flights(), contract, date(2013, 3, 18), date(2013, 3, 24)).head(2000)
+        celsius = week.assign(temp=((week["temp"] - 32.0) * 5.0 / 9.0).round(1))
+        sent = replay_frame(local.url("api:8000"), celsius, contract, batch_size=250, send_labels=False)
+        assert sent.served == 2000 and sent.failed_requests == 0, sent.errors[:3]
+
+        status = wait_for("driftlight_monitor_status == 2", lambda: scalar(prom, "driftlight_monitor_status") == 2, 90, started)
         assert status
-        psi = scalar(prom, 'driftlight_monitor_psi{feature="temp"}')
-        assert psi is not None and psi > 1, f"temp PSI after a +15 °F heat wave: {psi}"
+        critical = scalar(prom, 'driftlight_monitor_reasons{severity="critical"}')
+        assert critical is not None and critical >= 1, f"critical reasons for temperature in °C: {critical}"
         predictions = scalar(prom, f'sum(driftlight_predictions_total{{job="{api_job}"}})')
-        assert predictions is not None and predictions >= 2000, f"predictions counted by Prometheus: {predictions}"
-        # The loop may first judge the window while the log writer is still committing the drill's
-        # rows (it turned red on 1,841 of them once): wait for a run that sees them all.
+        assert predictions is not None and predictions >= 4000, f"predictions counted by Prometheus: {predictions}"
+        # The loop may first judge the window while the log writer is still committing the rows
+        # (it turned red on 1,841 of them once): wait for a run that sees them all.
         rows = wait_for(
             "driftlight_monitor_rows >= 2000",
             lambda: (v := scalar(prom, f'driftlight_monitor_rows{{job="{monitor_job}"}}')) is not None and v >= 2000 and (v,),
