@@ -46,7 +46,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        # A file still open on it (a writer's reserve or spool) makes a plain umount fail with EBUSY,
+        # and a mount left behind makes pytest's own clean-up of old tmp folders crash later runs:
+        # detach it lazily (the kernel frees it once the last file closes) and check it is gone.
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True, capture_output=True)
+        assert not os.path.ismount(mnt), f"{mnt} is still mounted"
 
 
 def fill(folder: Path) -> Path:
