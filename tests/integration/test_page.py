@@ -1,8 +1,8 @@
 """The status page, its reports and /docs: served by a real uvicorn over real 2013 traffic.
 
-A model trained the default way serves held-out control days (green) and July 1-3 with the
-temperature sent in °C (red: a unit change; the summer heat alone would be yellow); the monitor
-judges both. The page must say what /status says (colour, word, reasons,
+A model trained the default way serves held-out control days (green) and July 1-3 with a dead
+pressure feed (red: the data is broken; the summer heat alone would be yellow); the monitor judges
+both. The page must say what /status says (colour, word, reasons,
 in order), link each run's reports over HTTP without showing a file-system path, refuse paths
 outside the reports folder, and keep working with no network. The browser tests drive Debian's
 Chromium through Playwright (.ci/run installs both); they skip with the reason when it is absent.
@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 
 from core.monitor_job import Monitor
@@ -90,12 +91,12 @@ def start_site(trained: Any, home: Path) -> Site:
 
 @pytest.fixture(scope="module")
 def traffic(contract, flights, bundle):
-    """(control days: no drift; July 1-3 with the temperature sent in °C: the summer's heat, which
-    alone is only yellow (the world moved), and a caller's unit change, which is red)."""
+    """(control days: no drift; July 1-3 with a dead pressure feed: the summer's heat, which alone is
+    only yellow (the world moved), and a broken sensor, which is red)."""
     fit = select_window(flights, contract, date(2013, 1, 1), date(2013, 3, 17))
     control = on_days(contract, fit, bundle.metadata["monitoring"]["control_days"]).sample(2500, random_state=3)
     july = select_window(flights, contract, date(2013, 7, 1), date(2013, 7, 3))
-    return control.sort_values("time_hour"), july.assign(temp=((july["temp"] - 32.0) * 5.0 / 9.0).round(1))
+    return control.sort_values("time_hour"), july.assign(pressure=np.nan)
 
 
 @pytest.fixture(scope="module")
