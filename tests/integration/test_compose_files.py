@@ -182,6 +182,7 @@ def cli_commands() -> tuple[set[str], Any]:
     import driftlight.cli
 
     names = {c.name or c.callback.__name__.replace("_", "-") for c in driftlight.cli.app.registered_commands}
+    names |= {g.name for g in driftlight.cli.app.registered_groups if g.name}  # sub-apps (`driftlight fleet ...`)
     group = typer.main.get_command(driftlight.cli.app)
     assert names == set(group.commands), (names, set(group.commands))
     return names, group
