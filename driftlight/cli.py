@@ -18,24 +18,12 @@ from typing import Annotated, Any
 import typer
 
 from core.registry import GATE_REFUSED_EXIT
-from core.settings import Settings
+from driftlight.options import settings_from_options as _settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftlight: a late-flight model, served, logged and watched.")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            typer.echo(f"invalid setting DRIFTLIGHT_{name.upper()}: {err['msg']} (got {err.get('input')!r})", err=True)
-        raise typer.Exit(2) from None
 
 
 def _out(data: Any, as_json: bool, text: str) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from core.settings import Settings
+from driftlight.options import settings_from_options as _settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A fleet of models: one per segment plus a global one.")
 
@@ -22,18 +23,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 FleetOpt = Annotated[
     Path | None, typer.Option("--fleet", help="fleet file (default DRIFTLIGHT_FLEET_FILE, else the packaged one)")
 ]
-
-
-def _settings(**overrides: Any) -> Settings:
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            typer.echo(f"invalid setting DRIFTLIGHT_{name.upper()}: {err['msg']} (got {err.get('input')!r})", err=True)
-        raise typer.Exit(2) from None
 
 
 def _spec(settings: Settings, path: Path | None) -> Any:

@@ -65,3 +65,23 @@ def pg_outage(url: str) -> Iterator[None]:
         with admin.connect() as c:
             c.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         admin.dispose()
+
+
+@pytest.fixture
+def served(trained, tmp_path):
+    """(settings, client): the trained model behind an in-process app with its own SQLite log."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings, _ = trained
+    s = settings.model_copy(
+        update={
+            "log_store_url": f"sqlite:///{tmp_path / 'log.db'}",
+            "home": tmp_path,
+            "tracking_uri": settings.resolved_tracking_uri,
+            "artifact_root": settings.resolved_artifact_root,
+        }
+    )
+    with TestClient(create_app(s)) as client:
+        yield s, client

@@ -34,21 +34,6 @@ def test_the_drill_mark_is_signed():
     assert not is_ours(forged, key)
 
 
-@pytest.fixture
-def served(trained, tmp_path):
-    settings, _ = trained
-    s = settings.model_copy(
-        update={
-            "log_store_url": f"sqlite:///{tmp_path / 'log.db'}",
-            "home": tmp_path,
-            "tracking_uri": settings.resolved_tracking_uri,
-            "artifact_root": settings.resolved_artifact_root,
-        }
-    )
-    with TestClient(create_app(s)) as client:
-        yield s, client
-
-
 def test_drill_traffic_never_reaches_the_light_or_a_retrain(served, contract, flights, bundle):
     s, client = served
     fit = select_window(flights, contract, date(2013, 1, 1), date(2013, 3, 17))

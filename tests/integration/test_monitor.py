@@ -12,27 +12,10 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from core.monitor_job import Monitor
 from data_contracts.windows import on_days, select_window, window_bounds
 from drills.replay import replay_frame
-from service.app import create_app
-
-
-@pytest.fixture
-def served(trained, tmp_path):
-    settings, _ = trained
-    s = settings.model_copy(
-        update={
-            "log_store_url": f"sqlite:///{tmp_path / 'log.db'}",
-            "home": tmp_path,
-            "tracking_uri": settings.resolved_tracking_uri,
-            "artifact_root": settings.resolved_artifact_root,
-        }
-    )
-    with TestClient(create_app(s)) as client:
-        yield s, client
 
 
 @pytest.fixture(scope="module")
