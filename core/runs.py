@@ -104,6 +104,14 @@ def is_drill(run: Mapping[str, Any]) -> bool:
     return bool(run.get("drill") or (run.get("summary") or {}).get("drill"))
 
 
+def _decoded_run(row: sa.RowMapping) -> dict[str, Any]:
+    """A `monitor_runs` row with its JSON columns (reasons, summary) decoded."""
+    d = dict(row)
+    d["reasons"] = json.loads(d["reasons"] or "[]")
+    d["summary"] = json.loads(d["summary"] or "{}")
+    return d
+
+
 def _naive_utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
@@ -197,10 +205,7 @@ class RunStore:
             row = c.execute(q).mappings().first()
         if row is None:
             return None
-        out = dict(row)
-        out["reasons"] = json.loads(out["reasons"] or "[]")
-        out["summary"] = json.loads(out["summary"] or "{}")
-        return out
+        return _decoded_run(row)
 
     def history(self, limit: int = 50, *, newest_first: bool = True) -> list[dict[str, Any]]:
         """The last `limit` monitor runs (newest first unless `newest_first=False`), JSON columns
@@ -210,12 +215,7 @@ class RunStore:
         q = sa.select(monitor_runs).order_by(monitor_runs.c.finished_at.desc()).limit(max(1, int(limit)))
         with self.engine.connect() as c:
             rows = c.execute(q).mappings().all()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["reasons"] = json.loads(d["reasons"] or "[]")
-            d["summary"] = json.loads(d["summary"] or "{}")
-            out.append(d)
+        out = [_decoded_run(r) for r in rows]
         return out if newest_first else out[::-1]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
@@ -225,10 +225,7 @@ class RunStore:
             row = c.execute(sa.select(monitor_runs).where(monitor_runs.c.run_id == run_id)).mappings().first()
         if row is None:
             return None
-        d = dict(row)
-        d["reasons"] = json.loads(d["reasons"] or "[]")
-        d["summary"] = json.loads(d["summary"] or "{}")
-        return d
+        return _decoded_run(row)
 
     def fallback_spans(self, gap_s: float = 300.0, max_rows: int = 50_000, since: datetime | None = None) -> list[dict[str, Any]]:
         """When the fallback served: spans of `served_at` whose logged rows carry model_version

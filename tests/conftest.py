@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.rows import GOOD_RECORD
+
 FOLDER_MARKERS = ("unit", "data", "model", "integration", "drills", "spark")
 
 
@@ -69,21 +71,4 @@ def good_record(good_record_base) -> dict:
 @pytest.fixture(scope="session")
 def good_record_base() -> dict:
     """A valid record (contract fields, JSON form); tests get a fresh copy via `good_record`."""
-    return {
-        "time_hour": "2013-04-01T14:00:00Z",
-        "sched_dep_time": 1000,
-        "sched_arr_time": 1300,
-        "carrier": "UA",
-        "origin": "EWR",
-        "dest": "IAH",
-        "distance": 1400.0,
-        "temp": 50.0,
-        "dewp": 30.0,
-        "humid": 50.0,
-        "wind_dir": 200.0,
-        "wind_speed": 10.0,
-        "wind_gust": None,
-        "precip": 0.0,
-        "pressure": 1010.0,
-        "visib": 10.0,
-    }
+    return dict(GOOD_RECORD)

@@ -9,6 +9,26 @@ from typing import Any
 
 from data_contracts.contract import Contract
 
+# A valid record (contract fields, JSON form), as a caller sends it.
+GOOD_RECORD: dict[str, Any] = {
+    "time_hour": "2013-04-01T14:00:00Z",
+    "sched_dep_time": 1000,
+    "sched_arr_time": 1300,
+    "carrier": "UA",
+    "origin": "EWR",
+    "dest": "IAH",
+    "distance": 1400.0,
+    "temp": 50.0,
+    "dewp": 30.0,
+    "humid": 50.0,
+    "wind_dir": 200.0,
+    "wind_speed": 10.0,
+    "wind_gust": None,
+    "precip": 0.0,
+    "pressure": 1010.0,
+    "visib": 10.0,
+}
+
 
 def contract_inputs(contract: Contract, i: int, event_time: datetime, number: float) -> dict[str, Any]:
     """Raw inputs for row `i`: every contract field, nullable numbers missing on every 5th row."""

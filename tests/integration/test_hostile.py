@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from core.server_process import stop_server, wait_ready
+from tests.rows import GOOD_RECORD
 
 LIVE_SETTINGS: dict[str, Any] = {}
 HEADER_TIMEOUT = 2.0
@@ -129,24 +130,7 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(live: str) -> 
 
 
 # -- the catalogue -------------------------------------------------------------------------------
-GOOD = {
-    "time_hour": "2013-04-01T14:00:00Z",
-    "sched_dep_time": 1000,
-    "sched_arr_time": 1300,
-    "carrier": "UA",
-    "origin": "EWR",
-    "dest": "IAH",
-    "distance": 1400.0,
-    "temp": 50.0,
-    "dewp": 30.0,
-    "humid": 50.0,
-    "wind_dir": 200.0,
-    "wind_speed": 10.0,
-    "wind_gust": None,
-    "precip": 0.0,
-    "pressure": 1010.0,
-    "visib": 10.0,
-}
+GOOD = dict(GOOD_RECORD)
 STRING_FIELDS = ("time_hour", "carrier", "origin", "dest")
 
 
