@@ -184,37 +184,46 @@ def validation_blocks(contract: Contract, val: pd.DataFrame, p_val: np.ndarray) 
     - `validation_auc_sd_by_cadence`: how much that block AUC varies from block to block (a hard
       day is not a hurt model: the monitor widens its interval by it);
     - `block_logit_sd`: how much the outcomes of one airport-hour move together beyond the model's
-      probabilities (the label-free estimate's interval draws its labels with that shared shock)."""
+      probabilities (the label-free estimate's interval draws its labels with that shared shock);
+    - `estimate_error_rms_by_cadence`: the RMS of (label-free estimate - realised AUC) over the same
+      runs of validation days: the concept wobble the estimate's interval starts from before any
+      production window's labels are in (the monitor then learns it from the errors it makes)."""
     from sklearn.metrics import roc_auc_score
 
     from monitoring.monitor import airport_hours
     from monitoring.null import CADENCES
-    from monitoring.performance import block_logit_sd
+    from monitoring.performance import block_logit_sd, expected_auc_interval
 
     y = val["late"].astype(int).to_numpy()
     days = local_dates(val, contract).to_numpy()
     order = sorted(set(days))
     idx = pd.Index(order).get_indexer(days)
+    groups = airport_hours(
+        pd.DataFrame({"event_time": val[contract.timestamp_field].to_numpy(), "origin": val["origin"].to_numpy()})
+    )
+    shock = block_logit_sd(p_val, y.astype("float64"), groups)
     by: dict[str, float] = {}
     sd: dict[str, float] = {}
+    err: dict[str, float] = {}
     for c in CADENCES:
         if c >= len(order):
             by[str(c)] = float(roc_auc_score(y, p_val))
             continue
-        aucs = []
+        aucs, errors = [], []
         for s in range(len(order) - c + 1):
             m = (idx >= s) & (idx < s + c)
             if len(np.unique(y[m])) == 2:
                 aucs.append(float(roc_auc_score(y[m], p_val[m])))
+                est = expected_auc_interval(p_val[m], groups[m], block_sd=shock, n_boot=100, seed=s).estimate
+                errors.append(est - aucs[-1])
         by[str(c)] = float(np.mean(aucs))
         sd[str(c)] = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0
-    groups = airport_hours(
-        pd.DataFrame({"event_time": val[contract.timestamp_field].to_numpy(), "origin": val["origin"].to_numpy()})
-    )
+        err[str(c)] = float(np.sqrt(np.mean(np.square(errors))))
     return {
         "validation_auc_by_cadence": by,
         "validation_auc_sd_by_cadence": sd,
-        "block_logit_sd": block_logit_sd(p_val, y.astype("float64"), groups),
+        "block_logit_sd": shock,
+        "estimate_error_rms_by_cadence": err,
     }
 
 
