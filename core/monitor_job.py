@@ -246,7 +246,10 @@ def run_window(
         if drill is None:
             chunk = chunk[~drill_mask(chunk["prediction_id"]).to_numpy()]
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
-    ws = acc.finish()
+    # The label-free estimate's past errors on this model's earlier windows of the same span (labels
+    # in by now): they widen its interval. Only windows that ended before this one starts.
+    past = runs.estimate_errors(ctx.version, len(acc.local_days), start) if start is not None else []
+    ws = acc.finish(past_errors=past)
     span = (start, end) if by == "served_at" and start is not None and end is not None else acc.served_range
     violations = door_violations(runs, start, end, by=by, served_range=acc.served_range, drill=drill is not None)
     if history is None:

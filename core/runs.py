@@ -196,6 +196,49 @@ class RunStore:
             rows = c.execute(q).all()
         return [r[0] for r in reversed(rows)]
 
+    def estimate_errors(
+        self,
+        model_version: str | None,
+        span_days: int,
+        before: datetime,
+        *,
+        min_label_coverage: float = 0.9,
+        limit: int = 52,
+    ) -> list[float]:
+        """The label-free estimate's errors (estimate - realised ROC AUC) on earlier windows of
+        `model_version` spanning `span_days` local days, oldest first: the evidence the monitor
+        widens the estimate's interval with (monitoring.performance.online_estimate_interval).
+
+        Only windows that ended at or before `before` (the start of the window about to be judged:
+        never the window itself, never a later one), judged for the real light (no drill), whose
+        labels were in (`min_label_coverage` of the rows); a window judged several times counts once,
+        by its latest run with labels in. The newest `limit` are kept."""
+        self._ensure()
+        q = (
+            sa.select(monitor_runs.c.window_start, monitor_runs.c.window_end, monitor_runs.c.summary)
+            .where(monitor_runs.c.drill.is_(None))
+            .where(monitor_runs.c.window_end.is_not(None))
+            .where(monitor_runs.c.window_end <= _naive_utc(before))
+            .order_by(monitor_runs.c.finished_at)
+        )
+        if model_version is not None:
+            q = q.where(monitor_runs.c.model_version == model_version)
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        by_window: dict[tuple[datetime | None, datetime], float] = {}
+        for start, end, summary in rows:  # oldest run first: a later run of a window replaces it
+            est = (json.loads(summary or "{}").get("estimate")) or {}
+            err = est.get("error")
+            if (
+                isinstance(err, int | float)
+                and err == err  # not NaN: the window's labels were in when it was judged
+                and est.get("span_days") == span_days
+                and float(est.get("label_coverage") or 0.0) >= min_label_coverage
+            ):
+                by_window[(start, end)] = float(err)
+        ordered = sorted(by_window.items(), key=lambda kv: kv[0][1])
+        return [e for _, e in ordered][-limit:]
+
     def latest(self, *, drill: bool = False) -> dict[str, Any] | None:
         """The newest run of the real light (or, with `drill=True`, the newest drill run)."""
         self._ensure()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -31,10 +31,14 @@ from data_contracts.contract import REJECTED_RECORDS as REJECTED
 from monitoring.drift import DriftAccumulator, DriftResult
 from monitoring.null import BlockConsistency, NullBook, nearest_cadence
 from monitoring.performance import (
+    ESTIMATE_TOLERANCE,
     Interval,
     Performance,
     auc_block_bootstrap,
+    estimate_prior_half_width,
     expected_auc_interval,
+    online_estimate_interval,
+    recent_estimate_error,
     window_performance,
 )
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
@@ -78,6 +82,18 @@ class ModelContext:
     def block_logit_sd(self) -> float:
         """How much outcomes of one airport-hour move together beyond the probabilities (training)."""
         return float(self.metadata.get("monitoring", {}).get("block_logit_sd", 0.0))
+
+    def estimate_wobble(self, span_days: int) -> float:
+        """The label-free estimate's RMS error on validation windows (training), for a window of
+        `span_days`: the largest over the cadences up to the span (single days wobble more than
+        weeks, and a week of one weather regime can be as far off as a day: kept conservative).
+        Models trained before it was stored fall back to the block-to-block sd of validation AUC."""
+        mon = self.metadata.get("monitoring", {})
+        rms = mon.get("estimate_error_rms_by_cadence") or {}
+        if rms:
+            within = [float(v) for c, v in rms.items() if int(c) <= max(span_days, 1)]
+            return max(within) if within else float(rms[min(rms, key=int)])
+        return self.reference_auc(span_days)[1]
 
     def reference_auc(self, span_days: int) -> tuple[float, float]:
         """(AUC, its block-to-block sd) a window of `span_days` days is expected to show: the mean
@@ -187,8 +203,12 @@ class WindowAccumulator:
             return pd.DataFrame(columns=self.fields)
         return self._sample.drop(columns="_key")
 
-    def finish(self, *, min_labels: int = 300) -> WindowSignals:
+    def finish(self, *, min_labels: int = 300, past_errors: Sequence[float] | None = None) -> WindowSignals:
+        """The window's signals. `past_errors`: label-free estimate - realised AUC of earlier windows
+        of this model and span whose labels are in, oldest first (read by core from the run store):
+        they widen the estimate's interval by the wobble it has shown (never this window's own)."""
         ctx = self.ctx
+        past = [float(e) for e in (past_errors or ()) if math.isfinite(e)]
         sig: list[Signal] = []
         drift = self.drift.result(min_rows=1, importance=ctx.importance) if self.drift is not None and self.rows else None
         if drift is not None:
@@ -249,12 +269,30 @@ class WindowAccumulator:
                     f"late rate {perf.label_rate:.1%} vs {ctx.reference_label_rate:.1%}",
                 )
             )
+        estimate: dict[str, Any] = {}
         if not math.isnan(perf.expected_roc_auc) and perf.rows >= 2:
-            est = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
+            sampling = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
+            prior = estimate_prior_half_width(sampling, ctx.estimate_wobble(span))
+            est, level = online_estimate_interval(sampling, past, prior)
             intervals["expected_roc_auc"] = est.as_dict()
+            intervals["expected_roc_auc_sampling"] = sampling.as_dict()
+            realised = perf.roc_auc if perf.labelled >= min_labels else math.nan
+            estimate = {
+                "estimate": est.estimate,
+                "realised": realised,
+                "error": est.estimate - realised,
+                "label_coverage": perf.label_coverage,
+                "span_days": span,
+                "past_windows": len(past),
+                "prior_half_width": prior,
+                "miscoverage_level": level,
+            }
             sig.append(
                 model_hurt_signal(
-                    "expected_roc_auc_drop", ref_auc, widen(est, ref_sd), "label-free estimate, assumes calibration"
+                    "expected_roc_auc_drop",
+                    ref_auc,
+                    widen(est, ref_sd),  # as the realised interval: one hard day is not a hurt model
+                    f"label-free estimate, assumes calibration; widened by the errors of {len(past)} past labelled windows",
                 )
             )
         if self.last_event is not None:
@@ -274,17 +312,25 @@ class WindowAccumulator:
         if book is not None:
             sig, cadence = judge_against_null(sig, book, span)
             details["null_cadence_days"] = cadence
-        trusted, why = estimate_trust(sig)
+        trusted, why = estimate_trust(sig, past)
+        details["estimate"] = estimate
         details["estimate_trusted"] = trusted
         details["estimate_untrusted_why"] = why
         return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift, details=details)
 
 
-def compute_signals(ctx: ModelContext, contract: Contract, window: pd.DataFrame, *, min_labels: int = 300) -> WindowSignals:
+def compute_signals(
+    ctx: ModelContext,
+    contract: Contract,
+    window: pd.DataFrame,
+    *,
+    min_labels: int = 300,
+    past_errors: Sequence[float] | None = None,
+) -> WindowSignals:
     """All signals of one in-memory window (a frame shaped like `LogStore.iter_predictions` output)."""
     acc = WindowAccumulator(ctx, contract)
     acc.add(window)
-    return acc.finish(min_labels=min_labels)
+    return acc.finish(min_labels=min_labels, past_errors=past_errors)
 
 
 def rejected_records(violations: Mapping[tuple[str, str], int]) -> int:
@@ -368,12 +414,14 @@ def model_hurt_signal(name: str, reference_auc: float, ci: Interval, what: str) 
 TRUST_Z = 3.0
 
 
-def estimate_trust(signals: list[Signal] | tuple[Signal, ...]) -> tuple[bool, str]:
+def estimate_trust(signals: list[Signal] | tuple[Signal, ...], past_errors: Sequence[float] | None = None) -> tuple[bool, str]:
     """Can the label-free estimate be trusted on this window? It assumes the model is still
-    calibrated for the window's rows; that assumption is untestable without labels, but it is
-    least believable when the model's output or its inputs moved beyond their no-drift nulls
-    (or far outside the reference). Untrusted when the output's PSI, two or more fields' PSI,
-    or any field's share beyond the reference range scores z >= TRUST_Z. Returns (trusted, why)."""
+    calibrated for the window's rows; that assumption is untestable without this window's labels,
+    but it is least believable when the model's output or its inputs moved beyond their no-drift
+    nulls (or far outside the reference), or when it has just failed: the median |error| of the
+    last 4 labelled windows (`past_errors`, oldest first) above ESTIMATE_TOLERANCE. Untrusted when
+    the output's PSI, two or more fields' PSI, or any field's share beyond the reference range
+    scores z >= TRUST_Z, or on recent failure. Returns (trusted, why)."""
     moved = [s.feature for s in signals if s.signal == "psi_vs_null" and s.value >= TRUST_Z]
     beyond = [s.feature for s in signals if s.signal == "beyond_reference_rate_vs_null" and s.value >= TRUST_Z]
     why = []
@@ -384,6 +432,9 @@ def estimate_trust(signals: list[Signal] | tuple[Signal, ...]) -> tuple[bool, st
         why.append("inputs moved: " + ", ".join(str(f) for f in fields[:4]))
     if beyond:
         why.append("outside the reference: " + ", ".join(str(f) for f in beyond[:4]))
+    recent = recent_estimate_error(past_errors or ())
+    if recent > ESTIMATE_TOLERANCE:
+        why.append(f"recent labelled windows off by {recent:.3f} (median |error|)")
     return not why, "; ".join(why)
 
 
@@ -466,6 +517,7 @@ def judge(
         "signals": [asdict(s) for s in signals],
         "violations": {f"{f}:{k}": n for (f, k), n in violations.items()},
         "performance": ws.performance.as_dict(),
+        "estimate": dict(ws.details.get("estimate") or {}),
         "skew_worst": [asdict(f) for f in ws.skew.worst(3)],
         "notes": list(verdict.notes),
     }
