@@ -123,3 +123,32 @@ def test_run_store_hands_over_only_windows_that_ended_before_the_judged_one(tmp_
     assert store.estimate_errors("3", 7, judged) == [0.01, -0.04, 0.03]
     assert store.estimate_errors("3", 7, judged, limit=2) == [-0.04, 0.03]
     store.dispose()
+
+
+def _week(i: int, error: float, covered: bool, trusted: bool) -> dict:
+    alt = {"bias_corrected": 0.7, "last_realised": 0.69, "average_with_last": 0.7, "platt_last_4": 0.71}
+    return {
+        "week": f"2013-04-{1 + 7 * i:02d}", "rows": 6000, "estimate": 0.7, "low": 0.62, "high": 0.78, "realised": 0.7 - error,
+        "error": error, "covered": covered, "past_weeks": i, "sampling_covered": False, "sampling_half": 0.02,
+        "prior_covered": covered, "prior_half": 0.1, "late_labels_covered": covered, "half": 0.08, "alternatives": alt,
+        "trusted": trusted, "why": "" if trusted else "recent labelled windows off by 0.05 (median |error|)",
+    }  # fmt: skip
+
+
+def test_only_the_estimate_section_of_the_doc_is_rewritten():
+    from drills.calibrate import ESTIMATE_HEADING, estimate_markdown, splice_estimate
+
+    rows = [_week(i, e, abs(e) < 0.08, i % 2 == 0) for i, e in enumerate([0.01, -0.03, 0.09, 0.02, -0.01])]
+    section = estimate_markdown(rows, {"estimate_error_rms_by_cadence": {"1": 0.064, "7": 0.016}})
+    assert section.startswith(ESTIMATE_HEADING) and "--only-estimate" in section
+    assert "median |estimated - realised| **0.020**" in section and "coverage **80%**" in section
+    assert "weeks with ≥ 4 labelled past weeks (1): coverage **100%**" in section
+    head = "# Thresholds\n\n## Power\n\n| a | b |\n"
+    doc = head + ESTIMATE_HEADING + "\n\nold table\n\nRun time: 1456.7 s on this machine.\n"
+    new = splice_estimate(doc, section)
+    assert new.startswith(head) and new.endswith("Run time: 1456.7 s on this machine.\n")
+    assert "old table" not in new and section in new
+    assert splice_estimate(new, section) == new  # idempotent
+    # a doc without the section gets it before the run-time line
+    bare = head + "\nRun time: 1 s on this machine.\n"
+    assert splice_estimate(bare, section).index(ESTIMATE_HEADING) < splice_estimate(bare, section).index("Run time")
