@@ -132,6 +132,7 @@ def _week(i: int, error: float, covered: bool, trusted: bool) -> dict:
         "error": error, "covered": covered, "past_weeks": i, "sampling_covered": False, "sampling_half": 0.02,
         "prior_covered": covered, "prior_half": 0.1, "late_labels_covered": covered, "half": 0.08, "alternatives": alt,
         "trusted": trusted, "why": "" if trusted else "recent labelled windows off by 0.05 (median |error|)",
+        "trusted_inputs": True, "trusted_recent": trusted,
     }  # fmt: skip
 
 
@@ -143,6 +144,7 @@ def test_only_the_estimate_section_of_the_doc_is_rewritten():
     assert section.startswith(ESTIMATE_HEADING) and "--only-estimate" in section
     assert "median |estimated - realised| **0.020**" in section and "coverage **80%**" in section
     assert "weeks with ≥ 4 labelled past weeks (1): coverage **100%**" in section
+    assert "| **the flag (either)** | 3: 0.010, 67% | 2: 0.025, 100% |" in section
     head = "# Thresholds\n\n## Power\n\n| a | b |\n"
     doc = head + ESTIMATE_HEADING + "\n\nold table\n\nRun time: 1456.7 s on this machine.\n"
     new = splice_estimate(doc, section)
