@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("driftlight.monitor")
 WindowBy = Literal["event_time", "served_at"]  # which clock a window is cut by
+# Log columns the window judge never reads: left out of the read (`warnings` is per-row JSON to decode).
+NOT_READ_BY_MONITOR = frozenset({"warnings", "late", "model_name"})
 STATUS_VALUE = {"green": 0, "yellow": 1, "red": 2, "not_enough_data": -1}
 
 
@@ -242,7 +244,9 @@ def run_window(
     a retrain. Without `drill`, drill traffic (drill ids) is left out: the real light; with it, the
     run is the named drill's, judged on the traffic `store` yields and the drill's door refusals."""
     acc = WindowAccumulator(ctx, contract)
-    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
+    names = getattr(store, "column_names", None)  # the log store or its archive; a drill's view reads all
+    cols = {"columns": [c for c in names if c not in NOT_READ_BY_MONITOR]} if isinstance(names, list) else {}
+    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols):
         if drill is None:
             chunk = chunk[~drill_mask(chunk["prediction_id"]).to_numpy()]
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
