@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pandas as pd
 
+from core.archive import ArchivedDay, ArchivedLog, LogArchive
 from core.ids import drill_mask
 from core.logstore import log_store_from_settings
 from core.registry import registry_from_settings
@@ -303,6 +304,9 @@ class Monitor:
         self.registry = registry
         self._load(version)
         self.store = log_store_from_settings(settings, self.contract)
+        self.archive = LogArchive(settings.resolved_archive_dir, self.store)
+        # Windows read archived closed days from Parquet and the rest from the log (identical frames).
+        self.source = ArchivedLog(self.archive)
         self.runs = RunStore(settings.resolved_log_store_url)
 
     def _load(self, version: str) -> None:
@@ -323,7 +327,9 @@ class Monitor:
         self, start: datetime | None, end: datetime | None, *, by: WindowBy = "event_time", html: bool = True, **kw: Any
     ) -> MonitorResult:
         """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
-        kw.setdefault("store", self.store)
+        kw.setdefault("store", self.source)
+        if self.settings.archive_closed_days and kw["store"] is self.source:
+            self.archive_closed_days()
         return run_window(
             ctx=self.ctx,
             contract=self.contract,
@@ -338,6 +344,18 @@ class Monitor:
             keep_reports=self.settings.reports_keep,
             **kw,
         )
+
+    def archive_closed_days(self) -> list[ArchivedDay]:
+        """Archive the log's closed local event days that are new or changed (a failure is logged:
+        the window is then read from the log, as before the archive existed)."""
+        try:
+            days = self.archive.archive()
+        except OSError as exc:
+            log.error("monitor: archiving closed days to %s failed: %s", self.archive.root, exc)
+            return []
+        if days:
+            log.info("monitor: archived %d closed day(s) to %s", len(days), self.archive.root)
+        return days
 
     def run_days(self, first: date, last: date, *, html: bool = True, by: WindowBy = "event_time") -> MonitorResult:
         """Judge local days `first`..`last` of event time (a replay of 2013) or of `served_at` (live traffic)."""
