@@ -650,15 +650,18 @@ class LogStore:
                     cur.execute(sql, bound)
                 else:
                     cur.execute(sql)
-                rows = cur.fetchall()
+                batches = []
+                # In slices: a million label tuples at once would cost ~250 MB of Python objects.
+                while rows := cur.fetchmany(100_000):
+                    ids, labels, received = (list(c) for c in zip(*rows, strict=True))
+                    when = pa.array(received, type=pa.string() if self.dialect == "sqlite" else pa.timestamp("us"))
+                    arrays = [pa.array(ids, pa.string()), pa.array(labels, pa.int64()), when]
+                    batches.append(_conform(pa.RecordBatch.from_arrays(arrays, names=schema.names), schema))
             finally:
                 cur.close()
         finally:
             raw.close()
-        ids, labels, received = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
-        when = pa.array(received, type=pa.string() if self.dialect == "sqlite" else pa.timestamp("us"))
-        batch = pa.RecordBatch.from_arrays([pa.array(ids, pa.string()), pa.array(labels, pa.int64()), when], names=schema.names)
-        return pa.Table.from_batches([_conform(batch, schema)], schema=schema)
+        return pa.Table.from_batches(batches, schema=schema)
 
     @property
     def column_names(self) -> list[str]:
