@@ -296,14 +296,15 @@ class QualityAccumulator:
                 self.absent[ref.name] = True
                 continue
             f = shared.get(ref.name)
-            if f is not None and f.rows == len(window) and (ref.kind == "numeric") == isinstance(f.values, np.ndarray):
-                col, uniques, per_value = f.values, f.uniques, f.per_value
+            reuse = f is not None and f.rows == len(window) and f.numeric == (ref.kind == "numeric")
+            col = window[ref.name]
+            if ref.kind == "numeric" and (not reuse or ref.name in self._own):
+                if col.dtype == object:
+                    col = pd.to_numeric(col, errors="coerce")
+                col = col.to_numpy(dtype="float64", na_value=np.nan)
+            if reuse and f is not None:
+                uniques, per_value = f.uniques, f.per_value
             else:
-                col = window[ref.name]
-                if ref.kind == "numeric":
-                    if col.dtype == object:
-                        col = pd.to_numeric(col, errors="coerce")
-                    col = col.to_numpy(dtype="float64", na_value=np.nan)
                 codes, uniques = pd.factorize(col, use_na_sentinel=True)
                 per_value = np.bincount(codes + 1, minlength=len(uniques) + 1)  # [missing, each distinct value]
             self.missing[ref.name] += int(per_value[0])
