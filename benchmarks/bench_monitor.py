@@ -5,8 +5,9 @@ Jan-Mar 2013, current = 1M rows resampled from Apr-Jun, all 15 non-timestamp con
 Each engine runs in its own subprocess so its peak memory (VmHWM growth over the loaded data) is
 its own. Then a 1M-row window is written to a SQLite and a PostgreSQL prediction log and monitored
 the way `driftlight monitor` does it (streamed in chunks, judged), once through the SQLAlchemy row
-reader (the anchor) and once through the columnar ADBC -> Arrow reader, each in its own process,
-with the time split into reading and judging. `python -m benchmarks.bench_monitor [ROWS]`.
+reader (the anchor), once through the columnar ADBC -> Arrow reader, and once from the Parquet
+archive of the log's closed days (core.archive), each in its own process, with the time split
+into reading and judging. `python -m benchmarks.bench_monitor [ROWS]`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def engine(name: str, n: int) -> dict[str, Any]:
             drift = DriftAccumulator(prof, sample_size=50_000, seed=0)
             quality = QualityAccumulator(refs, sample_size=50_000, seed=0, shared_samples=drift.samples)
             drift.add(cur)
-            quality.add(cur)
+            quality.add(cur, drift.factorized)
             return drift.result(min_rows=1), quality.signals()
 
         compute_drift(prof, cur.head(1000))  # warm imports and caches
@@ -118,11 +119,17 @@ def _rss_mb(field: str) -> float:
 
 def monitor_window(url: str, reader: Any, bundle_path: str) -> dict[str, Any]:
     """Child: read the whole log as one window with `reader` and judge it the way `driftlight
-    monitor` does (WindowAccumulator over 50k-row chunks, then judge). Extra memory = the growth of
-    the process's peak RSS during the run (Arrow's buffers are outside tracemalloc's view)."""
+    monitor` does (only the columns the judge reads, WindowAccumulator over 50k-row chunks, then
+    judge). Extra memory = the growth of the process's peak RSS during the run (Arrow's buffers are
+    outside tracemalloc's view). `reader` "archive": the log's closed days are first written to a
+    Parquet archive (timed apart: done once per day, by `driftlight archive` or the monitor), then
+    the window is read from it through `core.archive.ArchivedLog` with the database's default reader
+    for the labels (SQLAlchemy on SQLite, ADBC on PostgreSQL)."""
     import joblib
 
+    from core.archive import ArchivedLog, LogArchive
     from core.logstore import LogStore
+    from core.monitor_job import NOT_READ_BY_MONITOR
     from data_contracts.contract import load_contract
     from monitoring.monitor import ModelContext, WindowAccumulator, judge
     from monitoring.policy import load_policy
@@ -132,13 +139,23 @@ def monitor_window(url: str, reader: Any, bundle_path: str) -> dict[str, Any]:
     ctx = ModelContext.from_bundle("flights-late", "bench", bundle)
     names = [str(x) for x in bundle.pipeline.named_steps["features"].get_feature_names_out()]
     store = LogStore(url, c, names)
-    next(store.iter_predictions(None, None, chunksize=10, reader=reader))  # warm imports and the driver
+    cols = [x for x in store.column_names if x not in NOT_READ_BY_MONITOR]
+    extra: dict[str, Any] = {}
+    source: Any = store
+    kw: dict[str, Any] = {"reader": reader, "by": "served_at"}
+    if reader == "archive":
+        arch = LogArchive(Path(bundle_path).parent / f"archive-{store.dialect}", store)
+        t0 = time.perf_counter()
+        days = arch.archive()
+        extra = {"archive_write_seconds": time.perf_counter() - t0, "archive_days": len(days), "archive_path": str(arch.root)}
+        source, kw = ArchivedLog(arch), {"by": "event_time"}  # the archive is by local event day
+    next(store.iter_predictions(None, None, chunksize=10, reader="auto" if reader == "archive" else reader))  # warm the driver
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
     base = _rss_mb("VmRSS")
     times = {"read": 0.0, "compute": 0.0}
     acc = WindowAccumulator(ctx, c)
     t = time.perf_counter()
-    for chunk in store.iter_predictions(None, None, by="served_at", chunksize=50_000, reader=reader):
+    for chunk in source.iter_predictions(None, None, chunksize=50_000, columns=cols, **kw):
         t1 = time.perf_counter()
         times["read"] += t1 - t
         acc.add(chunk)
@@ -156,6 +173,8 @@ def monitor_window(url: str, reader: Any, bundle_path: str) -> dict[str, Any]:
         "extra_mb": _rss_mb("VmHWM") - base,
         "status": verdict.status,
         "reasons": [r.signal + ":" + str(r.feature) for r in verdict.top_reasons(3)],
+        "load_average": os.getloadavg(),
+        **extra,
     }
 
 
@@ -189,7 +208,7 @@ def store_windows(n: int) -> list[dict[str, Any]]:
                 fill_log(store, bundle, c, f, n)
                 write_s = time.perf_counter() - t0
                 store.dispose()
-                for reader in ("sqlalchemy", "arrow"):
+                for reader in ("sqlalchemy", "arrow", "archive"):
                     res = sub_json(["window", url, reader, bundle_path])
                     out.append({"store": store_name, "write_seconds": write_s, **res})
             except Exception as exc:  # no PostgreSQL here: say so, keep the SQLite figures
@@ -265,6 +284,13 @@ def report(r: dict[str, Any]) -> str:
         if w["reader"] == "sqlalchemy":
             anchors[w["store"]] = total
             line += "   (anchor: the row path)"
+        elif w["reader"] == "archive":
+            line += (
+                f"   {anchors.get(w['store'], float('nan')) / total:.1f}x the row path;"
+                f" <= {limits[w['store']]:.0f} s: {ok(total <= limits[w['store']])}; <= 300 MB: {ok(w['extra_mb'] <= 300)}"
+                f"\n  {'':<10} {'':<10} (Parquet archive {w['archive_path']}: {w['archive_days']} days written once"
+                f" in {w['archive_write_seconds']:.1f} s, before the read; load average {w['load_average'][0]:.1f})"
+            )
         else:
             line += (
                 f"   {anchors.get(w['store'], float('nan')) / total:.1f}x the row path;"

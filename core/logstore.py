@@ -485,6 +485,13 @@ class LogStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.labels)).scalar_one())
 
+    def event_time_range(self) -> tuple[datetime, datetime] | None:
+        """(earliest, latest) event time of all predictions, UTC (from the index); None if empty."""
+        p = self.predictions
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(select(func.min(p.c.event_time), func.max(p.c.event_time))).one()
+        return None if lo is None else (_as_utc(lo), _as_utc(hi))
+
     def labelled_event_range(self) -> tuple[datetime, datetime] | None:
         """(earliest, latest) event time among predictions that have a label, UTC; None if none."""
         p, lab = self.predictions, self.labels
@@ -533,6 +540,7 @@ class LogStore:
         chunksize: int = 50_000,
         with_labels: bool = True,
         reader: Literal["auto", "arrow", "sqlalchemy"] = "auto",
+        columns: Sequence[str] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """Stream the predictions with `start <= by < end` as DataFrames of at most `chunksize` rows.
 
@@ -542,6 +550,9 @@ class LogStore:
         are timezone-aware UTC. Integer columns are pandas nullable `Int64`. Rows are fetched in
         chunks (a server-side cursor on PostgreSQL, SQLite's lazy cursor), so memory holds one
         chunk, not the window. An empty window yields one empty frame with the columns.
+
+        `columns`: only these `predictions` columns, in this order (None = all); the monitor asks
+        for what it reads, which leaves out e.g. the per-row JSON of `warnings`.
 
         `reader`: "arrow" reads columns through ADBC into Arrow record batches (no Python object
         per row or value; 2.5x (SQLite) to 3.9x (PostgreSQL) faster reads of a 1M-row window in
@@ -561,7 +572,7 @@ class LogStore:
         if reader not in ("auto", "arrow", "sqlalchemy"):
             raise ValueError(f"reader must be 'auto', 'arrow' or 'sqlalchemy', got {reader!r}")
         p, lab = self.predictions, self.labels
-        cols: list[Any] = list(p.columns)
+        cols: list[Any] = list(p.columns) if columns is None else [p.c[self._column_name(c)] for c in columns]
         stmt_from: Any = p
         if with_labels:
             cols += [lab.c.label, lab.c.received_at]
@@ -588,6 +599,79 @@ class LogStore:
                 yield _frame(part, names, dtypes)
             if empty:
                 yield _frame([], names, dtypes)
+
+    def event_day_count(self, start: datetime, end: datetime) -> int:
+        """Prediction rows with `start <= event_time < end` (aware datetimes): the event-time index
+        alone answers it, no row is read. The Parquet archive's freshness check (core.archive)."""
+        p = self.predictions
+        q = select(func.count()).select_from(p).where(p.c.event_time >= to_utc_naive(start), p.c.event_time < to_utc_naive(end))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def labels_table(self, since: datetime | None = None, *, reader: Literal["auto", "arrow", "sqlalchemy"] = "auto") -> Any:
+        """The current labels as an Arrow table: `prediction_id` (string), `label` (int64),
+        `received_at` (timestamp[us, UTC]), those with `received_at >= since` (None = all).
+
+        The Parquet archive keeps predictions only and joins labels through this at read time, so a
+        label (or a correction) that arrives after a day was archived is never missed. Same reader
+        rules as `iter_predictions`: ADBC where it is safe, else the DB-API cursor (tuples, but of
+        three narrow columns, and the filter runs inside the database).
+        """
+        import pyarrow as pa
+
+        lab = self.labels
+        cols = [lab.c.prediction_id, lab.c.label, lab.c.received_at]
+        stmt = select(*cols)
+        lo = to_utc_naive(since) if since is not None else None
+        if lo is not None:
+            stmt = stmt.where(lab.c.received_at >= lo)
+        schema = pa.schema([pa.field(c.name, _arrow_type(c)) for c in cols])
+        if reader == "arrow" or (reader == "auto" and self.dialect == "postgresql" and self.arrow_reader_available()):
+            params = [] if lo is None else ([self._bind_datetime(lo)] if self.dialect == "sqlite" else [lo])
+            conn = self._adbc_connect()
+            try:
+                cur = conn.cursor()
+                try:
+                    cur.execute(self._adbc_sql(stmt, len(params)), params or None)
+                    batches = [_conform(b, schema) for b in cur.fetch_record_batch()]
+                finally:
+                    cur.close()
+            finally:
+                conn.close()
+            return pa.Table.from_batches(batches, schema=schema)
+        # Raw driver values (SQLite's DATETIME text stays text): Arrow parses them, not Python per row.
+        sql = str(stmt.compile(dialect=self.engine.dialect))
+        bound = () if lo is None else ((self._bind_datetime(lo),) if self.dialect == "sqlite" else (lo,))
+        raw = self.engine.raw_connection()  # the DB-API cursor: plain tuples, no Row object per label
+        try:
+            cur = raw.cursor()
+            try:
+                if bound:
+                    cur.execute(sql, bound)
+                else:
+                    cur.execute(sql)
+                batches = []
+                # In slices: a million label tuples at once would cost ~250 MB of Python objects.
+                while rows := cur.fetchmany(100_000):
+                    ids, labels, received = (list(c) for c in zip(*rows, strict=True))
+                    when = pa.array(received, type=pa.string() if self.dialect == "sqlite" else pa.timestamp("us"))
+                    arrays = [pa.array(ids, pa.string()), pa.array(labels, pa.int64()), when]
+                    batches.append(_conform(pa.RecordBatch.from_arrays(arrays, names=schema.names), schema))
+            finally:
+                cur.close()
+        finally:
+            raw.close()
+        return pa.Table.from_batches(batches, schema=schema)
+
+    @property
+    def column_names(self) -> list[str]:
+        """The `predictions` columns, in table order."""
+        return [c.name for c in self.predictions.columns]
+
+    def _column_name(self, name: str) -> str:
+        if name not in self.predictions.c:
+            raise ValueError(f"columns: {name!r} is not a column of the predictions table")
+        return name
 
     # -- the columnar read path (ADBC -> Arrow -> pandas) -----------------------------------------
     def arrow_reader_available(self) -> bool:
@@ -779,10 +863,12 @@ class _JsonListDecoder:
 def _arrow_frame(table: Any, names: list[str], decode: _JsonListDecoder) -> pd.DataFrame:
     import pyarrow as pa
 
+    if table.column_names != names:  # reorder in Arrow (no copy), not in pandas (a copy of every column)
+        table = table.select(names)
     df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get, coerce_temporal_nanoseconds=True, split_blocks=True)
     if "warnings" in df:
         df["warnings"] = decode(df["warnings"].tolist())
-    return df[names]
+    return df
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

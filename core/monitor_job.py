@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pandas as pd
 
+from core.archive import ArchivedDay, ArchivedLog, LogArchive
 from core.ids import drill_mask
 from core.logstore import log_store_from_settings
 from core.registry import registry_from_settings
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("driftlight.monitor")
 WindowBy = Literal["event_time", "served_at"]  # which clock a window is cut by
+# Log columns the window judge never reads: left out of the read (`warnings` is per-row JSON to decode).
+NOT_READ_BY_MONITOR = frozenset({"warnings", "late", "model_name"})
 STATUS_VALUE = {"green": 0, "yellow": 1, "red": 2, "not_enough_data": -1}
 
 
@@ -242,7 +245,9 @@ def run_window(
     a retrain. Without `drill`, drill traffic (drill ids) is left out: the real light; with it, the
     run is the named drill's, judged on the traffic `store` yields and the drill's door refusals."""
     acc = WindowAccumulator(ctx, contract)
-    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize):
+    names = getattr(store, "column_names", None)  # the log store or its archive; a drill's view reads all
+    cols = {"columns": [c for c in names if c not in NOT_READ_BY_MONITOR]} if isinstance(names, list) else {}
+    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols):
         if drill is None:
             chunk = chunk[~drill_mask(chunk["prediction_id"]).to_numpy()]
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
@@ -302,6 +307,9 @@ class Monitor:
         self.registry = registry
         self._load(version)
         self.store = log_store_from_settings(settings, self.contract)
+        self.archive = LogArchive(settings.resolved_archive_dir, self.store)
+        # Windows read archived closed days from Parquet and the rest from the log (identical frames).
+        self.source = ArchivedLog(self.archive)
         self.runs = RunStore(settings.resolved_log_store_url)
 
     def _load(self, version: str) -> None:
@@ -322,7 +330,9 @@ class Monitor:
         self, start: datetime | None, end: datetime | None, *, by: WindowBy = "event_time", html: bool = True, **kw: Any
     ) -> MonitorResult:
         """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
-        kw.setdefault("store", self.store)
+        kw.setdefault("store", self.source)
+        if self.settings.archive_closed_days and kw["store"] is self.source:
+            self.archive_closed_days()
         return run_window(
             ctx=self.ctx,
             contract=self.contract,
@@ -337,6 +347,18 @@ class Monitor:
             keep_reports=self.settings.reports_keep,
             **kw,
         )
+
+    def archive_closed_days(self) -> list[ArchivedDay]:
+        """Archive the log's closed local event days that are new or changed (a failure is logged:
+        the window is then read from the log, as before the archive existed)."""
+        try:
+            days = self.archive.archive()
+        except OSError as exc:
+            log.error("monitor: archiving closed days to %s failed: %s", self.archive.root, exc)
+            return []
+        if days:
+            log.info("monitor: archived %d closed day(s) to %s", len(days), self.archive.root)
+        return days
 
     def run_days(self, first: date, last: date, *, html: bool = True, by: WindowBy = "event_time") -> MonitorResult:
         """Judge local days `first`..`last` of event time (a replay of 2013) or of `served_at` (live traffic)."""

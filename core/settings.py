@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         "default: on in the dev profile, off in prod (a tag hides traffic from the light: enable it deliberately)",
     )
 
+    # The Parquet archive of the log's closed days (core.archive): the monitor reads archived days from it
+    archive_dir: Path | None = Field(None, description="Parquet archive of the log's closed days; default <home>/archive")
+    archive_closed_days: bool = Field(
+        True, description="the monitor archives the log's closed local event days (not yet archived, or changed) before each run"
+    )
+
     # Monitor reports (core.reports): an Evidently HTML report is ~4.7 MB, so keep only the newest
     reports_keep: int = Field(
         50, ge=0, le=100_000, description="monitor runs whose report files are kept (the newest); 0 = keep every report"
@@ -151,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def resolved_log_store_url(self) -> str:
         return self.log_store_url or f"sqlite:///{(self.home / 'predictions.db').resolve()}"
+
+    @property
+    def resolved_archive_dir(self) -> Path:
+        return self.archive_dir or self.home / "archive"
 
     @property
     def fallback_path(self) -> Path:

@@ -294,6 +294,35 @@ def monitor(
         raise typer.Exit(_spawn_retrain())
 
 
+@app.command()
+def archive(
+    force: Annotated[bool, typer.Option("--force", help="rewrite every closed day, changed or not")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the log's closed local event days to the Parquet archive (DRIFTLIGHT_ARCHIVE_DIR): the
+    monitor reads archived days column by column. Idempotent: only new or changed days are written."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from core.archive import LogArchive
+    from core.logstore import log_store_from_settings, store_error_message
+    from data_contracts.contract import load_contract
+
+    settings = _settings(home=home)
+    store = log_store_from_settings(settings, load_contract())
+    arch = LogArchive(settings.resolved_archive_dir, store)
+    try:
+        days = arch.archive(force=force)
+    except SQLAlchemyError as exc:
+        typer.echo(f"archive: {store_error_message(settings.resolved_log_store_url, exc)}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        store.dispose()
+    rows = sum(d.rows for d in days)
+    data = {"archive": str(arch.root), "days": [{"day": d.day.isoformat(), "rows": d.rows} for d in days], "rows": rows}
+    _out(data, as_json, f"archived {len(days)} day(s), {rows} rows, to {arch.root}" if days else f"{arch.root}: up to date")
+
+
 def _spawn_retrain() -> int:
     """Run `driftlight retrain --pending` in its own process: a crash or kill there cannot take the
     monitor (or the serving model: the alias moves last) down with it."""

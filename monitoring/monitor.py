@@ -43,7 +43,7 @@ from monitoring.performance import (
 )
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
 from monitoring.profile import ReferenceProfile
-from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping
+from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping, utc_times
 from monitoring.skew import FeatureSkew, SkewReport, row_level_skew
 
 log = logging.getLogger("driftlight.monitor")
@@ -168,7 +168,8 @@ class WindowAccumulator:
         self.rows += len(chunk)
         if self.drift is not None:
             self.drift.add(chunk)
-        self.quality.add(chunk[[c for c in self.fields if c in chunk]])
+        shared = self.drift.factorized if self.drift is not None else None  # one hashing pass per column
+        self.quality.add(chunk[[c for c in self.fields if c in chunk]], shared)
         # Rows the fallback served carry no features (NULL): there is nothing to compare for them.
         served_by_model = chunk if "model_version" not in chunk else chunk[chunk["model_version"] != "fallback"]
         skew = row_level_skew(self.ctx.transformer, served_by_model, self.ctx.transformer.input_columns())
@@ -189,7 +190,9 @@ class WindowAccumulator:
         last = pd.Timestamp(chunk["event_time"].max())
         self.last_event = last if self.last_event is None else max(self.last_event, last)
         self.local_days.update(
-            pd.to_datetime(chunk["event_time"], utc=True).dt.tz_convert(self.contract.timezone).dt.date.unique()
+            # Distinct local midnights first, then dates: not one Python date per row.
+            d.date()
+            for d in utc_times(chunk["event_time"]).dt.tz_convert(self.contract.timezone).dt.normalize().unique()
         )
         keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
@@ -380,7 +383,7 @@ def drift_signals(drift: DriftResult) -> list[Signal]:
 def airport_hours(chunk: pd.DataFrame) -> np.ndarray:
     """One block label per row: origin airport and UTC hour of the event (rows of one block share
     one weather reading), as an int64 hash; rows without an origin fall in the hour's block."""
-    hour = pd.to_datetime(chunk["event_time"], utc=True).dt.floor("h").astype("int64").to_numpy() // 3_600_000_000_000
+    hour = utc_times(chunk["event_time"]).dt.floor("h").astype("int64").to_numpy() // 3_600_000_000_000
     origin = chunk["origin"].astype("string").fillna("") if "origin" in chunk else pd.Series([""] * len(chunk))
     return hour * 1000 + pd.util.hash_array(origin.to_numpy(dtype=object)).astype("int64") % 1000
 

@@ -66,12 +66,21 @@ class FieldReference:
     max_run_hours: float | None = None  # longest identical reading at one site (None: not a site-hour field)
 
 
+def utc_times(values: pd.Series) -> pd.Series:
+    """`pd.to_datetime(values, utc=True)`, without its cost when the values already are UTC
+    datetimes (the log's columns are): to_datetime walks every element to decide on a cache."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC":
+        return values
+    return pd.to_datetime(values, utc=True)
+
+
 def _site_hours(frame: pd.DataFrame, name: str, time: str, site: str) -> pd.DataFrame | None:
     """One row per (site, hour) with the field's reading, or None when the field is not read once
     per site-hour (more than 1 % of the site-hours carry several values: a per-flight field)."""
     if time not in frame or site not in frame or name not in frame:
         return None
-    t = pd.to_datetime(frame[time], utc=True)
+    t = utc_times(frame[time])
     hours = (t.astype("int64") // 3_600_000_000_000).to_numpy()
     df = pd.DataFrame({"site": frame[site].astype(str).to_numpy(), "hour": hours, "v": frame[name].to_numpy()})
     per = df.groupby(["site", "hour"], sort=False)["v"].nunique(dropna=False)
@@ -270,10 +279,12 @@ class QualityAccumulator:
             elif r.min is not None and r.max is not None:
                 self.conversions[r.name] = unit_conversions(r.unit, r.min, r.max)
 
-    def add(self, window: pd.DataFrame) -> None:
+    def add(self, window: pd.DataFrame, factorized: Mapping[str, Any] | None = None) -> None:
         """Fold one chunk in. One hashing pass per column (`pd.factorize`) gives the missing count,
         the count of every distinct value (-> the top share) and, for categories, the unseen count
-        from the few distinct values instead of a per-row membership test."""
+        from the few distinct values instead of a per-row membership test. `factorized`: the drift
+        pass's hashing of this same chunk (`DriftAccumulator.factorized`), reused, not redone."""
+        shared = factorized or {}
         if window.empty:
             return
         self.n += len(window)
@@ -284,13 +295,18 @@ class QualityAccumulator:
             if ref.name not in window:
                 self.absent[ref.name] = True
                 continue
+            f = shared.get(ref.name)
+            reuse = f is not None and f.rows == len(window) and f.numeric == (ref.kind == "numeric")
             col = window[ref.name]
-            if ref.kind == "numeric":
+            if ref.kind == "numeric" and (not reuse or ref.name in self._own):
                 if col.dtype == object:
                     col = pd.to_numeric(col, errors="coerce")
                 col = col.to_numpy(dtype="float64", na_value=np.nan)
-            codes, uniques = pd.factorize(col, use_na_sentinel=True)
-            per_value = np.bincount(codes + 1, minlength=len(uniques) + 1)  # [missing, each distinct value]
+            if reuse and f is not None:
+                uniques, per_value = f.uniques, f.per_value
+            else:
+                codes, uniques = pd.factorize(col, use_na_sentinel=True)
+                per_value = np.bincount(codes + 1, minlength=len(uniques) + 1)  # [missing, each distinct value]
             self.missing[ref.name] += int(per_value[0])
             if len(uniques) == 0:
                 continue
@@ -314,7 +330,7 @@ class QualityAccumulator:
         names = [n for n in self.site_hours if n in window]
         if not names or self.time not in window or self.site not in window:
             return
-        t = pd.to_datetime(window[self.time], utc=True)
+        t = utc_times(window[self.time])
         keyed = pd.DataFrame(
             {"site": window[self.site].astype(str).to_numpy(), "hour": (t.astype("int64") // 3_600_000_000_000).to_numpy()}
         )

@@ -103,3 +103,112 @@ def test_in_memory_sqlite_falls_back_to_the_row_path(contract, bundle):
     assert not store.arrow_reader_available()
     with pytest.raises(ValueError, match="reader must be"):
         next(store.iter_predictions(None, None, reader="duckdb"))  # type: ignore[arg-type]
+
+
+# -- the Parquet archive of closed days (core.archive) ---------------------------------------------
+def _late_changes(store: LogStore, start, contract) -> None:
+    """After archiving: a late row on an archived day, a first label and a correction for archived
+    rows, and a label that was spooled (an old received_at, inserted only now)."""
+    first = next(store.iter_predictions(None, None, chunksize=50))
+    row = first.iloc[0]
+    unlabelled = first[first["label"].isna()]
+    labelled = first[first["label"].notna()]
+    late_event = row["event_time"].to_pydatetime() + timedelta(seconds=1)
+    inputs = {f: (None if pd.isna(row[f]) else row[f]) for f in contract.field_names}
+    inputs[contract.timestamp_field] = late_event
+    store.insert_predictions(
+        [
+            {
+                "prediction_id": "late-row-after-archiving",
+                "served_at": start + timedelta(days=30),
+                "event_time": late_event,
+                "model_name": "flights-late",
+                "model_version": "1",
+                "probability": 0.9,
+                "late": 1,
+                "warnings": [],
+                "inputs": inputs,
+                "features": {c[2:]: row[c] for c in first.columns if c.startswith("f_") and pd.notna(row[c])},
+            }
+        ]
+    )
+    now = start + timedelta(days=40)
+    store.upsert_labels(
+        [
+            {"prediction_id": unlabelled.iloc[0]["prediction_id"] if len(unlabelled) else "late-row-after-archiving",
+             "label": 1, "received_at": now},
+            {"prediction_id": labelled.iloc[0]["prediction_id"], "label": 1 - int(labelled.iloc[0]["label"]), "received_at": now},
+            {"prediction_id": "late-row-after-archiving", "label": 1, "received_at": start + timedelta(seconds=1)},
+        ]
+    )  # fmt: skip
+
+
+def _check_archive(store: LogStore, start, contract, bundle, tmp_path, reader) -> None:
+    from core.archive import ArchivedLog, LogArchive
+
+    archive = LogArchive(tmp_path / "archive", store)
+    days = archive.closed_days()
+    assert len(days) > 300  # resampled 2013 flights: every day of the year
+    written = archive.archive(days[: len(days) // 2])
+    assert [a.day for a in written] == days[: len(days) // 2]
+    assert archive.archive(days[: len(days) // 2]) == []  # idempotent: nothing changed, nothing rewritten
+    source = ArchivedLog(archive, reader=reader)
+    _late_changes(store, start, contract)
+    stale_day = pd.Timestamp(next(store.iter_predictions(None, None, chunksize=1))["event_time"].iloc[0])
+    stale_day = stale_day.tz_convert(contract.timezone).date()
+    plan = source.plan(None, None)
+    on_parquet = {a.day for kind, run, _ in plan if kind == "parquet" for a in run}
+    assert len(on_parquet) == len(days) // 2 - 1 and stale_day not in on_parquet  # the late row's day is read from the DB
+    ctx = ModelContext.from_bundle("flights-late", "1", bundle)
+    lo13 = pd.Timestamp("2013-03-01", tz=contract.timezone).to_pydatetime()
+    windows = [
+        (None, None, "event_time"),
+        (lo13, lo13 + timedelta(days=61, hours=7), "event_time"),  # whole archived days, a partial open day
+        (start + timedelta(microseconds=500), start + timedelta(microseconds=2_250), "served_at"),
+        (start + timedelta(days=9_999), None, "event_time"),  # empty
+    ]
+    for lo, hi, by in windows:
+        for chunksize in (1_000, 777):
+            got = list(source.iter_predictions(lo, hi, by=by, chunksize=chunksize))
+            want = list(store.iter_predictions(lo, hi, by=by, chunksize=chunksize, reader="sqlalchemy"))
+            assert [len(c) for c in got] == [len(c) for c in want]
+            for a, r in zip(got, want, strict=True):
+                pd.testing.assert_frame_equal(a, r.reset_index(drop=True), check_exact=True)
+        ws_a, v_a = _verdict(ctx, contract, source.iter_predictions(lo, hi, by=by))
+        ws_r, v_r = _verdict(ctx, contract, store.iter_predictions(lo, hi, by=by, reader="sqlalchemy"))
+        assert ws_a.rows == ws_r.rows and ws_a.signals == ws_r.signals and v_a == v_r
+    # Only the columns the monitor reads (no per-row JSON), from both paths alike.
+    cols = [c for c in store.column_names if c not in ("warnings", "late", "model_name")]
+    got = list(source.iter_predictions(None, None, chunksize=1_000, columns=cols))
+    want = list(store.iter_predictions(None, None, chunksize=1_000, columns=cols, reader="sqlalchemy"))
+    assert list(got[0].columns) == [*cols, "label", "received_at"]
+    for a, r in zip(got, want, strict=True):
+        pd.testing.assert_frame_equal(a, r, check_exact=True)
+    # The late labels are in the archived rows' frame although they arrived after archiving.
+    whole = pd.concat(source.iter_predictions(None, None), ignore_index=True)
+    assert whole.set_index("prediction_id").loc["late-row-after-archiving", "label"] == 1
+    # Re-archiving rewrites exactly the day that changed, atomically, and then it reads from Parquet.
+    assert [a.day for a in archive.archive(days[: len(days) // 2])] == [stale_day]
+    assert not list(archive.root.glob("*/.*.tmp"))
+    assert stale_day in {a.day for kind, run, _ in source.plan(None, None) if kind == "parquet" for a in run}
+    pd.testing.assert_frame_equal(
+        pd.concat(source.iter_predictions(None, None), ignore_index=True),
+        pd.concat(store.iter_predictions(None, None, reader="sqlalchemy"), ignore_index=True),
+        check_exact=True,
+    )
+
+
+def test_sqlite_archive_read_equals_the_row_path(tmp_path, contract, bundle, flights):
+    store, start = _store(f"sqlite:///{tmp_path / 'log.db'}", contract, bundle, flights)
+    try:
+        _check_archive(store, start, contract, bundle, tmp_path, "sqlalchemy")
+    finally:
+        store.dispose()
+
+
+def test_postgres_archive_read_equals_the_row_path(pg_url, tmp_path, contract, bundle, flights):
+    store, start = _store(pg_url, contract, bundle, flights)
+    try:
+        _check_archive(store, start, contract, bundle, tmp_path, "auto")
+    finally:
+        store.dispose()

@@ -93,3 +93,41 @@ def test_quality_reading_the_drift_samples_gives_the_same_signals():
         own.add(chunk)
     np.testing.assert_array_equal(shared.samples["temp"].values, own.samples["temp"].values)
     assert shared.signals() == own.signals()
+
+
+def test_one_hashing_pass_shared_by_drift_and_quality_gives_the_same_counts_and_signals():
+    """Drift bins the distinct values of its hashing pass and quality counts from the same pass:
+    the counts and signals of the per-row binning and of quality hashing on its own, exactly."""
+    from monitoring.profile import numeric_counts
+
+    reference = _frame(20_000, 0)
+    prof = build_profile(reference.assign(carrier=reference["carrier"].replace("ZZ", "UA")), ["temp", "wind_gust"], ["carrier"])
+    refs = [
+        reference_for(reference, "temp", "numeric", "degF"),
+        reference_for(reference, "wind_gust", "numeric", "mph"),
+        reference_for(reference.assign(carrier=reference["carrier"].replace("ZZ", None)), "carrier", "categorical"),
+    ]
+    drift = DriftAccumulator(prof, sample_size=4_000, seed=5)
+    shared = QualityAccumulator(refs, sample_size=4_000, seed=5, shared_samples=drift.samples)
+    own = QualityAccumulator(
+        refs, sample_size=4_000, seed=5, shared_samples=DriftAccumulator(prof, sample_size=4_000, seed=5).samples
+    )
+    other = DriftAccumulator(prof, sample_size=4_000, seed=5)  # feeds `own`'s reservoirs the same values
+    per_row = {p.name: np.zeros(p.n_bins) for p in prof.numeric}
+    for s in (1, 2, 3):
+        chunk = _frame(6_000, s).assign(temp=lambda f: f["temp"].where(f.index % 97 > 0, -0.0))
+        drift.add(chunk)
+        assert set(drift.factorized) == {"temp", "wind_gust", "carrier"}
+        shared.add(chunk, drift.factorized)
+        own.samples = other.samples
+        other.add(chunk)
+        own.add(chunk)
+        for p in prof.numeric:
+            per_row[p.name] += numeric_counts(chunk[p.name].to_numpy("float64"), p)
+    for p in prof.numeric:
+        np.testing.assert_array_equal(drift.counts[p.name], per_row[p.name])
+    assert sum(drift.counts["temp"]) == 18_000 and drift.counts["temp"][0] > 0  # NaN counted in bin 0
+    assert shared.signals() == own.signals()
+    for name in ("temp", "wind_gust", "carrier"):
+        assert shared.missing[name] == own.missing[name]
+        pd.testing.assert_series_equal(shared.counts[name], own.counts[name])
