@@ -331,8 +331,8 @@ class Monitor:
     ) -> MonitorResult:
         """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
         kw.setdefault("store", self.source)
-        if self.settings.archive_closed_days and kw["store"] is self.source:
-            self.archive_closed_days()
+        if self.settings.archive_closed_days and kw["store"] is self.source and by == "event_time":
+            self.archive_closed_days(start, end)
         return run_window(
             ctx=self.ctx,
             contract=self.contract,
@@ -348,11 +348,18 @@ class Monitor:
             **kw,
         )
 
-    def archive_closed_days(self) -> list[ArchivedDay]:
-        """Archive the log's closed local event days that are new or changed (a failure is logged:
-        the window is then read from the log, as before the archive existed)."""
+    def archive_closed_days(self, start: datetime | None = None, end: datetime | None = None) -> list[ArchivedDay]:
+        """Archive the closed local event days inside [start, end) that are new or changed: only the
+        days this window reads anyway, so a first run over one day of a year-long log writes one day,
+        not the year (`driftlight archive` writes them all). A failure is logged: the window is then
+        read from the log, as before the archive existed."""
         try:
-            days = self.archive.archive()
+            days = [
+                d
+                for d in self.archive.closed_days()
+                if (start is None or self.archive.bounds(d)[0] >= start) and (end is None or self.archive.bounds(d)[1] <= end)
+            ]
+            days = self.archive.archive(days)
         except OSError as exc:
             log.error("monitor: archiving closed days to %s failed: %s", self.archive.root, exc)
             return []
