@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata as md
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -317,3 +318,31 @@ def test_the_backstop_names_the_extra_of_a_module_missing_deeper_down(tmp_path):
     assert proc.returncode == MISSING_EXTRA_EXIT, (proc.stdout[-1000:], proc.stderr[-2000:])
     assert "driftlight deep: needs the [spark] extra" in proc.stderr and "missing: pyspark" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """Stage name -> its text, from ./Dockerfile (`FROM ... AS name`)."""
+    text = (ROOT / "Dockerfile").read_text()
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_the_api_image_installs_serve_and_runs_only_the_api():
+    import yaml
+
+    stages = dockerfile_stages()
+    assert "'.[serve]'" in stages["serve"] and "'.[monitor]'" not in stages["serve"]
+    assert "'.[monitor]'" in stages["full"]
+    assert list(stages)[-1] == "full", "a plain `docker build .` must still build the image with everything"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    targets = {}
+    for name, svc in compose["services"].items():
+        if "build" not in svc:
+            continue
+        words = [str(w) for w in (svc.get("entrypoint") or []) + (svc.get("command") or [])]
+        targets[name] = svc["build"]["target"]
+        assert targets[name] in stages, (name, targets[name])
+        if targets[name] == "serve":
+            assert words[:2] == ["driftlight", "serve"], f"{name} runs {words[:2]} on the [serve] image"
+    assert targets["api"] == "serve"
+    assert {n for n, t in targets.items() if t == "full"} >= {"mlflow", "trainer", "monitor", "replayer", "drill"}
