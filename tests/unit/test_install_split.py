@@ -160,7 +160,7 @@ def serving_imports() -> dict[str, set[str]]:
 
 
 def test_every_import_on_the_serving_path_is_installed_by_serve():
-    serve = installed_closure(project()["dependencies"] + ["uvicorn[standard]"])
+    serve = installed_closure(project()["dependencies"])
     assert not project()["optional-dependencies"]["serve"], "[serve] is the base set: it adds nothing to it"
     providers = md.packages_distributions()
     external = serving_imports()
