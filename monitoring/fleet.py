@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import stats
 
 from monitoring.drift import psi, psi_excess
+from monitoring.null import MIN_BLOCKS, effective_blocks
 from monitoring.policy import PolicySettings, Reason, Signal, evaluate_signals
 from monitoring.profile import CategoryProfile, NumericProfile, ReferenceProfile, numeric_bin_index
 
@@ -243,14 +244,29 @@ def estimate_null(
     resamples: int = 200,
     seed: int = 0,
     block: int = 3,
+    day_values: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """The between-day null of every column: windows of d reference days drawn with replacement,
     each column's chi-square distance T = X^2 / n against the profile, minus its within-sample part
     (k - 1) / n; the mean and variance of that excess per d. Same for the label rate's squared
-    deviation. JSON-safe: {"days": [...], "columns": {name: {"mean": [...], "var": [...]}}, "label": {...}}."""
+    deviation and the missing share. `n_days` (reference days with rows) says how much independent
+    evidence is behind these moments (the judge's prediction interval widens with fewer days).
+
+    The shares the reference defines itself (values beyond its [min, max], categories it never saw)
+    are 0 on the reference by construction, so their null is estimated out of sample: every run of
+    d consecutive reference days is held back and its share measured against the range (from
+    `day_values`: column -> day -> that day's values) or the categories of the other days.
+    JSON-safe: {"days": [...], "n_days": N, "columns": {name: {"mean": [...], "var": [...]}}, "label": {...}}."""
     keys = sorted(day_counts)
     rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {"kind": "between_day_gamma", "days": list(days), "columns": {}, "label": {}, "resamples": resamples}
+    out: dict[str, Any] = {
+        "kind": "between_day_gamma",
+        "days": list(days),
+        "columns": {},
+        "label": {},
+        "resamples": resamples,
+        "n_days": len(keys),
+    }
     if not keys:
         return out
     names = [c for c in profile.columns if all(c in day_counts[k].cols for k in keys)]
@@ -273,6 +289,12 @@ def estimate_null(
             var.append(float(b.var()))
         out["columns"][c] = {"mean": mean, "var": var}
         for part, bins in share_parts(profile, c).items():
+            vals = (day_values or {}).get(c)
+            if part == "unseen" or (part == "beyond" and vals is not None):
+                held = held_out_shares(mats[c], [vals.get(k) for k in keys] if vals is not None else None, days)
+                if held is not None:
+                    out["columns"][f"{c}:{part}"] = held
+                    continue
             pm, pv = [], []
             for d in days:
                 sums = mats[c][draws[d]].sum(axis=1)
@@ -304,6 +326,51 @@ def share_parts(profile: ReferenceProfile, name: str) -> dict[str, list[int]]:
     return {"missing": [k], "unseen": [k + 1]}
 
 
+def held_out_shares(
+    mat: np.ndarray, values: Sequence[np.ndarray | None] | None, days: Sequence[int]
+) -> dict[str, list[float]] | None:
+    """Mean and variance, per span d, of a rare-event share measured out of sample: each run of d
+    consecutive days (rows of `mat`, a (days, bins) count matrix in time order) held back against the
+    other days. Categorical (`values` None): the held-back rows in the unseen bin (the last) or in
+    categories the other days never had (the bins before the missing one). Numeric
+    (`values`: each day's values): the held-back values outside the other days' [min, max]. None when
+    a numeric column has no values. A span as long as the reference reuses the longest one below it."""
+    n_days = mat.shape[0]
+    if n_days < 2:
+        return None
+    numeric = values is not None
+    if numeric:
+        assert values is not None
+        vals = [np.asarray(v, dtype="float64") for v in values]
+        vals = [v[~np.isnan(v)] if v is not None else np.zeros(0) for v in vals]
+        lo = np.array([v.min() if v.size else np.inf for v in vals])
+        hi = np.array([v.max() if v.size else -np.inf for v in vals])
+    mean: list[float] = []
+    var: list[float] = []
+    for d in days:
+        c = min(d, n_days - 1)
+        shares = []
+        for s in range(0, n_days - c + 1):
+            rest = np.r_[0:s, s + c : n_days]
+            if numeric:
+                r_lo, r_hi = lo[rest].min(), hi[rest].max()
+                block = np.concatenate(vals[s : s + c])
+                if block.size:
+                    shares.append(float(np.mean((block < r_lo) | (block > r_hi))))
+            else:
+                cur, other = mat[s : s + c].sum(axis=0), mat[rest].sum(axis=0)
+                k = mat.shape[1] - 2  # categories, then missing, then unseen
+                new = cur[:k][other[:k] == 0].sum() + cur[-1]
+                if cur.sum() > 0:
+                    shares.append(float(new / cur.sum()))
+        if not shares:
+            return None
+        a = np.asarray(shares)
+        mean.append(float(a.mean()))
+        var.append(float(a.var()))
+    return {"mean": mean, "var": var}
+
+
 def block_draws(n_days: int, d: int, block: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(resamples, d) indices into n_days time-ordered days: runs of up to `block` consecutive days."""
     b = max(1, min(block, d, n_days))
@@ -325,20 +392,38 @@ class NullModel(Protocol):
     def label_factor(self, days: int, n: int, ref_rate: float) -> float: ...
 
 
-def gamma_sf(t: float, mean: float, var: float) -> float:
-    """P(T >= t) for a gamma distribution with this mean and variance (two-moment fit)."""
-    if mean <= 0 or var <= 0:
-        return 1.0 if t <= mean else 0.0
-    return float(stats.gamma.sf(t, mean * mean / var, scale=var / mean))
+def null_blocks(n_days: int, days: int) -> int:
+    """Independent evidence behind a null estimated from `n_days` reference days for windows of
+    `days` days: monitoring.null's count of sliding blocks (overlapping blocks are worth 1.5x the
+    non-overlapping ones), never below MIN_BLOCKS."""
+    return max(effective_blocks(n_days, max(days, 1)), MIN_BLOCKS)
+
+
+def t_tail(z: float, blocks: int) -> float:
+    """P(a new no-drift value scores >= z) when the null's centre and spread were estimated from
+    `blocks` independent blocks: the Student-t prediction interval, (x - mean) / (sd sqrt(1 + 1/b))
+    ~ t(b - 1). Few reference days make the tail heavier instead of pretending to a precision they
+    do not have (the gamma/normal tails with plugged-in moments gave p ~ 1e-10 on ordinary storms)."""
+    return float(stats.t.sf(z / math.sqrt(1.0 + 1.0 / blocks), df=max(blocks - 1, 1)))
+
+
+def cbrt_gamma_z(t: float, mean: float, var: float) -> float:
+    """The Wilson-Hilferty z of `t` under a gamma with this mean and variance: the cube root of a
+    gamma (shape k) is close to normal with mean m^(1/3) (1 - 1/(9k)) and sd m^(1/3) / (3 sqrt(k))."""
+    k = mean * mean / var
+    c = mean ** (1.0 / 3.0)
+    return (float(np.cbrt(t)) - c * (1.0 - 1.0 / (9.0 * k))) / (c / (3.0 * math.sqrt(k)))
 
 
 @dataclass(frozen=True)
 class BetweenDayNull:
     """A window's chi-square distance T = X^2 / n is, under no drift, the within-sample part
     ((k - 1) / n, variance 2 (k - 1) / n^2) plus a between-day part whose mean and variance were
-    measured at training on resampled whole reference days (`estimate_null`); T's null is fitted
-    by a gamma with that total mean and variance. Fewer days vary more: the window uses the
-    estimate of the largest span not longer than its own (never a calmer one)."""
+    measured at training on resampled whole reference days (`estimate_null`); T's null is a gamma
+    with that total mean and variance, judged on the cube-root scale (Wilson-Hilferty) with a
+    Student-t prediction interval: the moments come from `n_days` reference days, not from an
+    infinite past. Fewer days vary more: the window uses the estimate of the largest span not
+    longer than its own (never a calmer one)."""
 
     null: Mapping[str, Any]
 
@@ -349,23 +434,28 @@ class BetweenDayNull:
         i = max([j for j, d in enumerate(grid) if d <= max(days, 1)] or [0])
         return float(entry["mean"][i]), float(entry["var"][i])
 
+    def _blocks(self, days: int) -> int:
+        return null_blocks(int(self.null.get("n_days") or 0), days)
+
     def column_p(self, column: str, x2: float, df: int, days: int, n: int) -> float:
         bm, bv = self._at((self.null.get("columns") or {}).get(column), days)
-        return gamma_sf(x2 / n, bm + df / n, bv + 2 * df / (n * n))
+        mean, var = bm + df / n, bv + 2 * df / (n * n)
+        return t_tail(cbrt_gamma_z(x2 / n, mean, var), self._blocks(days))
 
     def share_p(self, key: str, share: float, ref_share: float, n: int, days: int, ref_rows: int) -> float:
         """One-sided: is this quality share (missing, beyond range, unseen) above the reference by
-        more than days like the reference's vary? Normal, with between-day plus binomial variance
-        (the reference share floored at half a row, so a never-seen share is not infinitely sure)."""
+        more than days like the reference's vary? Between-day plus binomial variance (the reference
+        share floored at half a row, so a never-seen share is not infinitely sure), Student-t
+        prediction interval."""
         bm, bv = self._at((self.null.get("columns") or {}).get(key), days)
         p0 = max(ref_share, 0.5 / max(ref_rows, 1))
         sd = math.sqrt(bv + p0 * (1 - p0) / n)
-        return float(stats.norm.sf((share - ref_share - max(bm, 0.0)) / sd))
+        return t_tail((share - ref_share - max(bm, 0.0)) / sd, self._blocks(days))
 
     def label_p(self, rate: float, ref_rate: float, n: int, days: int) -> float:
         bm, bv = self._at(self.null.get("label"), days)
         w = ref_rate * (1 - ref_rate) / n
-        return gamma_sf((rate - ref_rate) ** 2, bm + w, bv + 2 * w * w)
+        return t_tail(cbrt_gamma_z((rate - ref_rate) ** 2, bm + w, bv + 2 * w * w), self._blocks(days))
 
     def label_factor(self, days: int, n: int, ref_rate: float) -> float:
         """How much wider than binomial the label rate varies at this span and size (>= 1)."""
@@ -406,8 +496,16 @@ class ModelRef:
             validation_pos=round(rows * rate),
             validation_neg=rows - round(rows * rate),
             trained_through=date.fromisoformat(metadata["window"]["end"]),
-            null=metadata.get("monitoring", {}).get("fleet_null", {}),
+            null=_with_days(metadata.get("monitoring", {})),
         )
+
+
+def _with_days(monitoring: Mapping[str, Any]) -> dict[str, Any]:
+    """The fleet null, with `n_days` from the reference days when it predates that field."""
+    null = dict(monitoring.get("fleet_null") or {})
+    if null and "n_days" not in null:
+        null["n_days"] = len(monitoring.get("reference_days") or ())
+    return null
 
 
 @dataclass(frozen=True)

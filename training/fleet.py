@@ -105,14 +105,27 @@ def monitoring_section(
     profile = drift_profile(contract, ref, transformer, p, spec.train.seed)
     label_rate = float(ref["late"].mean())
     frame = _frames_with_derived(contract, ref, transformer, p)
-    per_day = count_days(ReferenceProfile.from_dict(profile), frame, local_dates(ref, contract).map(str).to_numpy())
+    prof = ReferenceProfile.from_dict(profile)
+    day_of = local_dates(ref, contract).map(str).to_numpy()
+    per_day = count_days(prof, frame, day_of)
+    # each day's values of every numeric column: the held-out null of "beyond the reference range"
+    rows_of = {str(d): np.flatnonzero(day_of == d) for d in np.unique(day_of)}
+    by_day = {
+        c.name: {
+            d: pd.to_numeric(frame[c.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)[i]
+            for d, i in rows_of.items()
+        }
+        for c in prof.numeric
+        if c.name in frame
+    }
     null = estimate_null(
-        ReferenceProfile.from_dict(profile),
+        prof,
         per_day,
         label_rate,
         days=spec.train.null_days,
         resamples=spec.train.null_resamples,
         seed=spec.train.seed,
+        day_values=by_day,
     )
     section = {
         "reference_days": ref_days,

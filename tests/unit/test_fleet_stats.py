@@ -167,3 +167,69 @@ def test_fleet_file_is_checked_against_the_contract() -> None:
         parse_fleet({"segment_by": ["dest"], "train": {"min_rowz": 3}})
     with pytest.raises(ValueError, match=r"train\.from"):
         parse_fleet({"segment_by": ["dest"], "train": {"from": "soon"}})
+
+
+def weather_days(n_days: int, seed: int) -> pd.DataFrame:
+    """Days of 40 flights sharing one temperature regime (a day's mean and a small spread)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in range(n_days):
+        mu = rng.normal(40, 8)
+        for _ in range(40):
+            rows.append({"temp": mu + rng.normal(0, 2), "carrier": "UA", "day": f"2013-{1 + d // 28:02d}-{1 + d % 28:02d}"})
+    return pd.DataFrame(rows)
+
+
+def test_beyond_range_null_is_measured_out_of_sample_not_zero_by_construction() -> None:
+    """The share beyond the reference's [min, max] is 0 on the reference itself, whatever the
+    weather; held back a day at a time, a day warmer than every other one shows its true rate. A
+    window whose beyond share is what held-back days show is no discovery; a °C feed (everything
+    below the °F range) still is."""
+    f = weather_days(50, 4)
+    prof = build_profile(f, ["temp"], ["carrier"])
+    per_day = count_days(prof, f, f["day"])
+    in_sample = estimate_null(prof, per_day, 0.2, days=(1, 7), resamples=100)
+    values = {"temp": {d: g["temp"].to_numpy() for d, g in f.groupby("day")}}
+    held = estimate_null(prof, per_day, 0.2, days=(1, 7), resamples=100, day_values=values)
+    assert in_sample["columns"]["temp:beyond"]["mean"] == [0.0, 0.0]
+    mean1 = held["columns"]["temp:beyond"]["mean"][0]
+    assert 0.0 < mean1 < 0.2 and held["columns"]["temp:beyond"]["var"][0] > 0
+    assert held["n_days"] == 50
+    typical = 3 * mean1  # a day at three times the average held-out rate
+    old, new = BetweenDayNull(in_sample), BetweenDayNull(held)
+    assert old.share_p("temp:beyond", typical, 0.0, 40, 1, prof.rows) < 1e-6  # in-sample: "impossible"
+    assert new.share_p("temp:beyond", typical, 0.0, 40, 1, prof.rows) > 0.01
+    assert new.share_p("temp:beyond", 1.0, 0.0, 40, 1, prof.rows) < 1e-6
+
+
+def test_unseen_category_null_is_held_out_too() -> None:
+    """A carrier flown on one reference day only is 'unseen' when that day is held back."""
+    f = weather_days(40, 5)
+    f.loc[(f["day"] == "2013-01-03") & (f.index % 4 == 0), "carrier"] = "9E"
+    prof = build_profile(f, ["temp"], ["carrier"])
+    null = estimate_null(prof, count_days(prof, f, f["day"]), 0.2, days=(1,), resamples=50)
+    m, v = null["columns"]["carrier:unseen"]["mean"][0], null["columns"]["carrier:unseen"]["var"][0]
+    assert m == pytest.approx(0.25 / 40) and v > 0  # 1 of 40 held-back days has 25 % new
+
+
+def test_fewer_reference_days_make_the_null_tail_heavier() -> None:
+    """The null's moments come from the reference days: with few of them the same statistic is
+    less surprising (Student-t prediction interval), with many it tends to the plugged-in tail."""
+    entry = {"temp": {"mean": [1.0], "var": [0.5]}, "temp:missing": {"mean": [0.0], "var": [0.001]}}
+    few = BetweenDayNull({"days": [1], "columns": entry, "n_days": 6})
+    many = BetweenDayNull({"days": [1], "columns": entry, "n_days": 5000})
+    assert few.column_p("temp", 500.0, 9, 1, 50) > 10 * many.column_p("temp", 500.0, 9, 1, 50)
+    assert few.share_p("temp:missing", 0.2, 0.05, 50, 1, 1000) > many.share_p("temp:missing", 0.2, 0.05, 50, 1, 1000)
+    # the gamma fit on the cube-root scale: a statistic at the null's mean is unremarkable
+    assert 0.3 < many.column_p("temp", (1.0 + 9 / 50) * 50, 9, 1, 50) < 0.7
+
+
+def test_a_null_without_its_day_count_takes_it_from_the_reference_days() -> None:
+    f = frame(500, 0)
+    prof = build_profile(f, ["temp", "probability"], ["carrier"])
+    md = {
+        "validation_metrics": {"rows": 100, "positive_rate": 0.2, "roc_auc": 0.7},
+        "monitoring": {"label_rate": 0.2, "reference_days": ["d"] * 37, "fleet_null": {"days": [1], "columns": {}}},
+        "window": {"end": "2013-03-31"},
+    }
+    assert ModelRef.from_artifacts("m", "1", "m", md, prof.to_dict()).null["n_days"] == 37
