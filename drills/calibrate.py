@@ -370,6 +370,36 @@ def run_power(s: Setup, fields: tuple[str, ...] = POWER_FIELDS, shifts: tuple[fl
     return out
 
 
+NULL_COVERAGE_Z = (3.0, 3.5, 4.0, 5.0)
+
+
+def run_null_coverage(s: Setup) -> dict:
+    """The nulls checked on the reference days alone (monitoring.null.held_back_scores): each
+    1-day and 7-day block of reference days held back, the nulls re-estimated from the other
+    reference days, the block's PSI of every profiled column and its label-rate shift scored;
+    the share of blocks with some z at or above each threshold. Uses no control or validation day."""
+    from monitoring.null import alarm_share, held_back_scores
+    from training.data import contract_frame
+    from training.reference import day_statistics
+
+    ref = pd.concat([s.frames[d] for d in s.reference_days])
+    pipe = s.bundle.pipeline  # type: ignore[attr-defined]
+    p = pipe.predict_proba(contract_frame(s.contract, ref))[:, 1]
+    assert s.ctx.drift_profile is not None
+    d = day_statistics(s.contract, ref, pipe.named_steps["features"], p, s.ctx.drift_profile)
+    out: dict = {}
+    for c in (1, 7):
+        scores = held_back_scores(d.counts, (d.late, d.labelled), c)
+        firing = Counter(k for row in scores for k, v in row.items() if v >= NULL_COVERAGE_Z[0])
+        out[c] = {
+            "blocks": len(scores),
+            "statistics": len(scores[0]) if scores else 0,
+            "share": {z: alarm_share(scores, z) for z in NULL_COVERAGE_Z},
+            "firing": dict(firing.most_common(8)),
+        }
+    return out
+
+
 def run_estimate(s: Setup, start: str = "2013-04-01", end: str = "2013-12-31") -> list[dict]:
     """Every week (Mon-Sun, local) of `start`..`end`: the label-free AUC estimate with its 90 %
     interval and the trust flag, judged on the probabilities alone, against the realised AUC."""
@@ -422,6 +452,7 @@ def run(
     echo(f"no-drift done ({time.perf_counter() - t0:.0f} s); faults")
     res["faults"] = run_faults(s, seed=seed)
     echo(f"faults done ({time.perf_counter() - t0:.0f} s)")
+    res["null_coverage"] = run_null_coverage(s)
     if power:
         res["power"] = run_power(s)
         echo(f"power done ({time.perf_counter() - t0:.0f} s)")
@@ -517,6 +548,26 @@ def markdown(res: dict) -> str:
         why = ", ".join(f"{k} ({v})" for k, v in tops.most_common(4)) or "-"
         rate, red = (ye + re_) / max(judged, 1), re_ / max(judged, 1)
         L.append(f"| {g} | {judged} of {n} | {gr} | {ye} | {re_} | {rate:.1%} | {red:.1%} | {why} |")
+    if "null_coverage" in res:
+        L += [
+            "",
+            "## The nulls checked on the reference days alone (nested)",
+            "",
+            "Each block of reference days held back in turn, the nulls re-estimated from the other",
+            "reference days only, the block's PSI of every profiled column and its label-rate shift",
+            "scored as a window would be (`monitoring.null.held_back_scores`). No control or validation",
+            "day is used: this is the evidence a threshold change may rest on. Share of held-back blocks",
+            "with at least one statistic at or above z:",
+            "",
+            "| cadence | blocks | statistics | "
+            + " | ".join(f"z ≥ {z:g}" for z in NULL_COVERAGE_Z)
+            + " | statistics at z ≥ 3 (blocks) |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in NULL_COVERAGE_Z) + " | --- |",
+        ]
+        for c, x in res["null_coverage"].items():
+            firing = ", ".join(f"{k} ({v})" for k, v in x["firing"].items()) or "-"
+            shares = " | ".join(f"{x['share'][z]:.1%}" for z in NULL_COVERAGE_Z)
+            L.append(f"| {c} d | {x['blocks']} | {x['statistics']} | {shares} | {firing} |")
     L += [
         "",
         "7-day control windows are 7 consecutive control days (sliding by one, so they overlap); the",
@@ -607,19 +658,46 @@ def main() -> None:
         help="fit the model on the reference days only (default: the control days unseen by the model too) or on all fit days",
     )
     ap.add_argument("--json", type=Path, default=None, help="also save the raw results here (to re-render the doc)")
+    ap.add_argument(
+        "--render", type=Path, default=None, help="render the doc from a saved --json file instead of running (no training)"
+    )
     args = ap.parse_args()
+    if args.render is not None:
+        res = load_results(args.render)
+        _write(args.out, markdown(res))
+        return
     res = run(seed=args.seed, power=not args.no_power, estimate=not args.no_estimate, model_days=args.model_days)
     text = markdown(res)
     if args.json is not None:
         import json
 
         args.json.write_text(json.dumps(res, indent=1, default=str), encoding="utf-8")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists():
-        same = args.out.read_text(encoding="utf-8") == text
-        print(f"{args.out} exists: {'unchanged' if same else 'OVERWRITING it (the previous version is in git)'}")
-    args.out.write_text(text, encoding="utf-8")
+    _write(args.out, text)
+
+
+def _write(out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        same = out.read_text(encoding="utf-8") == text
+        print(f"{out} exists: {'unchanged' if same else 'OVERWRITING it (the previous version is in git)'}")
+    out.write_text(text, encoding="utf-8")
     print(text)
+
+
+def load_results(path: Path) -> dict:
+    """A `--json` file read back with its numeric keys (cadences, shifts, z) as numbers again."""
+    import json
+
+    def number(k: str) -> object:
+        try:
+            return int(k)
+        except ValueError:
+            try:
+                return float(k)
+            except ValueError:
+                return k
+
+    return json.loads(path.read_text(encoding="utf-8"), object_hook=lambda d: {number(k): v for k, v in d.items()})
 
 
 if __name__ == "__main__":
