@@ -247,6 +247,49 @@ def estimate_nulls(
     return out
 
 
+def held_back_scores(
+    day_counts: Mapping[str, np.ndarray], day_labels: tuple[np.ndarray, np.ndarray] | None, cadence: int
+) -> list[dict[str, float]]:
+    """The nulls checked on the reference itself, nested: each run of `cadence` consecutive days
+    is held back in turn, the nulls are estimated from the *other* days alone (`estimate_nulls`;
+    the days either side of the hole are treated as consecutive) and the held-back block's PSI
+    excess of every column (against the other days, in the same bins) and its label-rate shift
+    are scored under them. One mapping ("psi:<column>" / "label_rate_shift" -> z) per block.
+
+    The monitor judges a window the same way (its days are never part of its null), so the share
+    of blocks with some z at or above a threshold estimates, from reference days only, the
+    per-window false-alarm rate of those signals at that threshold: a check of the parametric tail
+    that the null's own fit cannot give (it is fitted to the very values it would be judged on)."""
+    n_days = next(iter(day_counts.values())).shape[0] if day_counts else (len(day_labels[0]) if day_labels else 0)
+    out: list[dict[str, float]] = []
+    for s, e in blocks(n_days, cadence):
+        hold = np.zeros(n_days, dtype=bool)
+        hold[s:e] = True
+        rest_counts = {k: v[~hold] for k, v in day_counts.items()}
+        rest_labels = (day_labels[0][~hold], day_labels[1][~hold]) if day_labels is not None else None
+        book = NullBook(tuple(estimate_nulls(rest_counts, rest_labels, cadences=(cadence,))))
+        row: dict[str, float] = {}
+        for col, counts in day_counts.items():
+            null = book.find("psi", col, cadence)
+            if null is not None:
+                row[f"psi:{col}"] = null.score(_psi_excess(counts[~hold].sum(axis=0), counts[hold].sum(axis=0)))
+        if day_labels is not None:
+            late, n = (np.asarray(a, dtype="float64") for a in day_labels)
+            null = book.find("label_rate_shift", None, cadence)
+            if null is not None and n[hold].sum() > 0 and n[~hold].sum() > 0:
+                shift = abs(late[hold].sum() / n[hold].sum() - late[~hold].sum() / n[~hold].sum())
+                row["label_rate_shift"] = null.score(shift)
+        out.append(row)
+    return out
+
+
+def alarm_share(scores: Sequence[Mapping[str, float]], z: float) -> float:
+    """Share of held-back blocks (`held_back_scores`) with at least one statistic scoring >= `z`."""
+    if not scores:
+        return math.nan
+    return float(np.mean([any(v >= z for v in row.values() if not math.isnan(v)) for row in scores]))
+
+
 def estimate_value_nulls(
     day_values: Mapping[str, tuple[np.ndarray, bool]], *, cadences: Iterable[int] = CADENCES
 ) -> list[NullSummary]:

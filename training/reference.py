@@ -9,7 +9,7 @@ observation: rows of one day are not independent (TARGETS.md).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,21 @@ def drift_profile(
     return build_profile(frame, numeric, categorical, seed=seed).to_dict()
 
 
+@dataclass(frozen=True)
+class DayStatistics:
+    """Per reference day (rows in time order) what the nulls are estimated from: `counts[column]`
+    (days, bins) in the frozen profile's bins, `late`/`labelled`/`predicted` (days,) label sums,
+    `missing_bin` per categorical column, `values[field]` ((days, distinct values) counts, numeric)."""
+
+    days: list[Any]
+    counts: dict[str, np.ndarray]
+    late: np.ndarray
+    labelled: np.ndarray
+    predicted: np.ndarray
+    missing_bin: dict[str, int]
+    values: dict[str, tuple[np.ndarray, bool]]
+
+
 def null_distributions(
     contract: Contract,
     ref: pd.DataFrame,
@@ -94,6 +109,19 @@ def null_distributions(
 ) -> dict[str, Any]:
     """No-drift nulls (JSON form, monitoring.null) from whole reference days held back in blocks of
     each cadence, every statistic taken in the frozen profile's bins against the other days."""
+    d = day_statistics(contract, ref, transformer, probabilities, profile)
+    summaries = estimate_nulls(
+        d.counts, (d.late, d.labelled), cadences=cadences, missing_bin=d.missing_bin, day_predicted=d.predicted
+    )
+    summaries += estimate_value_nulls(d.values, cadences=cadences)
+    book = NullBook(tuple(summaries))
+    return {**book.to_dict(), "reference_days": len(d.days)}
+
+
+def day_statistics(
+    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, profile: ReferenceProfile
+) -> DayStatistics:
+    """The per-day statistics of the reference rows `ref` (see `DayStatistics`)."""
     frame = profile_frame(contract, ref, transformer, probabilities)
     days = local_dates(ref, contract).to_numpy()
     order = sorted(set(days))
@@ -124,10 +152,7 @@ def null_distributions(
             continue
         flat = day_index[present] * k + codes
         values[f.name] = (np.bincount(flat, minlength=len(order) * k).reshape(len(order), k).astype("float64"), f.is_numeric)
-    summaries = estimate_nulls(counts, (late, n), cadences=cadences, missing_bin=missing_bin, day_predicted=predicted)
-    summaries += estimate_value_nulls(values, cadences=cadences)
-    book = NullBook(tuple(summaries))
-    return {**book.to_dict(), "reference_days": len(order)}
+    return DayStatistics(order, counts, late, n, predicted, missing_bin, values)
 
 
 def monitoring_reference(
