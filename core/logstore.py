@@ -485,6 +485,12 @@ class LogStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.labels)).scalar_one())
 
+    def latest_event_time(self) -> datetime | None:
+        """The latest event time the log holds (the feed's watermark), UTC; None if empty."""
+        with self.engine.connect() as conn:
+            hi = conn.execute(select(func.max(self.predictions.c.event_time))).scalar_one()
+        return None if hi is None else _as_utc(hi)
+
     def labelled_event_range(self) -> tuple[datetime, datetime] | None:
         """(earliest, latest) event time among predictions that have a label, UTC; None if none."""
         p, lab = self.predictions, self.labels
