@@ -282,7 +282,8 @@ def run_window(
 
     shadow = compare(store.shadow_frame(start, end, by=by), float(ctx.metadata.get("threshold", 0.5)))
     volume, expected = window_volume(ctx, store, ws, violations, start, end, by=by)
-    j = judge(ws, violations, policy, history, shadow=shadow, volume=tuple(volume), expected_rows=expected.get("expected"))
+    due = expected.get("expected") if expected.get("level_judged") else None  # a lost window is judged, a sample is not
+    j = judge(ws, violations, policy, history, shadow=shadow, volume=tuple(volume), expected_rows=due)
     reports: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if reports_dir is not None:

@@ -5,7 +5,9 @@ control days and the validation days (Mar 18-31) into contiguous 1-day windows (
 days into 7-day windows), applies each fault, and judges every window with the real monitor
 (`compute_signals`, `volume_signals` with the frozen hours-of-week reference, `judge` under
 monitoring/policy.yaml). Every window is closed (watermark = its end). Prints a Markdown table: per
-fault and cadence, statuses, share red, share red with `volume_change` first, and which view fired.
+fault and cadence, statuses with and without the volume signal, share red, share red with
+`volume_change` first, and which view came first; then every no-fault window the volume turned
+non-green, with its reason.
 """
 
 from __future__ import annotations
@@ -85,12 +87,14 @@ def main() -> None:
         return out
 
     cadences = {"control 1d": windows(control, 1), "validation 1d": windows(val, 1), "validation 7d": windows(val, 7)}
-    print("| fault | cadence | windows | statuses | red | red, `volume_change` first | views fired (volume_change) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| fault | cadence | windows | statuses | without volume | red | red, `volume_change` first | first view |")
+    print("|---|---|---|---|---|---|---|---|")
+    alarms = []
     for cad, ws in cadences.items():
         for name, (fault, expect) in faults().items():
             rng = np.random.default_rng(0)
             statuses: Counter[str] = Counter()
+            before: Counter[str] = Counter()
             views: Counter[str] = Counter()
             red = first = 0
             for w, lo, hi in ws:
@@ -99,15 +103,22 @@ def main() -> None:
                 vol, det = volume_signals(vref, sig.arrivals, 0, lo, hi, watermark=hi)
                 v = judge(sig, {}, policy, [], volume=tuple(vol), expected_rows=float(det.get("expected", 0))).verdict
                 statuses[v.status] += 1
+                before[judge(sig, {}, policy, []).verdict.status] += 1
                 red += v.status == "red"
                 top = v.reasons[0] if v.reasons else None
                 first += v.status == "red" and top is not None and top.signal == "volume_change"
-                views.update(r.feature or "total" for r in v.reasons if r.signal == "volume_change")
+                vr = [r for r in v.reasons if r.signal == "volume_change"]
+                views.update([vr[0].feature or "total"] if vr else [])
+                if name == "none" and vr:
+                    alarms.append(f"- {cad} {lo:%Y-%m-%d} ({len(w)} flights): {v.status}; {vr[0].message}")
             n = len(ws)
             st = ", ".join(f"{k} {c}" for k, c in sorted(statuses.items()))
+            bf = ", ".join(f"{k} {c}" for k, c in sorted(before.items()))
             vw = ", ".join(f"{k} {c}" for k, c in views.most_common(4)) or "-"
             hit = f"{first / n:.0%}" if expect else f"({first / n:.0%})"
-            print(f"| {name} | {cad} | {n} | {st} | {red / n:.0%} | {hit} | {vw} |", flush=True)
+            print(f"| {name} | {cad} | {n} | {st} | {bf} | {red / n:.0%} | {hit} | {vw} |", flush=True)
+    print("\nNo-fault windows with a volume reason:")
+    print("\n".join(alarms) or "- none")
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

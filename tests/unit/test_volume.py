@@ -132,3 +132,22 @@ def test_a_week_window_and_the_policy(ref: VolumeReference) -> None:
 
 def test_no_reference_means_no_volume() -> None:
     assert VolumeReference.from_dict(None) is None and VolumeReference.from_dict({}) is None
+
+
+def test_a_sample_of_the_feed_is_judged_by_its_mix_not_its_level(ref: VolumeReference) -> None:
+    """A replay of 5 % of the traffic is not a 95 % drop; an origin missing from it still shows."""
+    rng = np.random.default_rng(7)
+    arr: dict = {}
+    gone: dict = {}
+    for k in range(14):
+        day = DAY + timedelta(days=k)
+        c = rng.binomial(traffic(rng, day).astype(int), 0.05).astype(float)
+        arr.update(arrivals_of(day, c))
+        c[:, 2] = 0
+        gone.update(arrivals_of(day, c))
+    lo, hi = bounds(DAY)[0], bounds(DAY + timedelta(days=13))[1]
+    sig, det = volume_signals(ref, arr, 0, lo, hi)
+    assert det["level_judged"] is False and None not in by_feature(sig)
+    assert max(s.value for s in sig) < 4.0, [(s.feature, s.value) for s in sig]
+    lga = by_feature(volume_signals(ref, gone, 0, lo, hi)[0])["origin=LGA"]
+    assert lga.value > 5 and "as shares of a sample" in lga.detail
