@@ -12,7 +12,16 @@ from fastapi.responses import JSONResponse, Response
 
 from data_contracts.contract import REJECTED_RECORDS
 from service.context import ServiceContext
-from service.errors import ERROR_RESPONSES, ErrorOut, describe_errors, error_response, item, metric_field, public_reason
+from service.errors import (
+    ERROR_RESPONSES,
+    ErrorOut,
+    SafeJSONResponse,
+    describe_errors,
+    error_response,
+    item,
+    metric_field,
+    public_reason,
+)
 from service.schemas import BatchOut, InvalidRecord, PredictionOut, batch_models
 from service.scoring import answer, score
 
@@ -142,7 +151,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         body["served"], body["refused"] = len(recs), len(bad)
         preds = answer(ctx, recs, scored, drill=drill is not None)
         body["predictions"] = [{"index": i, **p} for i, p in zip(index, preds, strict=True)]
-        body["errors"] = detail
-        return await ctx.acknowledged() or JSONResponse(body)
+        body["errors"] = detail  # echoes what the caller sent: rendered safely (a lone surrogate is escaped)
+        return await ctx.acknowledged() or SafeJSONResponse(body)
 
     return r
