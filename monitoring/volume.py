@@ -178,6 +178,11 @@ def volume_signals(
     null = ref.null()
     views = ref._views(obs, exp)
     total_o, total_e = views[""]
+    if still_open and refused:
+        # the door books refused records by event hour but the window only by its total: in a window
+        # judged through its watermark they cannot be placed before or after it, so they are left out
+        details["refused_not_placed"] = int(refused)
+        refused = 0
     views[""] = (total_o + other + refused, total_e)
     share = views[""][0] / total_e if total_e else math.inf
     level = share >= SAMPLE_BELOW

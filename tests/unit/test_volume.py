@@ -151,3 +151,14 @@ def test_a_sample_of_the_feed_is_judged_by_its_mix_not_its_level(ref: VolumeRefe
     assert max(s.value for s in sig) < 4.0, [(s.feature, s.value) for s in sig]
     lga = by_feature(volume_signals(ref, gone, 0, lo, hi)[0])["origin=LGA"]
     assert lga.value > 5 and "as shares of a sample" in lga.detail
+
+
+def test_refused_records_are_not_placed_in_an_open_window(ref: VolumeReference) -> None:
+    """The door's refusals are known for the window, not per hour: a window judged through its
+    watermark cannot say which of them fall before it, so they do not inflate its level."""
+    c = traffic(np.random.default_rng(8), DAY)
+    c[12:] = 0
+    lo, hi = bounds(DAY)
+    watermark = datetime(DAY.year, DAY.month, DAY.day, 11, 30, tzinfo=TZ).astimezone(UTC)
+    sig, det = volume_signals(ref, arrivals_of(DAY, c), 5000, lo, hi, watermark=watermark)
+    assert det["refused_not_placed"] == 5000 and max(s.value for s in sig) < 4.0
