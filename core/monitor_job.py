@@ -220,6 +220,34 @@ def door_violations(
     return v
 
 
+def window_volume(
+    ctx: ModelContext,
+    store: PredictionSource,
+    ws: Any,
+    violations: Mapping[tuple[str, str], int],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    by: str,
+) -> tuple[list[Any], dict[str, Any]]:
+    """The volume signals of an event-time window with both ends (monitoring.volume): arrived
+    (served + refused by event hour) against the reference's hours of the week, judged through the
+    watermark (the latest event the log holds, and now). A served_at window is not judged for volume:
+    a replay or a backfill posts old traffic at any wall-clock speed."""
+    from monitoring.volume import volume_signals
+
+    ref = ctx.volume_reference
+    if ref is None or by != "event_time" or start is None or end is None:
+        return [], {}
+    span = getattr(store, "event_time_range", None)
+    lo_hi = span() if callable(span) else None
+    mark = None if lo_hi is None else lo_hi[1]
+    now = datetime.now(UTC)
+    watermark = now if mark is None else min(mark, now)
+    # the refused records whose own event time falls in the window (booked by event hour at the door)
+    return volume_signals(ref, ws.arrivals, violations.get(REJECTED_BY_EVENT, 0), start, end, watermark=watermark)
+
+
 def run_window(
     *,
     ctx: ModelContext,
@@ -262,7 +290,9 @@ def run_window(
     from monitoring.shadow import compare
 
     shadow = compare(store.shadow_frame(start, end, by=by), float(ctx.metadata.get("threshold", 0.5)))
-    j = judge(ws, violations, policy, history, shadow=shadow)
+    volume, expected = window_volume(ctx, store, ws, violations, start, end, by=by)
+    due = expected.get("expected") if expected.get("level_judged") else None  # a lost window is judged, a sample is not
+    j = judge(ws, violations, policy, history, shadow=shadow, volume=tuple(volume), expected_rows=due)
     reports: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if reports_dir is not None:
@@ -270,6 +300,8 @@ def run_window(
             j, acc, contract, reports_dir, html=html, reference_frame=reference_frame, window=(start, end), by=by,
             keep=keep_reports,
         )  # fmt: skip
+    if expected:
+        extra["volume"] = expected
     # Served rows the log store could not hold (service.predlog quarantines them): counted per run,
     # so a poison row is visible next to the verdict instead of vanishing.
     count_quarantined = getattr(store, "count_quarantined", None)

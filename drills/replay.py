@@ -148,10 +148,15 @@ def replay_frame(
                 res.rejected += len(records)
                 res.errors.append(f"{r.status_code}: {r.text[:300]}")
                 continue
-            preds = [r.json()] if batch_size == 1 else r.json()["predictions"]
+            body = r.json()
+            preds = [body] if batch_size == 1 else body["predictions"]
+            if batch_size != 1 and body.get("refused"):  # served per item: the rest were refused
+                res.rejected += int(body["refused"])
+                res.errors.append(f"200 with {body['refused']} refused: {str(body['errors'][:3])[:300]}")
             res.served += len(preds)
             items = []
-            for p, y in zip(preds, labels[a:b], strict=True):
+            for p in preds:
+                y = labels[a + int(p.get("index", 0))]
                 res.prediction_ids.append(p["prediction_id"])
                 res.versions[p["model_version"]] = res.versions.get(p["model_version"], 0) + 1
                 if np.isnan(y):

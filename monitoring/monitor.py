@@ -45,6 +45,7 @@ from monitoring.policy import PolicySettings, Signal, Verdict, decide
 from monitoring.profile import ReferenceProfile
 from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping, utc_times
 from monitoring.skew import FeatureSkew, SkewReport, row_level_skew
+from monitoring.volume import VolumeReference
 
 log = logging.getLogger("driftlight.monitor")
 
@@ -77,6 +78,11 @@ class ModelContext:
     def null_book(self) -> NullBook | None:
         """The no-drift nulls estimated at training time (None for models trained before them)."""
         return NullBook.from_dict(self.metadata.get("monitoring", {}).get("null"))
+
+    @property
+    def volume_reference(self) -> VolumeReference | None:
+        """Traffic per reference day, local hour and segment (None for models trained before it)."""
+        return VolumeReference.from_dict(self.metadata.get("monitoring", {}).get("volume"))
 
     @property
     def block_logit_sd(self) -> float:
@@ -127,6 +133,8 @@ class WindowSignals:
     skew: SkewReport
     drift: Any | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    # Served records per (UTC event hour, segment value): the volume check's input.
+    arrivals: Mapping[tuple[datetime, str], int] = field(default_factory=dict)
 
 
 class WindowAccumulator:
@@ -157,6 +165,9 @@ class WindowAccumulator:
         self.local_days: set[date] = set()
         self.blocks = BlockConsistency(ctx.metadata.get("monitoring", {}).get("block_constant_fields") or [])
         self.served_range: tuple[datetime, datetime] | None = None
+        vref = ctx.volume_reference
+        self.segment_field = vref.segment_field if vref is not None else None
+        self.arrivals: dict[tuple[datetime, str], int] = {}
         self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._report_rows = report_rows
         self._sample: pd.DataFrame | None = None
@@ -187,6 +198,7 @@ class WindowAccumulator:
         self.served_range = (
             (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
         )
+        self._count_arrivals(chunk)
         last = pd.Timestamp(chunk["event_time"].max())
         self.last_event = last if self.last_event is None else max(self.last_event, last)
         self.local_days.update(
@@ -198,6 +210,15 @@ class WindowAccumulator:
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
         if len(self._sample) > self._report_rows:
             self._sample = self._sample.nsmallest(self._report_rows, "_key")
+
+    def _count_arrivals(self, chunk: pd.DataFrame) -> None:
+        if self.segment_field is None:
+            return
+        hour = pd.to_datetime(chunk["event_time"], utc=True).dt.floor("h")
+        seg = chunk[self.segment_field].astype("string").fillna("") if self.segment_field in chunk else ""
+        for (h, s), n in pd.DataFrame({"h": hour, "s": seg}).groupby(["h", "s"]).size().items():
+            key = (pd.Timestamp(h).to_pydatetime(), str(s))
+            self.arrivals[key] = self.arrivals.get(key, 0) + int(n)
 
     @property
     def report_sample(self) -> pd.DataFrame:
@@ -319,7 +340,15 @@ class WindowAccumulator:
         details["estimate"] = estimate
         details["estimate_trusted"] = trusted
         details["estimate_untrusted_why"] = why
-        return WindowSignals(rows=self.rows, signals=tuple(sig), performance=perf, skew=skew, drift=drift, details=details)
+        return WindowSignals(
+            rows=self.rows,
+            signals=tuple(sig),
+            performance=perf,
+            skew=skew,
+            drift=drift,
+            details=details,
+            arrivals=dict(self.arrivals),
+        )
 
 
 def compute_signals(
@@ -501,17 +530,25 @@ def judge(
     history: list[str],
     *,
     shadow: Mapping[str, Any] | None = None,
+    volume: tuple[Signal, ...] = (),
+    expected_rows: float | None = None,
 ) -> Judgement:
     """Pure: the window's signals plus the door's refusals -> a verdict under `policy`, with the
-    raw statuses of earlier windows (`history`, oldest first) for the hysteresis."""
-    door = violation_signals(violations, ws.rows)
+    raw statuses of earlier windows (`history`, oldest first) for the hysteresis. `volume`: the
+    window's volume signals (monitoring.volume), `expected_rows` the records its hours should carry."""
+    door = [*violation_signals(violations, ws.rows), *volume]
     signals = (*ws.signals, *door)
     rejected = rejected_records(violations)
-    if ws.rows < policy.min_rows <= ws.rows + rejected:
+    if ws.rows < policy.min_rows and (ws.rows + rejected >= policy.min_rows or (expected_rows or 0) >= policy.min_rows):
         # Refused records are not judged rows: too few reached the log to read the window's own
-        # statistics, but enough traffic arrived for the door's refusal rate to speak.
-        verdict = decide(door, policy, history, rows=ws.rows + rejected)
-        note = f"only {ws.rows} of {ws.rows + rejected} records were served: judged on the door's refusals alone"
+        # statistics, but enough traffic arrived (or was due) for the door's refusal rate and the
+        # volume to speak: a window that lost its traffic is not "not enough data".
+        verdict = decide(door, policy, history)
+        note = (
+            f"only {ws.rows} of {ws.rows + rejected} records were served"
+            + (f" ({expected_rows:.0f} expected)" if expected_rows else "")
+            + ": judged on the door's refusals and the volume alone"
+        )
         verdict = replace(verdict, notes=(*verdict.notes, note))
     else:
         verdict = decide(signals, policy, history, rows=ws.rows)

@@ -8,29 +8,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from data_contracts.contract import REJECTED_RECORDS
 from service import errors
 from service.context import ServiceContext
 from service.limits import too_large
-from service.routes.predict import DRILL_HEADER
+from service.routes.predict import DRILL_HEADER, book_refused
 
 
 def count_refused(ctx: ServiceContext, request: Request, exc: RequestValidationError, detail: list[dict]) -> None:
-    """Per field and kind (Prometheus, and the violation store the monitor reads), and the records
-    refused, once each (a refused batch counts all its records). A drill's refusals are kept apart."""
+    """A request refused whole (its body is not a batch of records, or not a record): its records are
+    counted once each (a refused batch counts all its records). A drill's refusals are kept apart."""
     drill = bool(request.headers.get(DRILL_HEADER)) and ctx.settings.drills_allowed
-    for d in detail:
-        name = errors.metric_field(d["field"], ctx.contract)
-        ctx.metrics.violations.labels(name, d["kind"]).inc()
-        if ctx.violations is not None:
-            ctx.violations.add(name, d["kind"], drill=drill)
-    if ctx.violations is not None:
-        body = exc.body if isinstance(exc.body, dict) else {}
-        records = body.get("records") if request.url.path == "/predict/batch" else None
-        ctx.violations.add(*REJECTED_RECORDS, len(records) if isinstance(records, list) and records else 1, drill=drill)
-        # ... and by their own event hour, so a window judged by event time sees what never got in
-        ts = ctx.contract.timestamp_field
-        ctx.violations.add_event_hours(records if isinstance(records, list) else [body], ts, drill=drill)
+    body = exc.body if isinstance(exc.body, dict) else {}
+    records = body.get("records") if request.url.path == "/predict/batch" else None
+    book_refused(ctx, detail, records if isinstance(records, list) and records else [body], drill=drill)
 
 
 def install(app: FastAPI, ctx: ServiceContext, predict_paths: Collection[str]) -> None:

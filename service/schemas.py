@@ -5,9 +5,20 @@ batch wrappers are built around it here, with the configured batch size. Error b
 `service.errors.ErrorOut`.
 """
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
 
 from data_contracts.request_model import printable_text
 
@@ -31,11 +42,44 @@ class PredictionOut(BaseModel):
     warnings: list[str] = Field(description="e.g. a category the contract or the model has not seen")
 
 
+class BatchPredictionOut(PredictionOut):
+    index: int = Field(description="the record's position in `records` (0-based)")
+
+
+class RecordErrorOut(BaseModel):
+    index: int = Field(description="the refused record's position in `records` (0-based)")
+    field: str = Field(description="dotted path, e.g. records[3].temp")
+    kind: str
+    expected: Any
+    received: Any
+    message: str
+
+
 class BatchOut(BaseModel):
     model_name: str
     model_version: str
     threshold: float
-    predictions: list[PredictionOut]
+    served: int = Field(description="records scored (each in `predictions`)")
+    refused: int = Field(description="records refused at the door (each with its reasons in `errors`)")
+    predictions: list[BatchPredictionOut] = Field(description="one per valid record, in the order sent")
+    errors: list[RecordErrorOut] = Field(
+        description="one per violation of a refused record (a record may have several); empty when all were served"
+    )
+
+
+@dataclass(frozen=True)
+class InvalidRecord:
+    """A batch item that failed the contract: kept (not raised) so the valid items can be served."""
+
+    raw: Any
+    errors: list[dict[str, Any]]
+
+
+def _per_item(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        return InvalidRecord(value, [dict(e) for e in exc.errors()])
 
 
 class FeedbackIn(BaseModel):
@@ -66,11 +110,16 @@ class RollbackIn(BaseModel):
 
 
 def batch_models(record: type[BaseModel], max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    """(PredictBatchIn, FeedbackBatchIn): 1 to `max_batch` records / labels, nothing else."""
+    """(PredictBatchIn, FeedbackBatchIn): 1 to `max_batch` records / labels, nothing else.
+
+    Each record is validated on its own: one that fails the contract becomes an `InvalidRecord`
+    (its errors kept) instead of failing the whole batch; the route decides (per item or atomic).
+    The schema of an item is still the record's."""
+    item = Annotated[record, WrapValidator(_per_item)]  # type: ignore[valid-type]
     predict: Any = create_model(
         "PredictBatchIn",
         __config__=ConfigDict(extra="forbid"),
-        records=(Annotated[list[record], Field(min_length=1, max_length=max_batch)], ...),  # type: ignore[valid-type,arg-type]
+        records=(Annotated[list[item], Field(min_length=1, max_length=max_batch)], ...),  # type: ignore[valid-type]
     )
     feedback: Any = create_model(
         "FeedbackBatchIn",

@@ -155,6 +155,26 @@ def day_statistics(
     return DayStatistics(order, counts, late, n, predicted, missing_bin, values)
 
 
+def volume_reference(contract: Contract, ref: pd.DataFrame, segment_field: str = "origin") -> dict[str, Any]:
+    """Records per reference day, local hour and segment (JSON form of monitoring.volume.VolumeReference):
+    the traffic a window's hours of the week are expected to carry."""
+    local = ref[contract.timestamp_field].dt.tz_convert(contract.timezone)
+    segments = list(contract.field(segment_field).categories) or sorted(ref[segment_field].dropna().astype(str).unique())
+    days = sorted({d.isoformat() for d in local.dt.date})
+    counts = np.zeros((len(days), 24, len(segments)), dtype="int64")
+    day_i = pd.Index(days).get_indexer(local.dt.date.map(lambda d: d.isoformat()))
+    seg_i = pd.Index(segments).get_indexer(ref[segment_field].astype(str))
+    ok = seg_i >= 0
+    np.add.at(counts, (day_i[ok], local.dt.hour.to_numpy()[ok], seg_i[ok]), 1)
+    return {
+        "timezone": contract.timezone,
+        "segment_field": segment_field,
+        "segments": segments,
+        "days": days,
+        "counts": counts.tolist(),
+    }
+
+
 def monitoring_reference(
     contract: Contract, fit: pd.DataFrame, probabilities: np.ndarray, seed: int, transformer: Any | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -185,5 +205,6 @@ def monitoring_reference(
         "quality_reference": quality_reference(contract, ref),
         "null": null,
         "block_constant_fields": block_fields,
+        "volume": volume_reference(contract, ref),
     }
     return section, profile

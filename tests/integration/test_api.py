@@ -121,8 +121,10 @@ def test_batch_errors(served, good_record):
     assert r.status_code == 422 and detail_of(r)[0]["field"] == "records"
     r = client.post("/predict/batch", json={"records": [good_record] * 51})
     assert r.status_code == 413 and detail_of(r)[0]["field"] == "records"
-    r = client.post("/predict/batch", json={"records": [good_record, {**good_record, "visib": -1.0}]})
+    r = client.post("/predict/batch?atomic=true", json={"records": [good_record, {**good_record, "visib": -1.0}]})
     assert r.status_code == 422 and detail_of(r)[0]["field"] == "records[1].visib"
+    r = client.post("/predict/batch", json={"records": [{**good_record, "visib": -1.0}]})
+    assert r.status_code == 422 and detail_of(r)[0]["field"] == "records[0].visib"
 
 
 def test_batch_predictions_match_single_ones(served, good_record):

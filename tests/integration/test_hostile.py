@@ -169,13 +169,22 @@ def catalogue() -> list[tuple[str, str, str, bytes | None, dict[str, str], int, 
         ("epoch number 1e10", "POST", "/predict", record_with(time_hour=1e10), j, 422, "time_hour"),
         ("boolean time", "POST", "/predict", record_with(time_hour=True), j, 422, "time_hour"),
         (
-            "one bad time in a batch",
+            "one bad time in an atomic batch",
             "POST",
-            "/predict/batch",
+            "/predict/batch?atomic=true",
             raw(json.dumps({"records": [GOOD, {**GOOD, "time_hour": "0001-01-01T00:00:00+14:00"}]})),
             j,
             422,
             "records[1].time_hour",
+        ),
+        (
+            "every record of a batch hostile",
+            "POST",
+            "/predict/batch",
+            raw(json.dumps({"records": [{**GOOD, "carrier": "\ud800"}, 5, None, [GOOD]]})),
+            j,
+            422,
+            "records[3]",
         ),
         ("NaN literal", "POST", "/predict", record_with(temp=float("nan")), j, 422, "temp"),
         ("Infinity literal", "POST", "/predict", record_with(distance=float("inf")), j, 422, "distance"),
@@ -250,6 +259,42 @@ def test_hostile_input_gets_the_right_4xx_naming_the_field(live: str, case: tupl
         assert field in {d["field"] for d in doc["detail"]}, doc
 
 
+HOSTILE_ITEMS: list[Any] = [
+    {**GOOD, "dest": "\ud800"},
+    {**GOOD, "origin": "U\x00"},
+    {**GOOD, "time_hour": "0001-01-01T00:00:00+14:00"},
+    {**GOOD, "time_hour": 1e10},
+    {**GOOD, "temp": 1e308},
+    {**GOOD, "\udfff": 1},
+    {"records": [GOOD]},
+    5,
+    None,
+    "a record",
+    [GOOD],
+    {},
+]
+
+
+def test_a_batch_mixing_hostile_and_good_records_serves_the_good_and_names_every_bad_one(live: str) -> None:
+    """Per item (the default): every good record is served, every hostile one is reported by index
+    with the field, expected and received; never a 500, nothing silently dropped."""
+    items = [GOOD, *HOSTILE_ITEMS, {**GOOD, "sched_dep_time": 700}]
+    r = httpx.post(
+        f"{live}/predict/batch",
+        content=raw(json.dumps({"records": items})),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text[:1000]
+    doc = r.json()
+    good = [0, len(items) - 1]
+    assert [p["index"] for p in doc["predictions"]] == good and doc["served"] == 2
+    assert doc["refused"] == len(HOSTILE_ITEMS) and {e["index"] for e in doc["errors"]} == set(range(1, len(items) - 1))
+    for e in doc["errors"]:
+        assert e["field"].startswith(f"records[{e['index']}]") and e["expected"] and e["kind"], e
+    assert next(e for e in doc["errors"] if e["index"] == 3)["field"] == "records[3].time_hour"
+
+
 def test_a_label_sent_as_0_0_is_accepted_for_an_issued_id(live: str) -> None:
     pid = httpx.post(f"{live}/predict", json=GOOD, timeout=30).json()["prediction_id"]
     r = httpx.post(f"{live}/feedback", json={"prediction_id": pid, "label": 0.0}, timeout=30)
@@ -301,7 +346,8 @@ def test_slowloris_connections_are_closed_and_the_server_keeps_answering(live: s
 
 def test_hostile_requests_mixed_into_concurrent_load_lose_no_answered_prediction(live: str) -> None:
     """8 clients send good records and labels with poison records (year 1 at +14:00, NUL, lone
-    surrogates, epoch numbers) mixed in: every poison is a 4xx, every answered id is stored."""
+    surrogates, epoch numbers) mixed in: every poison is refused (a 4xx, or named in `errors` of a batch
+    served per item), every answered id is stored."""
     from concurrent.futures import ThreadPoolExecutor
 
     from core.logstore import log_store_from_settings
@@ -322,6 +368,10 @@ def test_hostile_requests_mixed_into_concurrent_load_lose_no_answered_prediction
                 if i % 4 == 3:
                     body = poisons[(k + i) % len(poisons)]
                     r = http.post("/predict/batch" if body.startswith(b'{"records"') else "/predict", content=body)
+                    if r.status_code == 200:  # the mixed batch: its good record served, its poison refused
+                        refused += r.json()["refused"] == 1
+                        ids += [p["prediction_id"] for p in r.json()["predictions"]]
+                        continue
                     refused += 400 <= r.status_code < 500
                     errors += r.status_code >= 500
                     continue
@@ -336,7 +386,8 @@ def test_hostile_requests_mixed_into_concurrent_load_lose_no_answered_prediction
         results = list(pool.map(client, range(8)))
     answered = {p for ids, _, _ in results for p in ids}
     assert sum(r[1] for r in results) == 8 * 15 and sum(r[2] for r in results) == 0
-    assert len(answered) == 8 * 45 * 5
+    mixed = sum(1 for k in range(8) for i in range(3, 60, 4) if (k + i) % len(poisons) == len(poisons) - 1)
+    assert len(answered) == 8 * 45 * 5 + mixed
     store = log_store_from_settings(LIVE_SETTINGS[live], load_contract())
     deadline = time.monotonic() + 30
     stored: set[str] = set()

@@ -291,19 +291,22 @@ def test_a_dead_sensor_is_red_and_the_report_step_does_not_crash(served, contrac
 
 
 def test_a_window_whose_every_record_was_refused_is_red_by_event_time(served, contract, control_rows):
-    """Temperature sent in kelvin: out of range, every batch refused whole; nothing reaches the log."""
+    """Temperature sent in kelvin: out of range, every record with a temperature refused (batches are
+    served per item: only the few records with no reading get through); the light is red by event time."""
     s, client = served
 
     def kelvin(rec):
         return {**rec, "temp": None if rec["temp"] is None else round((rec["temp"] - 32) * 5 / 9 + 273.15, 2)}
 
+    no_reading = int(control_rows["temp"].isna().sum())
     res = replay_frame("", control_rows, contract, batch_size=500, client=client, transform=kelvin)
-    assert res.served == 0 and res.rejected == len(control_rows)
-    assert client.app.state.ctx.violations.flush()
+    assert res.served == no_reading and res.rejected == len(control_rows) - no_reading
+    assert client.app.state.ctx.log.flush(10.0) and client.app.state.ctx.violations.flush()
     _, out = judge(s, date(2013, 1, 1), date(2013, 3, 17))  # by event time, the default
-    assert out.rows == 0 and out.verdict.status == "red"
+    assert out.rows == no_reading < 500 and out.verdict.status == "red"
     r = out.verdict.reasons[0]
-    assert (r.signal, r.feature, r.value) == ("contract_violation_rate", "_rejected", 1.0)
+    assert r.signal == "contract_violation_rate" and r.feature in ("temp", "_rejected")
+    assert r.value >= 1 - no_reading / len(control_rows) - 1e-9  # the share refused
 
 
 @pytest.mark.parametrize("kind", ["empty", "one row", "one distinct record"])
