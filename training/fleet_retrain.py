@@ -288,9 +288,10 @@ def run_cycle(
         notify_yellow(decisions, owner=owner, webhook_url=webhook_url, fleet=spec.name)
     due = [i for i in rank(items.values()) if i.due(run_id)]
     picks, over = due[: config.budget], due[config.budget :]
+    waiting = []  # listed after the retrains (best first), recorded in the queue before they start
     for n, i in enumerate(over, config.budget + 1):
         why = f"over budget: rank {n} of {len(due)} due, budget {config.budget} per cycle; stays queued"
-        decisions.append(Decision(i.model_name, i.segment, "over_budget", why, i.score, i.version))
+        waiting.append(Decision(i.model_name, i.segment, "over_budget", why, i.score, i.version))
         if not dry_run:
             queue.put(spec.name, dataclasses.replace(i, state=QUEUED, reason=why))
     retrains: list[SegmentRetrain] = []
@@ -321,6 +322,7 @@ def run_cycle(
         decisions.append(
             Decision(i.model_name, i.segment, r.status, reason, i.score, r.champion_version, r.challenger_version, r.seconds)
         )
+    decisions += waiting
     cycle_id = None if dry_run else queue.record_cycle(spec.name, run_id, window_end, config.budget, decisions, at=at)
     return CycleResult(
         spec.name, run_id, window_end, config.budget, dry_run, decisions, retrains, cycle_id, round(time.perf_counter() - t0, 2)
