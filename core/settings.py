@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     gate_margin: float = Field(0.005, ge=0, le=0.2, description="ROC AUC the challenger must gain over the champion")
     gate_guard_tolerance: float = Field(0.005, ge=0, le=0.2, description="largest loss allowed on PR AUC and Brier")
     gate_slice_tolerance: float = Field(0.03, ge=0, le=0.5, description="largest ROC AUC loss allowed on an origin slice")
+    # The fleet's retrain queue (core.fleet_queue, training.fleet_retrain)
+    fleet_retrain_budget: int = Field(3, ge=0, le=1000, description="fleet: at most this many retrains per cycle")
+    fleet_retrain_min_labels: int = Field(
+        300, ge=50, description="fleet: a segment challenger needs this many recent labelled rows (fit + validation)"
+    )
+    fleet_retrain_min_holdout: int = Field(
+        100, ge=20, description="fleet: labelled rows of the segment's held-back days the gate needs to judge"
+    )
 
     @model_validator(mode="after")
     def _secrets_in_prod(self) -> Settings:

@@ -20,6 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="A fleet of m
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+BudgetOpt = Annotated[
+    int | None, typer.Option("--budget", min=0, help="retrains per cycle (default DRIFTLIGHT_FLEET_RETRAIN_BUDGET, 3)")
+]
 FleetOpt = Annotated[
     Path | None, typer.Option("--fleet", help="fleet file (default DRIFTLIGHT_FLEET_FILE, else the packaged one)")
 ]
@@ -106,6 +109,10 @@ def monitor(
     master: Annotated[str, typer.Option(help="Spark master URL (--engine spark): local[2], spark://host:7077, ...")] = "local[2]",
     by: Annotated[str, typer.Option(help="which clock cuts the days: event_time or served_at")] = "event_time",
     top: Annotated[int, typer.Option(help="verdicts to print")] = 15,
+    retrain_: Annotated[
+        bool, typer.Option("--retrain", help="then run one retrain cycle (the queue's K best red models; see `fleet retrain`)")
+    ] = False,
+    budget: BudgetOpt = None,
     fleet: FleetOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -159,11 +166,12 @@ def monitor(
 
             stop_session(session)
     doc = res.as_dict()
-    _out(
-        doc,
-        as_json,
-        _print_run(doc, top) + f"\n  read {res.rows_read} rows; count {res.seconds['count']} s, judge {res.seconds['judge']} s",
-    )
+    text = _print_run(doc, top) + f"\n  read {res.rows_read} rows; count {res.seconds['count']} s, judge {res.seconds['judge']} s"
+    if retrain_:
+        cycle = _cycle(settings, spec, budget=budget, dry_run=False, as_json=as_json)
+        doc = {**doc, "retrain_cycle": cycle}
+        text += "\n" + _print_cycle(cycle)
+    _out(doc, as_json, text)
 
 
 @app.command()
@@ -182,8 +190,85 @@ def status(
     if latest is None:
         typer.echo("no fleet run yet: run `driftlight fleet monitor --day YYYY-MM-DD`", err=True)
         raise typer.Exit(1)
+    from core.fleet_queue import queue_summary
+
+    queue = queue_summary(settings.resolved_log_store_url, spec.name)
     doc = {**latest, "day": latest["window_end"], "summary": latest["summary"]}
-    _out(latest, as_json, _print_run(doc, top) + f"\n  run {latest['run_id']} finished {latest['finished_at']}")
+    text = _print_run(doc, top) + f"\n  run {latest['run_id']} finished {latest['finished_at']}\n" + _print_queue(queue)
+    _out({**latest, "retrain_queue": queue}, as_json, text)
+
+
+def _print_queue(q: dict[str, Any]) -> str:
+    st = q["states"]
+    lines = [
+        f"retrain queue: {len(q['items'])} models — "
+        + ", ".join(f"{k} {v}" for k, v in st.items())
+        + " (ranked by expected gain x traffic = window rows x ROC AUC loss)"
+    ]
+    for i in q["items"]:
+        lines.append(
+            f"  {i['rank']:>3}. {i['segment']:<9} {i['colour']:<6} v{i['version'] or '-':<4}"
+            f" gain x traffic {i['gain_x_traffic']:8.2f}"
+            f"  {i['state']:<10} {i['reason'][:110]}"
+        )
+    c = q["last_cycle"]
+    if c is not None:
+        acts = [d for d in c["decisions"] if d["action"] in ("promoted", "refused", "over_budget", "retraining")]
+        lines.append(f"  last cycle {c['at']} on run {c['run_id']} (window {c['window_end']}), budget {c['budget']}:")
+        lines += [f"    {d['action']:<11} {d['segment']:<9} {d['reason'][:120]}" for d in acts] or ["    nothing to retrain"]
+    return "\n".join(lines)
+
+
+def _print_cycle(c: dict[str, Any]) -> str:
+    head = (
+        f"retrain cycle{' (dry run)' if c['dry_run'] else ''} on run {c['run_id']} (window {c['window_end']}), "
+        f"budget {c['budget']}: promoted {c['promoted']}, refused {c['refused']} in {c['seconds']} s"
+    )
+    return "\n".join([head, *[f"  {d['action']:<11} {d['segment']:<9} {d['reason'][:140]}" for d in c["decisions"]]])
+
+
+def _cycle(settings: Settings, spec: Any, *, budget: int | None, dry_run: bool, as_json: bool) -> dict[str, Any]:
+    from core.fleet import FleetRunStore
+    from core.fleet_queue import QueueStore
+    from core.logstore import log_store_from_settings
+    from core.registry import registry_from_settings
+    from core.runs import RunStore
+    from data_contracts.contract import load_contract
+    from monitoring.policy import load_policy
+    from training.fleet_retrain import FleetRetrainConfig, run_cycle
+    from training.gate import GateConfig
+
+    contract = load_contract()
+    url = settings.resolved_log_store_url
+    latest = FleetRunStore(url).latest(spec.name)
+    if latest is None:
+        typer.echo("no fleet run yet: run `driftlight fleet monitor --day YYYY-MM-DD` first", err=True)
+        raise typer.Exit(1)
+    policy = load_policy()
+    res = run_cycle(
+        contract, registry_from_settings(settings), log_store_from_settings(settings, contract), RunStore(url),
+        QueueStore(url), spec, latest, FleetRetrainConfig.from_settings(settings, budget=budget),
+        GateConfig.from_settings(settings),
+        dry_run=dry_run, owner=policy.owner, webhook_url=policy.webhook_url,
+        echo=(lambda m: None) if as_json else (lambda m: typer.echo(m, err=True)),
+    )  # fmt: skip
+    return res.as_dict()
+
+
+@app.command()
+def retrain(
+    budget: BudgetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what the cycle would do; change nothing")] = False,
+    fleet: FleetOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One retrain cycle on the latest fleet run: queue red models, notify yellow owners, retrain the
+    K best (expected gain x traffic) through the gate, promote the winners."""
+    settings = _settings(home=home)
+    spec = _spec(settings, fleet)
+    cycle = _cycle(settings, spec, budget=budget, dry_run=dry_run, as_json=as_json)
+    _out(cycle, as_json, _print_cycle(cycle))
 
 
 def _out(data: Any, as_json: bool, text: str) -> None:

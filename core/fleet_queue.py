@@ -1,0 +1,310 @@
+"""The fleet's retrain queue: red models waiting for a retrain, ranked, with a budget per cycle.
+
+After a fleet monitor run, `sync` (pure) turns its verdicts into queue changes:
+
+- a **red** model is queued (or stays queued: one row per model, never duplicated), ranked by
+  expected gain x traffic = the verdict's `impact` (window rows x estimated ROC AUC loss against
+  the model's validation AUC: realised when labels have arrived, the label-free estimate otherwise);
+- a **green** model leaves the queue;
+- a **yellow** model notifies its owner (a log line; the policy's webhook when one is set) and never
+  retrains; if it was queued it leaves the queue;
+- a `not_enough_data` model keeps its place (no new evidence either way).
+
+A cycle (training.fleet_retrain.run_cycle) takes the K highest-ranked queued models (K = the budget),
+retrains each through the single model's gate and promotion, and records every decision here: the
+queue row's state (queued / retraining / promoted / refused) and reason, and one `fleet_retrain_cycles`
+row with all of the cycle's decisions. Models over budget stay queued with the reason and carry to
+the next cycle. A model decided on one fleet run is not retried on the same run's evidence.
+
+Both tables live in the run database beside `fleet_runs` (the log store's URL).
+`queue_summary(url, fleet)` is the JSON document `driftlight fleet status --json`, `GET /fleet` and
+the metrics exporter read (shape documented in docs/fleet.md, "Retrain queue").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, delete, insert, select
+
+log = logging.getLogger("driftlight.fleet")
+
+QUEUED, RETRAINING, PROMOTED, REFUSED = "queued", "retraining", "promoted", "refused"
+STATES = (QUEUED, RETRAINING, PROMOTED, REFUSED)
+
+_meta = MetaData()
+queue_table = Table(
+    "fleet_retrain_queue",
+    _meta,
+    Column("fleet", String(128), primary_key=True),
+    Column("model_name", String(256), primary_key=True),
+    Column("segment", String(128), nullable=False),
+    Column("colour", String(20), nullable=False),  # the colour of the latest fleet run that saw it
+    Column("version", String(32)),  # the champion that run judged
+    Column("auc_loss", Float, nullable=False),
+    Column("traffic", Integer, nullable=False),
+    Column("score", Float, nullable=False),  # expected gain x traffic (= the verdict's impact)
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("run_id", String(36)),  # the fleet run that last updated the row
+    Column("window_end", String(32)),
+    Column("decided_run", String(36)),  # the fleet run on whose evidence the last retrain was decided
+    Column("challenger_version", String(32)),
+    Column("attempts", Integer, nullable=False),
+    Column("enqueued_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+cycles_table = Table(
+    "fleet_retrain_cycles",
+    _meta,
+    Column("cycle_id", String(36), primary_key=True),
+    Column("fleet", String(128), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("run_id", String(36)),
+    Column("window_end", String(32)),
+    Column("budget", Integer, nullable=False),
+    Column("decisions", Text, nullable=False),  # JSON list
+)
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One model's row in the queue."""
+
+    model_name: str
+    segment: str
+    colour: str
+    version: str | None
+    auc_loss: float
+    traffic: int
+    score: float
+    state: str
+    reason: str
+    run_id: str | None = None
+    window_end: str | None = None
+    decided_run: str | None = None
+    challenger_version: str | None = None
+    attempts: int = 0
+
+    def due(self, run_id: str | None) -> bool:
+        """May a cycle retrain it now? Queued (or left `retraining` by a killed cycle), and not
+        already decided on this fleet run's evidence."""
+        return self.state in (QUEUED, RETRAINING) and (run_id is None or self.decided_run != run_id)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a cycle did with one model (the JSON of `last_cycle.decisions`)."""
+
+    model_name: str
+    segment: str
+    action: str  # queued | left | notified | retraining | promoted | refused | over_budget
+    reason: str
+    score: float = 0.0
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank(items: Iterable[QueueItem]) -> list[QueueItem]:
+    """Highest expected gain x traffic first; ties by the larger AUC loss, then by name (stable)."""
+    return sorted(items, key=lambda i: (-i.score, -i.auc_loss, i.model_name))
+
+
+def sync(
+    current: Mapping[str, QueueItem], verdicts: Sequence[Mapping[str, Any]], run_id: str | None, window_end: str | None
+) -> tuple[dict[str, QueueItem], list[Decision]]:
+    """Pure: (the queue after a fleet run's verdicts, the decisions that made it).
+
+    `current`: model name -> its queue row; `verdicts`: the fleet run's verdicts (as stored).
+    """
+    out = dict(current)
+    decisions: list[Decision] = []
+    for v in verdicts:
+        name, status = str(v["name"]), str(v["status"])
+        old = out.get(name)
+        score = float(v.get("impact") or 0.0)
+        if status == "red":
+            top = (v.get("reasons") or [{}])[0].get("message", "red")
+            fresh = QueueItem(
+                name, str(v["segment"]), "red", v.get("version"), float(v.get("auc_loss") or 0.0), int(v.get("rows") or 0),
+                score, QUEUED, f"red: {top}", run_id, window_end,
+            )  # fmt: skip
+            if old is None:
+                out[name] = fresh
+                decisions.append(Decision(name, fresh.segment, "queued", fresh.reason, score))
+            elif old.run_id != run_id:  # new evidence: refresh the rank; a decided model is due again
+                out[name] = replace(
+                    fresh, decided_run=old.decided_run, challenger_version=old.challenger_version, attempts=old.attempts
+                )
+                decisions.append(Decision(name, fresh.segment, "queued", fresh.reason + " (still red)", score))
+        elif status in ("green", "yellow") and old is not None:
+            del out[name]
+            why = "turned green" if status == "green" else "now yellow: the owner is notified, yellow never retrains"
+            decisions.append(Decision(name, old.segment, "left", why, old.score))
+        if status == "yellow":
+            top = (v.get("reasons") or [{}])[0].get("message", "yellow")
+            decisions.append(Decision(name, str(v["segment"]), "notified", f"yellow: {top}", score))
+    return out, decisions
+
+
+def notify_yellow(decisions: Iterable[Decision], *, owner: str, webhook_url: str | None, fleet: str) -> int:
+    """The owner hears about every yellow model: a log line each; one webhook POST when configured."""
+    yellow = [d for d in decisions if d.action == "notified"]
+    for d in yellow:
+        log.warning("fleet %s: YELLOW %s for %s: %s", fleet, d.model_name, owner, d.reason)
+    if yellow and webhook_url:
+        import httpx
+
+        try:
+            httpx.post(
+                webhook_url,
+                json={"owner": owner, "fleet": fleet, "status": "yellow", "models": [d.as_dict() for d in yellow]},
+                timeout=5.0,
+            )
+        except httpx.HTTPError as exc:  # a notification failure must not fail the cycle
+            log.error("webhook to %s failed: %s", webhook_url, exc)
+    return len(yellow)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class QueueStore:
+    """The queue and its cycles in the run database (the same URL as `FleetRunStore`)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        _meta.create_all(self.engine, tables=[queue_table, cycles_table])
+
+    def items(self, fleet: str) -> dict[str, QueueItem]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(queue_table).where(queue_table.c.fleet == fleet)).mappings().all()
+        fields = QueueItem.__dataclass_fields__
+        return {r["model_name"]: QueueItem(**{k: r[k] for k in fields}) for r in rows}
+
+    def save(self, fleet: str, items: Mapping[str, QueueItem]) -> None:
+        """Replace the fleet's queue by `items` (one transaction; enqueued_at kept for rows that stay)."""
+        now = _now()
+        with self.engine.begin() as conn:
+            since = {
+                r.model_name: r.enqueued_at
+                for r in conn.execute(
+                    select(queue_table.c.model_name, queue_table.c.enqueued_at).where(queue_table.c.fleet == fleet)
+                )
+            }
+            conn.execute(delete(queue_table).where(queue_table.c.fleet == fleet))
+            if items:
+                conn.execute(
+                    insert(queue_table),
+                    [
+                        {**asdict(i), "fleet": fleet, "enqueued_at": since.get(n, now), "updated_at": now}
+                        for n, i in items.items()
+                    ],
+                )
+
+    def put(self, fleet: str, item: QueueItem) -> None:
+        """Update one row (a state change during a cycle)."""
+        items = self.items(fleet)
+        items[item.model_name] = item
+        self.save(fleet, items)
+
+    def record_cycle(
+        self, fleet: str, run_id: str | None, window_end: str | None, budget: int, decisions: Sequence[Decision],
+        at: datetime | None = None,
+    ) -> str:  # fmt: skip
+        cycle_id = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(cycles_table).values(
+                    cycle_id=cycle_id, fleet=fleet, at=(at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None),
+                    run_id=run_id, window_end=window_end, budget=budget,
+                    decisions=json.dumps([d.as_dict() for d in decisions], default=str),
+                )
+            )  # fmt: skip
+        return cycle_id
+
+    def cycles(self, fleet: str, limit: int = 1) -> list[dict[str, Any]]:
+        """The latest `limit` cycles, newest first."""
+        stmt = select(cycles_table).where(cycles_table.c.fleet == fleet).order_by(cycles_table.c.at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [
+            {
+                "cycle_id": r["cycle_id"],
+                "at": r["at"].replace(tzinfo=UTC).isoformat(timespec="seconds"),
+                "run_id": r["run_id"],
+                "window_end": r["window_end"],
+                "budget": r["budget"],
+                "decisions": json.loads(r["decisions"]),
+            }
+            for r in rows
+        ]
+
+    def summary(self, fleet: str) -> dict[str, Any]:
+        """The queue as JSON: ranked items, counts by state, the last cycle's decisions."""
+        ranked = rank(self.items(fleet).values())
+        states = dict.fromkeys(STATES, 0)
+        for i in ranked:
+            states[i.state] = states.get(i.state, 0) + 1
+        last = self.cycles(fleet, 1)
+        return {
+            "fleet": fleet,
+            "items": [
+                {
+                    "rank": n,
+                    "model": i.model_name,
+                    "segment": i.segment,
+                    "colour": i.colour,
+                    "version": i.version,
+                    "auc_loss": i.auc_loss,
+                    "traffic": i.traffic,
+                    "gain_x_traffic": i.score,
+                    "state": i.state,
+                    "reason": i.reason,
+                    "attempts": i.attempts,
+                    "challenger_version": i.challenger_version,
+                    "window_end": i.window_end,
+                }
+                for n, i in enumerate(ranked, 1)
+            ],
+            "states": states,
+            "last_cycle": last[0] if last else None,
+        }
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def queue_summary(url: str, fleet: str) -> dict[str, Any]:
+    """The retrain queue of `fleet` in the run database at `url` (see `QueueStore.summary`)."""
+    store = QueueStore(url)
+    try:
+        return store.summary(fleet)
+    finally:
+        store.dispose()
+
+
+__all__ = [
+    "PROMOTED",
+    "QUEUED",
+    "REFUSED",
+    "RETRAINING",
+    "Decision",
+    "QueueItem",
+    "QueueStore",
+    "notify_yellow",
+    "queue_summary",
+    "rank",
+    "sync",
+]

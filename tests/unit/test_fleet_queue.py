@@ -1,0 +1,101 @@
+"""The fleet's retrain queue without training: ranking, the budget, what each colour does, and the
+queue's persistence (a SQLite file, the same tables the CLI and GET /fleet read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.fleet_queue import QUEUED, QueueItem, QueueStore, queue_summary, rank, sync
+from data_contracts.fleet import load_fleet
+from training.fleet_retrain import FleetRetrainConfig, run_cycle
+from training.gate import GateConfig
+
+
+def verdict(segment: str, status: str, impact: float = 0.0, rows: int = 100, loss: float | None = None) -> dict[str, Any]:
+    loss = impact / rows if loss is None else loss
+    msg = {"red": "ROC AUC fell", "yellow": "temp drifted", "green": "", "not_enough_data": ""}[status]
+    return {
+        "name": f"flights-late--{segment}", "version": "1", "segment": segment, "status": status, "rows": rows,
+        "auc_loss": loss, "impact": impact, "reasons": [{"message": msg}] if msg else [],
+    }  # fmt: skip
+
+
+def run(run_id: str, *verdicts: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": run_id, "window_end": "2013-05-31", "verdicts": list(verdicts)}
+
+
+def test_rank_is_gain_times_traffic_then_loss_then_name() -> None:
+    items = [
+        QueueItem("b", "b", "red", "1", 0.10, 50, 5.0, QUEUED, ""),
+        QueueItem("a", "a", "red", "1", 0.05, 100, 5.0, QUEUED, ""),
+        QueueItem("c", "c", "red", "1", 0.30, 100, 30.0, QUEUED, ""),
+        QueueItem("d", "d", "red", "1", 0.10, 50, 5.0, QUEUED, ""),
+    ]
+    assert [i.model_name for i in rank(items)] == ["c", "b", "d", "a"]
+
+
+def test_sync_queues_red_once_green_leaves_yellow_notifies_and_never_queues() -> None:
+    items, ds = sync({}, [verdict("A", "red", 8.0), verdict("B", "yellow", 3.0), verdict("C", "green")], "r1", "d")
+    assert set(items) == {"flights-late--A"} and items["flights-late--A"].state == QUEUED
+    assert [(d.segment, d.action) for d in ds] == [("A", "queued"), ("B", "notified")]
+    again, ds2 = sync(items, [verdict("A", "red", 8.0)], "r1", "d")  # the same run twice: nothing changes
+    assert again == items and ds2 == []
+    later, _ = sync(items, [verdict("A", "red", 2.0)], "r2", "d")  # a new run refreshes the rank, one row
+    assert len(later) == 1 and later["flights-late--A"].score == 2.0 and later["flights-late--A"].run_id == "r2"
+    kept, _ = sync(later, [verdict("A", "not_enough_data")], "r3", "d")
+    assert kept == later
+    gone, ds4 = sync(later, [verdict("A", "yellow", 1.0)], "r4", "d")
+    assert gone == {} and [d.action for d in ds4] == ["left", "notified"]
+    gone, ds5 = sync(later, [verdict("A", "green")], "r5", "d")
+    assert gone == {} and ds5[0].reason == "turned green"
+
+
+def cycle(store: QueueStore, fleet_run: dict[str, Any], budget: int, **kw: Any):  # type: ignore[no-untyped-def]
+    spec = load_fleet()
+    # A dry run never touches the registry, the log or the run store.
+    return run_cycle(
+        None,
+        None,
+        None,
+        None,
+        store,
+        spec,
+        fleet_run,
+        FleetRetrainConfig(budget=budget),
+        GateConfig(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2, 5])
+def test_a_cycle_retrains_the_k_best_and_carries_the_rest(tmp_path, budget: int) -> None:
+    store = QueueStore(f"sqlite:///{tmp_path / 'q.db'}")
+    impacts = {"A": 3.0, "B": 9.0, "C": 1.0, "D": 6.0}
+    fr = run("r1", *[verdict(s, "red", x) for s, x in impacts.items()], verdict("E", "yellow", 4.0))
+    res = cycle(store, fr, budget, dry_run=True)
+    would = [d.segment for d in res.decisions if d.action == "retraining"]
+    over = [d.segment for d in res.decisions if d.action == "over_budget"]
+    assert would == ["B", "D", "A", "C"][:budget]
+    assert over == ["B", "D", "A", "C"][budget:]
+    assert all(f"budget {budget} per cycle" in d.reason for d in res.decisions if d.action == "over_budget")
+    assert store.items("routes") == {} and store.cycles("routes") == []  # a dry run writes nothing
+
+
+def test_the_queue_persists_without_duplicates(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    fr = run("r1", verdict("A", "red", 3.0), verdict("B", "red", 9.0))
+    store = QueueStore(url)
+    items, _ = sync(store.items("routes"), fr["verdicts"], "r1", "2013-05-31")
+    store.save("routes", items)
+    store.dispose()
+    store = QueueStore(url)  # another process, the same file
+    items2, ds = sync(store.items("routes"), fr["verdicts"], "r1", "2013-05-31")
+    assert items2 == items and ds == []
+    store.save("routes", items2)
+    store.record_cycle("routes", "r1", "2013-05-31", 1, [])
+    doc = queue_summary(url, "routes")
+    assert [(i["rank"], i["segment"], i["state"]) for i in doc["items"]] == [(1, "B", "queued"), (2, "A", "queued")]
+    assert doc["states"]["queued"] == 2 and doc["last_cycle"]["budget"] == 1
+    assert set(doc["items"][0]) >= {"model", "colour", "gain_x_traffic", "traffic", "auc_loss", "state", "reason"}
