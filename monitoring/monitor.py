@@ -507,7 +507,7 @@ def judge_against_null(signals: list[Signal], book: NullBook, span_days: int) ->
         )
         if s.detail:
             detail += f"; {s.detail}"
-        out.append(Signal(NULL_JUDGED[s.signal], s.feature, z, detail))
+        out.append(Signal(NULL_JUDGED[s.signal], s.feature, z, detail, cadence_days=cadence))
     return out, cadence
 
 

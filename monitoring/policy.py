@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +58,9 @@ class Signal:
     feature: str | None
     value: float
     detail: str = ""
+    # The cadence (days) of the null a `*_vs_null` value was scored against, so a rule can hold
+    # single-day windows to a different threshold than weeks; None for absolute signals.
+    cadence_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class Rule:
     priority: int = 1
     # Which question the rule answers (data_broken / model_hurt / world_moved); None: by signal.
     question: str | None = None
+    # Only for windows judged at this cadence (`Signal.cadence_days`); None: every cadence.
+    cadence_days: int | None = None
 
     @property
     def asks(self) -> str:
@@ -82,6 +87,8 @@ class Rule:
 
     def matches(self, s: Signal) -> bool:
         if s.signal != self.signal:
+            return False
+        if self.cadence_days is not None and s.cadence_days != self.cadence_days:
             return False
         patterns = (self.features,) if isinstance(self.features, str) else self.features
         return any(fnmatch.fnmatchcase(s.feature or "", p or "*") for p in patterns)
@@ -209,7 +216,7 @@ def cap_world_moved(reasons: list[Reason]) -> tuple[list[Reason], str]:
 def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
     rules = []
     for raw in doc.get("rules") or ():
-        unknown = set(raw) - {"signal", "warning", "critical", "direction", "features", "why", "priority", "question"}
+        unknown = set(raw) - {f.name for f in fields(Rule)}
         if unknown:
             raise ValueError(f"policy rule {raw.get('signal')!r}: unknown keys {sorted(unknown)}")
         if isinstance(raw.get("features"), list):

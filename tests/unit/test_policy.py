@@ -149,3 +149,21 @@ def test_default_policy_declares_only_known_questions_and_judges_against_the_nul
     for name in ("block_inconsistency", "missing_rate_increase", "unit_change", "contract_violation_rate"):
         assert signals[name].asks == "data_broken"
     assert signals["roc_auc_drop"].asks == "model_hurt"
+
+
+def test_a_cadence_rule_holds_single_days_to_their_own_threshold() -> None:
+    """The shipped policy: a z of 3.5 against the 1-day null is within a single day's wobble
+    (warning z 4), the same z against the 7-day null is a warning; a rule without a cadence
+    still catches a signal that carries none."""
+    from monitoring.policy import Signal, decide, load_policy
+
+    policy = load_policy()
+    day = Signal("psi_vs_null", "temp", 3.5, cadence_days=1)
+    week = Signal("psi_vs_null", "temp", 3.5, cadence_days=7)
+    bare = Signal("psi_vs_null", "temp", 3.5)
+    assert decide([day], policy).raw_status == "green"
+    assert decide([Signal("psi_vs_null", "temp", 4.2, cadence_days=1)], policy).raw_status == "yellow"
+    assert decide([week], policy).raw_status == "yellow"
+    assert decide([bare], policy).raw_status == "yellow"
+    assert decide([Signal("label_rate_shift_vs_null", None, 3.5, cadence_days=1)], policy).raw_status == "green"
+    assert decide([Signal("label_rate_shift_vs_null", None, 3.5, cadence_days=7)], policy).raw_status == "yellow"
