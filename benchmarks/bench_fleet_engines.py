@@ -183,7 +183,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, required=True)
     ap.add_argument("--log", type=Path, required=True, help="a fleet log (python -m drills.fleet writes one)")
-    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--rows", type=int, nargs="*", default=[1_000_000])
     ap.add_argument("--models", type=int, nargs="*", default=[], help="also run with only the N busiest models")
     ap.add_argument("--models-at", type=int, default=1_000_000, help="rows for the --models runs")
     ap.add_argument("--master", default="local[2]", help="Spark master; 'none' runs the local engine only")
