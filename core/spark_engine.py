@@ -38,22 +38,25 @@ TS = "_ts_us"  # the windowing clock as epoch microseconds (UTC)
 
 def spark_session(master: str = "local[2]", *, app: str = "driftlight-fleet", batch_rows: int = 50_000) -> Any:
     """A SparkSession for the fleet monitor (local mode needs only Java 17)."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    local = master.startswith("local")
+    if local:  # no network needed; on a cluster the executors must reach the driver's address
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers must be this interpreter (its packages), not whatever `python3` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    return (
+    builder = (
         SparkSession.builder.master(master)
         .appName(app)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.ui.enabled", "false")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .getOrCreate()
     )
+    if local:
+        builder = builder.config("spark.driver.bindAddress", "127.0.0.1")
+    return builder.getOrCreate()
 
 
 def stop_session(spark: Any) -> None:
@@ -93,6 +96,8 @@ def _partition_counter(refs: Mapping[str, ModelRef], timezone: str) -> Any:
         for b in batches:
             b = b.assign(_clock=pd.to_datetime(b[TS], unit="us", utc=True))
             merge_into(acc, count_chunk(refs, b, timezone, by="_clock"))
+        if not acc:  # an empty partition (a Parquet split with no rows): an empty frame fails Arrow here
+            return
         yield pd.DataFrame(
             {
                 "model": [k[0] for k in acc],

@@ -19,6 +19,7 @@ from data_contracts.request_model import request_model
 from features.pipeline import build_features
 from service import handlers
 from service.context import PredictionSink, ServiceContext
+from service.fleet_view import FleetRunCache, store_reader
 from service.lifecycle import ModelHolder
 from service.limits import BodyLimitMiddleware
 from service.metrics import ServiceMetrics
@@ -59,6 +60,9 @@ def create_app(
         registry=registry,
         log=prediction_log,
     )
+    if fleet is not None:  # the latest fleet run on /metrics and on the page, one cached read for both
+        ctx.fleet_runs = FleetRunCache(store_reader(settings.resolved_log_store_url, fleet.spec.name))
+        metrics.watch_fleet(ctx.fleet_runs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

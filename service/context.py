@@ -25,6 +25,7 @@ from core.registry import Registry
 from core.runs import RunStore
 from core.settings import Settings
 from data_contracts.contract import Contract
+from service.fleet_view import FleetRunCache
 from service.lifecycle import ModelHolder, Reloader, ShadowScorer
 from service.metrics import ServiceMetrics, multiprocess_dir
 from service.violations import ViolationCounter
@@ -60,6 +61,7 @@ class ServiceContext:
     violations: ViolationCounter | None = None
     reloader: Reloader | None = None
     shadow: ShadowScorer | None = None
+    fleet_runs: FleetRunCache | None = None  # the latest fleet run, cached (a fleet is configured)
     flagged: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

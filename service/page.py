@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from core.runs import is_drill
 from monitoring.policy import PolicySettings, Rule, Signal
+from service.fleet_view import COLOUR_ORDER, FleetFigures
 
 COLOURS = {"green": "#1a7f37", "yellow": "#9a6700", "red": "#cf222e", "not_enough_data": "#57606a", "unknown": "#57606a"}
 FILL = {"green": "#dafbe1", "yellow": "#fff8c5", "red": "#ffebe9", "not_enough_data": "#eaeef2", "unknown": "#eaeef2"}
@@ -70,6 +71,8 @@ class PageData:
     timezone: str = "UTC"
     report_urls: Mapping[str, str | None] = field(default_factory=dict)  # file path -> URL (None: pruned)
     problems: Sequence[str] = ()  # what could not be read (a store down), said on the page
+    fleet: FleetFigures | None = None  # the latest fleet run, when a fleet is configured
+    fleet_configured: bool = False
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -545,6 +548,75 @@ def runs_section(runs_newest_first: Sequence[Mapping[str, Any]], d: PageData) ->
     )
 
 
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def fleet_section(d: PageData, now: datetime | None = None) -> str:
+    """The fleet's latest run: counts by colour, every judged model worst first (colour, reasons,
+    traffic, impact), the models too small to judge, and how old the run is."""
+    if not d.fleet_configured:
+        return ""
+    f = d.fleet
+    if f is None:
+        return (
+            '<section id="fleet"><h2>Fleet</h2><p id="fleet-none">No fleet run yet: run '
+            "<code>driftlight fleet monitor</code>.</p></section>"
+        )
+    counts = "".join(
+        f'<li class="fc" data-colour="{c}" style="--c:{COLOURS[c]};--f:{FILL[c]}"><b>{f.counts.get(c, 0)}</b> '
+        f"{escape(_word(c).lower())}</li>"
+        for c in COLOUR_ORDER
+    )
+    rows = []
+    for rank, v in enumerate((v for v in f.worst if v.get("status") != "not_enough_data"), start=1):
+        st = str(v.get("status"))
+        reasons = "".join(
+            f'<li class="sev-{escape(str(r.get("severity")))}"><span class="sev">{escape(str(r.get("severity")))}</span> '
+            f'{escape(plain_reason(r, d.policy))}<div class="msg">{escape(str(r.get("message", "")))}</div></li>'
+            for r in v.get("reasons") or []
+        )
+        rows.append(
+            f'<tr class="fm" data-status="{escape(st)}" data-model="{escape(str(v.get("name")))}"><td>{rank}</td>'
+            f'<td><span class="pill" style="background:{COLOURS.get(st, "#57606a")}">{escape(_word(st))}</span></td>'
+            f'<td>{escape(str(v.get("segment")))}<div class="msg">{escape(str(v.get("name")))} '
+            f"v{escape(str(v.get('version')))}</div></td>"
+            f"<td>{_num(v.get('rows'), 6)} rows / {_num(v.get('days'))} d</td><td>{_num(v.get('labelled'), 6)}</td>"
+            f"<td>{_num(v.get('auc_loss'))}</td><td>{_num(v.get('impact'))}</td>"
+            f"<td>{f'<ul>{reasons}</ul>' if reasons else '–'}</td></tr>"
+        )
+    small = "".join(f"<li>{escape(n)}</li>" for n in f.not_enough_data)
+    queue = f'retrain queue: <b id="fleet-queue">{f.queue_length}</b> waiting' + (
+        " · last cycle: " + ", ".join(f"{escape(k)} {n}" for k, n in sorted(f.decisions.items())) if f.decisions else ""
+    )
+    return (
+        f'<section id="fleet" data-fleet="{escape(f.fleet)}"><h2>Fleet {escape(f.fleet)}</h2>'
+        f'<p class="meta" id="fleet-age">judged {f.finished_at:%Y-%m-%d %H:%M:%S} UTC '
+        f"(<b>{_age(f.age_s(now))} ago</b>) · window ending {escape(f.day)} · engine {escape(f.engine)}"
+        + (f" · {f.rows_read} rows read" if f.rows_read is not None else "")
+        + f" · {queue}</p>"
+        f'<ul class="fcounts" id="fleet-counts">{counts}</ul>'
+        '<p class="hint">Worst first: colour, then impact = window rows × estimated ROC AUC loss '
+        "(realised when labels arrived, else the label-free estimate).</p>"
+        '<table class="t" id="fleet-models"><thead><tr><th>#</th><th>light</th><th>segment / model</th>'
+        "<th>traffic</th><th>labelled</th><th>AUC loss</th><th>impact</th><th>reasons</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<h3>Not enough data ({len(f.not_enough_data)})</h3>"
+        + (
+            f'<ul class="ned" id="fleet-ned">{small}</ul>'
+            if small
+            else '<p id="fleet-ned">Every model had enough rows to be judged.</p>'
+        )
+        + "</section>"
+    )
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
 header{background:#24292f;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:baseline}
@@ -572,6 +644,9 @@ border-bottom:1px solid #eaeef2;vertical-align:top}.t ul{margin:0;padding-left:1
 .badge.drill{background:#8250df;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px;vertical-align:middle}
 .gone{color:#8c959f}pre{font-size:11px;max-height:300px;overflow:auto;background:#f6f8fa;padding:6px}
 .problems{border-color:#cf222e;color:#cf222e}
+.fcounts{display:flex;gap:10px;list-style:none;padding:0;margin:8px 0}.fc{border:2px solid var(--c);background:var(--f);
+border-radius:8px;padding:6px 14px;color:var(--c)}.fc b{font-size:22px}.fm .msg{color:#57606a;font-size:11px}
+.ned{columns:4;font-size:12px;color:#57606a}
 """
 
 
@@ -601,6 +676,7 @@ def render_page(d: PageData) -> str:
         + '</span><a href="/status">/status</a><a href="/docs">/docs</a><a href="/metrics">/metrics</a></header><main>'
         + problems
         + light_section(latest, d)
+        + fleet_section(d)
         + fields_section(old_first, d)
         + signals_section(old_first, d)
         + history_section(d)

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import errors
 from service.context import ServiceContext
+from service.fleet_view import fleet_figures
 from service.lifecycle import FALLBACK_VERSION
 from service.page import PageData, render_page, report_url_map
 
@@ -90,6 +91,12 @@ def router(ctx: ServiceContext) -> APIRouter:
                 versions = ctx.registry.versions(settings.model_name)
             except Exception as exc:
                 problems.append(f"registry unavailable: {type(exc).__name__}")
+        fleet = None
+        if ctx.fleet_runs is not None:
+            fleet_run, fleet_error = ctx.fleet_runs.get()
+            if fleet_error:
+                problems.append(fleet_error)
+            fleet = fleet_figures(fleet_run) if fleet_run else None
         model, fb = ctx.holder.model, ctx.holder.fallback
         serving = f"v{model.version}" if model is not None else (FALLBACK_VERSION if fb is not None else "nothing (503)")
         return PageData(
@@ -103,6 +110,8 @@ def router(ctx: ServiceContext) -> APIRouter:
             timezone=ctx.contract.timezone,
             report_urls=report_url_map(runs, reports_dir),
             problems=problems,
+            fleet=fleet,
+            fleet_configured=ctx.fleet_runs is not None,
         )
 
     @r.get("/", response_class=HTMLResponse)

@@ -202,6 +202,33 @@ def option_names(command: Any) -> set[str]:
     return out
 
 
+SPARK_CLASSES = {"org.apache.spark.deploy.master.Master", "org.apache.spark.deploy.worker.Worker"}
+
+
+def spark_services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in doc["services"].items() if "spark" in (svc.get("profiles") or [])}
+
+
+def spark_class_problems(name: str, words: list[str]) -> list[str]:
+    """A `spark-class CLASS ...` command: a standalone daemon class that the pinned pyspark wheel
+    (the one the spark image installs) really ships, and a master URL a worker can reach."""
+    import zipfile
+
+    if len(words) < 2 or words[1] not in SPARK_CLASSES:
+        return [f"{name}: spark-class must run one of {sorted(SPARK_CLASSES)}, got {words[1:2]}"]
+    try:
+        import pyspark
+    except ImportError:  # the class check needs the wheel; the rest still runs
+        return []
+    jar = next((Path(pyspark.__file__).parent / "jars").glob("spark-core_*.jar"))
+    with zipfile.ZipFile(jar) as z:
+        if words[1].replace(".", "/") + ".class" not in z.namelist():
+            return [f"{name}: {words[1]} is not in {jar.name}"]
+    if words[1].endswith("Worker") and not any(w.startswith("spark://spark-master:") for w in words):
+        return [f"{name}: a worker needs the master URL spark://spark-master:PORT"]
+    return []
+
+
 def command_problems(doc: dict[str, Any]) -> list[str]:
     """Every way a driftlight-image service's command disagrees with the CLI it calls."""
     import click
@@ -212,6 +239,9 @@ def command_problems(doc: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     for name, service in driftlight_services(doc).items():
         words = argv(service)
+        if words[:1] == ["spark-class"] and name in spark_services(doc):
+            problems += spark_class_problems(name, words)
+            continue
         if not words or words[0] not in ("driftlight", "mlflow"):
             problems.append(f"{name}: command must start with driftlight or mlflow, got {words[:1]}")
             continue
@@ -224,6 +254,15 @@ def command_problems(doc: dict[str, Any]) -> list[str]:
                 problems.append(f"{name}: `driftlight {sub}` is not a command (the CLI has {sorted(names)})")
                 continue
             command = group.commands[sub]
+            while hasattr(command, "commands"):  # a sub-app (typer ships its own click): `driftlight fleet monitor ...`
+                if not args or args[0] not in command.commands:
+                    what = f"`driftlight {sub} {' '.join(args[:1])}`"
+                    problems.append(f"{name}: {what} is not a command of {sorted(command.commands)}")
+                    break
+                command = command.commands[args[0]]
+                sub, args = f"{sub} {args[0]}", args[1:]
+            if hasattr(command, "commands"):
+                continue
         else:
             cli = mlflow_cli()
             if sub not in cli.commands:
@@ -264,6 +303,37 @@ def test_the_command_check_rejects_made_up_commands_and_options():
     assert "`driftlight serve` has no option --warp-speed" in problems
     assert "`mlflow server` has no option --no-such-flag" in problems
     assert "replayer: command must start with driftlight or mlflow" in problems
+    doc["services"]["fleet-monitor"]["entrypoint"] = ["driftlight", "fleet", "fly"]
+    doc["services"]["spark-worker"]["command"] = ["spark-class", "org.apache.spark.deploy.Nothing"]
+    problems = "\n".join(command_problems(doc))
+    assert "fleet-monitor: `driftlight fleet fly` is not a command of" in problems
+    assert "spark-worker: spark-class must run one of" in problems
+    doc["services"]["fleet-monitor"]["entrypoint"] = ["driftlight", "fleet", "monitor", "--engine-speed", "9"]
+    assert "fleet-monitor: `driftlight fleet monitor` has no option --engine-speed" in "\n".join(command_problems(doc))
+
+
+def test_spark_profile_runs_the_fleet_monitor_on_its_own_master():
+    """Profile "spark": master + worker from one image that pins the project's pyspark, and the fleet
+    monitor (the driver) pointed at that master; the default `docker compose up` starts none of them."""
+    doc = load_compose()
+    spark = spark_services(doc)
+    assert set(spark) == {"spark-master", "spark-worker", "fleet-monitor"}
+    assert all(svc["profiles"] == ["spark"] for svc in spark.values())
+    master = argv(spark["spark-master"])
+    port = master[master.index("--port") + 1]
+    monitor = argv(spark["fleet-monitor"])
+    assert monitor[:3] == ["driftlight", "fleet", "monitor"]
+    assert monitor[monitor.index("--engine") + 1] == "spark"
+    assert monitor[monitor.index("--master") + 1] == f"spark://spark-master:{port}"
+    assert f"spark://spark-master:{port}" in argv(spark["spark-worker"])
+    assert spark["spark-worker"]["depends_on"]["spark-master"]["condition"] == "service_healthy"
+    assert {svc["build"]["dockerfile"] for svc in spark.values()} == {"deploy/spark/Dockerfile"}
+    dockerfile = (ROOT / "deploy" / "spark" / "Dockerfile").read_text(encoding="utf-8")
+    lock = re.search(r"^pyspark==(\S+)$", (ROOT / "requirements.lock").read_text(encoding="utf-8"), re.M)
+    assert lock and f'"pyspark=={lock.group(1)}"' in dockerfile and f"__version__ == '{lock.group(1)}'" in dockerfile
+    assert re.search(r"^FROM eclipse-temurin:17[\w.-]+-jre", dockerfile, re.M)  # pinned Java 17, not :latest
+    assert spark["spark-master"]["build"]["additional_contexts"]["driftlight-base"] == "service:api"
+    assert "FROM driftlight-base" in dockerfile
 
 
 def test_the_command_check_rejects_a_bad_option_value():
@@ -380,6 +450,22 @@ def live_exposition(bundle, good_record_base, tmp_path_factory) -> str:
         assert client.post("/predict", json={**record, "humid": 140.0}).status_code == 422
         api_text = client.get("/metrics").text
 
+    # A fleet app with one recorded fleet run (and a retrain queue), for the fleet row's gauges.
+    from core.fleet import FleetRunStore
+    from data_contracts.fleet import default_fleet_path
+    from monitoring.fleet import ModelVerdict
+
+    fleet_url = f"sqlite:///{home / 'fleet.db'}"
+    verdict = ModelVerdict("flights-late--EWR-ATL", "1", "EWR-ATL", "red", 900, 1, 400, (), (), 0.001, 0.05, 45.0).as_dict()
+    queue = {"items": [{"model": verdict["name"]}], "decisions": [{"model": verdict["name"], "outcome": "refused"}]}
+    store = FleetRunStore(fleet_url)
+    store.record("routes", "2013-03-16", "local", {"counts": {"red": 1}, "queue": queue}, [verdict])
+    store.dispose()
+    fleet_settings = Settings(home=home, log_store_url=fleet_url, fleet_file=default_fleet_path(), reload_interval=0)
+    with TestClient(create_app(fleet_settings, registry=InMemoryRegistry())) as client:
+        fleet_text = client.get("/metrics").text
+    api_text += "\n" + "\n".join(line for line in fleet_text.splitlines() if "driftlight_fleet_" in line)
+
     gauges = MonitorGauges()
     gauges.status.set(1)
     gauges.rows.set(1200)
@@ -393,7 +479,7 @@ def live_exposition(bundle, good_record_base, tmp_path_factory) -> str:
 def test_dashboard_has_the_promised_panels():
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     panels = [p for p in dash["panels"] if p["type"] != "row"]
-    assert {p["type"] for p in panels} <= {"timeseries", "stat"}
+    assert {p["type"] for p in panels} <= {"timeseries", "stat", "table"}
     status = next(p for p in panels if p["type"] == "stat" and p["targets"][0]["expr"] == "driftlight_monitor_status")
     mapping = status["fieldConfig"]["defaults"]["mappings"][0]["options"]
     steps = status["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -412,8 +498,20 @@ def test_dashboard_has_the_promised_panels():
         "driftlight_model_info",
         "driftlight_log_pending_rows",
         "up{",
+        "driftlight_fleet_models",
+        "driftlight_fleet_worst_model_impact",
+        "driftlight_fleet_retrain_queue_length",
+        "driftlight_fleet_run_age_seconds",
     ):
         assert needed in exprs, needed
+    # The fleet row: counts by colour over time, the worst models as a table, the queue.
+    rows = [p for p in dash["panels"] if p["type"] == "row"]
+    fleet_row = next(p for p in rows if p["title"] == "Fleet")
+    below = [p for p in panels if p["gridPos"]["y"] > fleet_row["gridPos"]["y"]]
+    assert {p["type"] for p in below} == {"stat", "timeseries", "table"}
+    table = next(p for p in below if p["type"] == "table")
+    assert table["targets"][0]["format"] == "table" and table["targets"][0].get("instant") is True
+    assert all("driftlight_fleet_" in t["expr"] for p in below for t in p["targets"])
     ds = yaml.safe_load(DATASOURCE.read_text(encoding="utf-8"))["datasources"][0]
     assert (ds["uid"], ds["url"]) == ("prometheus", "http://prometheus:9090")
     provider = yaml.safe_load(DASHBOARD_PROVIDER.read_text(encoding="utf-8"))["providers"][0]

@@ -64,8 +64,6 @@ class Site:
 
 def start_site(trained: Any, home: Path) -> Site:
     """The app under a real uvicorn (in a thread, on a free port): the browser needs an HTTP URL."""
-    import uvicorn
-
     settings, _ = trained
     s = settings.model_copy(
         update={
@@ -75,7 +73,12 @@ def start_site(trained: Any, home: Path) -> Site:
             "log_store_url": None,  # the default under `home`, where `driftlight runs --home` looks
         }
     )
-    app = create_app(s)
+    return serve(create_app(s), s)
+
+
+def serve(app: Any, s: Any) -> Site:
+    import uvicorn
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -334,6 +337,46 @@ def test_in_a_browser_docs_render_offline(browser, site):
             nojs.close()
     finally:
         w.close()
+
+
+@pytest.mark.browser
+def test_in_a_browser_the_fleet_section_renders_and_can_be_shot(browser, tmp_path):
+    """A fleet configured and a fleet run recorded: the section shows the counts by colour, every judged
+    model worst first with its colour, the not_enough_data list, offline, and a screenshot is taken."""
+    from core.registry import InMemoryRegistry
+    from core.settings import Settings
+    from data_contracts.fleet import default_fleet_path
+    from tests.integration.test_fleet_view import record, verdicts
+
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    record(url)
+    s = Settings(home=tmp_path, fleet_file=default_fleet_path(), reload_interval=0, log_store_url=url)
+    site = serve(create_app(s, registry=InMemoryRegistry()), s)
+    w = Watched(browser)
+    try:
+        w.page.goto(site.url + "/", wait_until="load")
+        fleet = w.page.locator("#fleet")
+        assert fleet.is_visible()
+        shown = {li.get_attribute("data-colour"): li.locator("b").inner_text() for li in fleet.locator("li.fc").all()}
+        assert shown == {"red": "2", "yellow": "3", "green": "12", "not_enough_data": "2"}
+        rows = fleet.locator("tr.fm")
+        judged = [v for v in verdicts() if v["status"] != "not_enough_data"]
+        assert rows.count() == len(judged)
+        assert [r.get_attribute("data-model") for r in rows.all()] == [v["name"] for v in judged]
+        pill = rows.first.locator(".pill")
+        assert pill.inner_text() == "RED" and pill.evaluate("e => getComputedStyle(e).backgroundColor") == RED_RGB
+        assert fleet.locator("#fleet-ned li").all_inner_texts() == [v["name"] for v in verdicts()[-2:]]
+        assert "ago" in fleet.locator("#fleet-age").inner_text()
+        shot = tmp_path / "fleet.png"
+        fleet.screenshot(path=str(shot))
+        png = shot.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width > 600 and height > 300, (width, height)
+        assert w.errors == [] and w.left == [], (w.errors, w.left)
+    finally:
+        w.close()
+        site.stop()
 
 
 def test_fallback_periods_come_from_the_log(tmp_path):

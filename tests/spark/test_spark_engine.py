@@ -91,3 +91,20 @@ def test_the_clock_survives_the_trip_through_spark(spark, fleet) -> None:
     pdf = to_spark_frame(log.head(500), "event_time")
     back = spark.createDataFrame(pdf).toPandas()
     assert (pd.to_datetime(back[TS], unit="us", utc=True) == log["event_time"].head(500).dt.tz_convert("UTC")).all()
+
+
+def test_empty_partitions_and_a_parquet_source_count_like_the_local_engine(spark, fleet, tmp_path) -> None:
+    """A Parquet split or a repartition can leave a partition with no rows; it must add nothing
+    (an empty output frame used to fail in Arrow: `Cannot convert ChunkedArray to Array`)."""
+    from core.fleet_monitor import count_chunk
+    from core.spark_engine import count_spark, to_spark_frame
+
+    refs, log, _ = fleet
+    few = log.head(3)
+    local = count_chunk(refs, few, TZ)
+    remote = count_spark(spark, spark.createDataFrame(to_spark_frame(few, "event_time")).repartition(8), refs, TZ)
+    assert {k: c.rows for k, c in remote.items()} == {k: c.rows for k, c in local.items()}
+    path = tmp_path / "log.parquet"
+    to_spark_frame(log, "event_time").to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=True)
+    remote = count_spark(spark, spark.read.parquet(str(path)), refs, TZ)
+    assert {k: c.rows for k, c in remote.items()} == {k: c.rows for k, c in count_chunk(refs, log, TZ).items()}
