@@ -386,12 +386,12 @@ class Monitor:
         not the year (`driftlight archive` writes them all). A failure is logged: the window is then
         read from the log, as before the archive existed."""
         try:
-            days = [
+            inside = [
                 d
                 for d in self.archive.closed_days()
                 if (start is None or self.archive.bounds(d)[0] >= start) and (end is None or self.archive.bounds(d)[1] <= end)
             ]
-            days = self.archive.archive(days)
+            days = self.archive.archive(inside)
         except OSError as exc:
             log.error("monitor: archiving closed days to %s failed: %s", self.archive.root, exc)
             return []

@@ -44,22 +44,14 @@ def faults() -> dict[str, tuple[Fault, tuple[tuple[str, ...], str | None] | None
 
 
 def main() -> None:
-    from data_contracts.contract import load_contract
-    from data_contracts.windows import local_dates, on_days
+    from data_contracts.windows import local_dates
     from drills.calibrate import log_frame
-    from monitoring.monitor import ModelContext, compute_signals, judge
-    from monitoring.policy import load_policy
-    from training.data import load_flights
-    from training.train import TrainConfig, fit_bundle, split
+    from monitoring.monitor import compute_signals, judge
+    from scripts.evaluation import trained_default
 
     t0 = time.perf_counter()
-    contract = load_contract()
-    config = TrainConfig()
-    fit, val = split(contract, load_flights(), config)
-    bundle = fit_bundle(contract, fit, val, config).bundle
-    ctx = ModelContext.from_bundle("flights-late", "blind-spots", bundle)
-    policy = load_policy()
-    control = on_days(contract, fit, bundle.metadata["monitoring"]["control_days"])
+    t = trained_default("blind-spots")
+    contract, val, bundle, ctx, policy, control = t.contract, t.val, t.bundle, t.ctx, t.policy, t.control
 
     def days(frame: pd.DataFrame, n: int) -> list[pd.DataFrame]:
         d = local_dates(frame, contract)

@@ -55,25 +55,17 @@ def faults() -> dict[str, tuple[Fault, bool]]:
 
 
 def main() -> None:
-    from data_contracts.contract import load_contract
-    from data_contracts.windows import local_dates, on_days, window_bounds
+    from data_contracts.windows import local_dates, window_bounds
     from drills.calibrate import log_frame
-    from monitoring.monitor import ModelContext, compute_signals, judge
-    from monitoring.policy import load_policy
+    from monitoring.monitor import compute_signals, judge
     from monitoring.volume import volume_signals
-    from training.data import load_flights
-    from training.train import TrainConfig, fit_bundle, split
+    from scripts.evaluation import trained_default
 
     t0 = time.perf_counter()
-    contract = load_contract()
-    config = TrainConfig()
-    fit, val = split(contract, load_flights(), config)
-    bundle = fit_bundle(contract, fit, val, config).bundle
-    ctx = ModelContext.from_bundle("flights-late", "volume", bundle)
+    t = trained_default("volume")
+    contract, val, bundle, ctx, policy, control = t.contract, t.val, t.bundle, t.ctx, t.policy, t.control
     vref = ctx.volume_reference
     assert vref is not None
-    policy = load_policy()
-    control = on_days(contract, fit, bundle.metadata["monitoring"]["control_days"])
 
     def windows(frame: pd.DataFrame, n: int) -> list[tuple[pd.DataFrame, object, object]]:
         d = local_dates(frame, contract)
