@@ -157,25 +157,6 @@ def sync(
     return out, decisions
 
 
-def notify_yellow(decisions: Iterable[Decision], *, owner: str, webhook_url: str | None, fleet: str) -> int:
-    """The owner hears about every yellow model: a log line each; one webhook POST when configured."""
-    yellow = [d for d in decisions if d.action == "notified"]
-    for d in yellow:
-        log.warning("fleet %s: YELLOW %s for %s: %s", fleet, d.model_name, owner, d.reason)
-    if yellow and webhook_url:
-        import httpx
-
-        try:
-            httpx.post(
-                webhook_url,
-                json={"owner": owner, "fleet": fleet, "status": "yellow", "models": [d.as_dict() for d in yellow]},
-                timeout=5.0,
-            )
-        except httpx.HTTPError as exc:  # a notification failure must not fail the cycle
-            log.error("webhook to %s failed: %s", webhook_url, exc)
-    return len(yellow)
-
-
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -303,7 +284,6 @@ __all__ = [
     "Decision",
     "QueueItem",
     "QueueStore",
-    "notify_yellow",
     "queue_summary",
     "rank",
     "sync",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import pandas as pd
 
 from core.archive import ArchivedDay, ArchivedLog, LogArchive
+from core.fleet_queue import Decision
 from core.ids import drill_mask
 from core.logstore import log_store_from_settings
 from core.registry import registry_from_settings
@@ -84,12 +85,30 @@ def notify_owner(verdict: Verdict, policy: PolicySettings, payload: Mapping[str,
     top = "; ".join(r.message for r in verdict.top_reasons(3))
     log.warning("driftlight %s for %s: %s", verdict.status.upper(), policy.owner, top)
     if policy.webhook_url:
-        import httpx
+        post_webhook(policy.webhook_url, {"owner": policy.owner, **payload})
 
-        try:
-            httpx.post(policy.webhook_url, json={"owner": policy.owner, **payload}, timeout=5.0)
-        except httpx.HTTPError as exc:  # a notification failure must not fail the monitor
-            log.error("webhook to %s failed: %s", policy.webhook_url, exc)
+
+def post_webhook(url: str, payload: Mapping[str, Any]) -> None:
+    """POST a notification; a failure is logged, never raised (it must not fail a monitor run or a
+    retrain cycle)."""
+    import httpx
+
+    try:
+        httpx.post(url, json=payload, timeout=5.0)
+    except httpx.HTTPError as exc:
+        log.error("webhook to %s failed: %s", url, exc)
+
+
+def notify_yellow(decisions: Iterable[Decision], *, owner: str, webhook_url: str | None, fleet: str) -> int:
+    """The owner hears about every yellow fleet model: a log line each; one webhook POST when
+    configured. (Here, not in core.fleet_queue, which the service reads: the webhook client is not
+    part of the [serve] install.)"""
+    yellow = [d for d in decisions if d.action == "notified"]
+    for d in yellow:
+        log.warning("fleet %s: YELLOW %s for %s: %s", fleet, d.model_name, owner, d.reason)
+    if yellow and webhook_url:
+        post_webhook(webhook_url, {"owner": owner, "fleet": fleet, "status": "yellow", "models": [d.as_dict() for d in yellow]})
+    return len(yellow)
 
 
 def write_reports(

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from core.fleet import champion_versions, segment_of_model
-from core.fleet_queue import PROMOTED, QUEUED, REFUSED, RETRAINING, Decision, QueueStore, notify_yellow, rank, sync
+from core.fleet_queue import PROMOTED, QUEUED, REFUSED, RETRAINING, Decision, QueueStore, rank, sync
 from core.ids import drill_mask
+from core.monitor_job import notify_yellow
 from data_contracts.batch import ContractViolation
 from data_contracts.contract import Contract
 from data_contracts.fleet import GLOBAL, FleetSpec
