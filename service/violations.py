@@ -28,6 +28,9 @@ class ViolationCounter:
         self.store = store
         self.interval = interval
         self._lock = threading.Lock()
+        # One flush at a time: a caller's flush waits for the background one in progress, so when
+        # it returns, every count added before the call is in the store (or put back on failure).
+        self._flush_lock = threading.Lock()
         self._counts: Counter[tuple[datetime, str, str, bool]] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,6 +65,10 @@ class ViolationCounter:
             self.add(*REJECTED_BY_EVENT, n, at=hour, drill=drill)
 
     def flush(self) -> bool:
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             batch, self._counts = self._counts, Counter()
         ok = True
