@@ -26,27 +26,21 @@ from core.server_process import start_server, stop_server, wait_ready
 from core.settings import Settings
 from data_contracts.contract import load_contract
 
-RECORD = {
-    "time_hour": "2013-04-01T14:00:00Z",
-    "sched_dep_time": 1000,
-    "sched_arr_time": 1300,
-    "carrier": "UA",
-    "origin": "EWR",
-    "dest": "IAH",
-    "distance": 1400.0,
-    "temp": 50.0,
-    "dewp": 30.0,
-    "humid": 50.0,
-    "wind_dir": 200.0,
-    "wind_speed": 10.0,
-    "wind_gust": None,
-    "precip": 0.0,
-    "pressure": 1010.0,
-    "visib": 10.0,
-}
+
+def real_record() -> dict[str, Any]:
+    """One real April 2013 flight as a caller sends it (the contract's JSON form), as `make bench` uses."""
+    from datetime import date
+
+    from data_contracts.windows import select_window
+    from drills.replay import to_record
+    from training.data import load_flights
+
+    contract = load_contract()
+    april = select_window(load_flights(), contract, date(2013, 4, 1), date(2013, 4, 1))
+    return to_record(april.iloc[0].to_dict(), contract)
 
 
-def drive(url: str, clients: int, seconds: float) -> tuple[list[str], list[float], int]:
+def drive(url: str, record: dict[str, Any], clients: int, seconds: float) -> tuple[list[str], list[float], int]:
     """(answered ids, latencies s, failed requests) of `clients` threads posting for `seconds`."""
     ids: list[str] = []
     lat: list[float] = []
@@ -59,7 +53,7 @@ def drive(url: str, clients: int, seconds: float) -> tuple[list[str], list[float
         with httpx.Client(base_url=url, timeout=30) as http:
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
-                r = http.post("/predict", json=RECORD)
+                r = http.post("/predict", json=record)
                 times.append(time.perf_counter() - t0)
                 if r.status_code == 200:
                     mine.append(r.json()["prediction_id"])
@@ -78,15 +72,15 @@ def drive(url: str, clients: int, seconds: float) -> tuple[list[str], list[float
     return ids, lat, failed[0]
 
 
-def run_mode(home: Path, mode: str, port: int, clients: int, seconds: float) -> dict[str, Any]:
+def run_mode(home: Path, mode: str, port: int, record: dict[str, Any], clients: int, seconds: float) -> dict[str, Any]:
     s = Settings(home=home / mode, port=port, log_durability=mode, reload_interval=0)  # type: ignore[arg-type]
     s.home.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     proc = start_server(s, s.home / "server.log")
     try:
         wait_ready(url, proc, timeout=120)
-        drive(url, clients, 2.0)  # warm-up (its rows are counted in the store, not in the figure)
-        ids, lat, failed = drive(url, clients, seconds)
+        drive(url, record, clients, 2.0)  # warm-up (its rows are counted in the store, not in the figure)
+        ids, lat, failed = drive(url, record, clients, seconds)
     finally:
         stop_server(proc)
     store = log_store_from_settings(s, load_contract())
@@ -113,8 +107,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18260)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    record = real_record()
     with tempfile.TemporaryDirectory(prefix="driftlight-bench-durable-") as tmp:
-        rows = [run_mode(Path(tmp), mode, args.port, args.clients, args.seconds) for mode in ("memory", "local")]
+        rows = [run_mode(Path(tmp), mode, args.port, record, args.clients, args.seconds) for mode in ("memory", "local")]
     for r in rows:
         print(r)
     cost = 1 - rows[1]["requests_per_s"] / rows[0]["requests_per_s"]
