@@ -33,14 +33,12 @@ from core.registry import ModelBundle, Registry
 from data_contracts.contract import Contract
 from data_contracts.fleet import GLOBAL, FleetSpec
 from data_contracts.windows import local_dates, on_days, select_window
-from features.baseline import HistoricalRateBaseline
-from features.pipeline import build_pipeline
 from monitoring.fleet import count_days, estimate_null
 from monitoring.profile import ReferenceProfile
 from training.data import contract_frame, load_flights
-from training.evaluate import best_f1_threshold, evaluate
+from training.evaluate import evaluate
 from training.reference import PREDICTION_COLUMN, derived_features, drift_profile, quality_reference, split_days
-from training.train import beats, check_contract, labelled
+from training.train import Fitted, beats, check_contract, fit_and_evaluate, labelled
 
 
 @dataclass(frozen=True)
@@ -162,16 +160,8 @@ def fit_segment(
             segment, name, n_fit, n_val, "skipped",
             f"validation has {k} late / {n_val - k} on-time rows (< {spec.train.min_validation_class_rows} of a class)",
         )  # fmt: skip
-    X_fit, y_fit = contract_frame(contract, fit), fit["late"].astype(int).to_numpy()
-    X_val, y_val = contract_frame(contract, val), val["late"].astype(int).to_numpy()
-    pipeline = build_pipeline(contract, seed=spec.train.seed, model_params=params)
-    pipeline.fit(X_fit, y_fit)
-    baseline = HistoricalRateBaseline().fit(X_fit, y_fit)
-    p_val = pipeline.predict_proba(X_val)[:, 1]
-    b_val = baseline.predict_proba(X_val)[:, 1]
-    threshold = best_f1_threshold(y_val, p_val)
-    model_m = evaluate(y_val, p_val, threshold)
-    base_m = evaluate(y_val, b_val, best_f1_threshold(y_val, b_val))
+    f = fit_and_evaluate(contract, fit, val, seed=spec.train.seed, model_params=params)
+    pipeline, baseline, threshold, model_m, base_m = f.pipeline, f.baseline, f.threshold, f.model, f.baseline_metrics
     ref = on_days(contract, fit, ref_days)
     monitoring, profile = monitoring_section(contract, spec, ref if len(ref) else fit, pipeline, ref_days, control_days)
     t = spec.train
@@ -207,21 +197,6 @@ def fit_segment(
         + ("" if ok else ": does not beat its baseline, the global model serves"),
         ok, model_m.roc_auc, base_m.roc_auc, seconds=time.perf_counter() - t0, bundle=bundle,
     )  # fmt: skip
-
-
-def fit_global(contract: Contract, spec: FleetSpec, fit: pd.DataFrame, val: pd.DataFrame) -> tuple[Any, Any, Any, Any]:
-    """The global model on every row (default parameters, as the single model): (pipeline, baseline,
-    model metrics, baseline metrics, threshold) without its monitoring section (that needs to know
-    which segments it serves)."""
-    X_fit, y_fit = contract_frame(contract, fit), fit["late"].astype(int).to_numpy()
-    X_val, y_val = contract_frame(contract, val), val["late"].astype(int).to_numpy()
-    pipeline = build_pipeline(contract, seed=spec.train.seed)
-    pipeline.fit(X_fit, y_fit)
-    baseline = HistoricalRateBaseline().fit(X_fit, y_fit)
-    p_val = pipeline.predict_proba(X_val)[:, 1]
-    b_val = baseline.predict_proba(X_val)[:, 1]
-    threshold = best_f1_threshold(y_val, p_val)
-    return pipeline, baseline, evaluate(y_val, p_val, threshold), evaluate(y_val, b_val, best_f1_threshold(y_val, b_val))
 
 
 def _register(
@@ -302,10 +277,10 @@ def train_fleet(
     outcomes: list[SegmentOutcome] = []
     # The global fit is the longest job: it goes first, beside the segments.
     runner = Parallel(n_jobs=workers, return_as="generator_unordered")
-    glob_job = [delayed(fit_global)(contract, spec, fit_all, val_all)]
-    glob: tuple[Any, ...] | None = None
+    glob_job = [delayed(fit_and_evaluate)(contract, fit_all, val_all, seed=spec.train.seed)]
+    glob: Fitted | None = None
     for out in runner([*glob_job, *jobs]):
-        if isinstance(out, tuple):
+        if isinstance(out, Fitted):
             glob = out
             continue
         if out.bundle is not None:
@@ -322,7 +297,7 @@ def train_fleet(
             on_progress(out)
     timings["segments_s"] = round(time.perf_counter() - t0, 2)
     assert glob is not None
-    pipeline, baseline, gm, gb = glob
+    pipeline, baseline, gm, gb = glob.pipeline, glob.baseline, glob.model, glob.baseline_metrics
     own = {o.segment for o in outcomes if o.served_by == "own"}
     # The global model's reference: the rows it will serve (every segment without a champion).
     pooled = fit_all[~seg_fit.isin(own)]

@@ -107,19 +107,44 @@ def beats(model: Metrics, baseline: Metrics) -> bool:
     return model.roc_auc > baseline.roc_auc and model.pr_auc > baseline.pr_auc
 
 
-def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config: TrainConfig) -> FitOutcome:
-    """Fit the Pipeline and the baseline on `fit`, choose the threshold and evaluate on `val`."""
+@dataclass(frozen=True)
+class Fitted:
+    """A Pipeline and its lookup-table baseline fitted on `fit`, the threshold chosen and both
+    evaluated on `val` (the single model, every fleet segment and the fleet's global model)."""
+
+    pipeline: Any
+    baseline: HistoricalRateBaseline
+    X_fit: pd.DataFrame
+    X_val: pd.DataFrame
+    y_val: Any
+    p_val: Any
+    threshold: float
+    model: Metrics
+    baseline_metrics: Metrics
+
+
+def fit_and_evaluate(
+    contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, *, seed: int, model_params: Mapping[str, Any] | None = None
+) -> Fitted:
     X_fit, y_fit = contract_frame(contract, fit), fit["late"].astype(int).to_numpy()
     X_val, y_val = contract_frame(contract, val), val["late"].astype(int).to_numpy()
-    pipeline = build_pipeline(contract, seed=config.seed, model_params=config.model_params)
+    pipeline = build_pipeline(contract, seed=seed, model_params=model_params)
     pipeline.fit(X_fit, y_fit)
-    compiled, compiled_info = compile_for_serving(pipeline, X_val)
     baseline = HistoricalRateBaseline().fit(X_fit, y_fit)
     p_val = pipeline.predict_proba(X_val)[:, 1]
     b_val = baseline.predict_proba(X_val)[:, 1]
     threshold = best_f1_threshold(y_val, p_val)
     model_m = evaluate(y_val, p_val, threshold)
     base_m = evaluate(y_val, b_val, best_f1_threshold(y_val, b_val))
+    return Fitted(pipeline, baseline, X_fit, X_val, y_val, p_val, threshold, model_m, base_m)
+
+
+def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config: TrainConfig) -> FitOutcome:
+    """Fit the Pipeline and the baseline on `fit`, choose the threshold and evaluate on `val`."""
+    f = fit_and_evaluate(contract, fit, val, seed=config.seed, model_params=config.model_params)
+    pipeline, baseline, X_fit, X_val, y_val, p_val = f.pipeline, f.baseline, f.X_fit, f.X_val, f.y_val, f.p_val
+    threshold, model_m, base_m = f.threshold, f.model, f.baseline_metrics
+    compiled, compiled_info = compile_for_serving(pipeline, X_val)
     slices = slice_metrics(y_val, p_val, val["origin"].to_numpy(), threshold)
     p_fit = pipeline.predict_proba(X_fit)[:, 1]
     monitoring, profile = monitoring_reference(contract, fit, p_fit, config.seed, pipeline.named_steps["features"])
