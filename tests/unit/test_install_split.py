@@ -265,6 +265,11 @@ def run_cli(args: list[str], missing: list[str], tmp_path: Path) -> subprocess.C
         f"import sys\nfor m in {missing!r}: sys.modules[m] = None\n"
         f"from driftlight.cli import main\nsys.argv = ['driftlight', *{args!r}]\nmain()"
     )
+    return run_python(code, tmp_path)
+
+
+def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE` in a bare environment with only this checkout on the path."""
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -307,14 +312,7 @@ def test_the_backstop_names_the_extra_of_a_module_missing_deeper_down(tmp_path):
     """A path `_needs` does not guard (here a command added for the test) still names the extra, not a trace."""
     from driftlight.cli import MISSING_EXTRA_EXIT
 
-    proc = subprocess.run(
-        [sys.executable, "-c", BACKSTOP],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(BACKSTOP, tmp_path)
     assert proc.returncode == MISSING_EXTRA_EXIT, (proc.stdout[-1000:], proc.stderr[-2000:])
     assert "driftlight deep: needs the [spark] extra" in proc.stderr and "missing: pyspark" in proc.stderr
     assert "Traceback" not in proc.stderr
