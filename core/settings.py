@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # The Parquet archive of the log's closed days (core.archive): the monitor reads archived days from it
     archive_dir: Path | None = Field(None, description="Parquet archive of the log's closed days; default <home>/archive")
     archive_closed_days: bool = Field(
-        True, description="the monitor archives the log's closed local event days (not yet archived, or changed) before each run"
+        True, description="before each run the monitor archives the closed days of the window it judges (new or changed)"
     )
 
     # Monitor reports (core.reports): an Evidently HTML report is ~4.7 MB, so keep only the newest
