@@ -26,8 +26,10 @@ from data_contracts.fleet import GLOBAL, FleetSpec
 from monitoring.fleet import ModelRef
 
 
-def champion_versions(registry: Registry, spec: FleetSpec) -> dict[str, str]:
-    """{model name: version} of every fleet model with `spec.alias` set (segments and global)."""
+def champion_versions(registry: Registry, spec: FleetSpec, alias: str | None = None) -> dict[str, str]:
+    """{model name: version} of every fleet model with `alias` (default: the fleet's champion alias,
+    `spec.alias`) set, segments and global, in one registry query where the registry allows it."""
+    alias = alias or spec.alias
     client = getattr(registry, "client", None)
     if client is not None and hasattr(client, "search_registered_models"):
         out: dict[str, str] = {}
@@ -37,7 +39,7 @@ def champion_versions(registry: Registry, spec: FleetSpec) -> dict[str, str]:
                 filter_string=f"name LIKE '{spec.model_prefix}%'", max_results=1000, page_token=token
             )
             for rm in page:
-                v = (rm.aliases or {}).get(spec.alias)
+                v = (rm.aliases or {}).get(alias)
                 if v is not None:
                     out[rm.name] = str(v)
             token = getattr(page, "token", None)
@@ -45,7 +47,7 @@ def champion_versions(registry: Registry, spec: FleetSpec) -> dict[str, str]:
                 return out
     names = getattr(registry, "names", None)
     candidates = names() if callable(names) else []
-    return {n: v for n in candidates if n.startswith(spec.model_prefix) and (v := registry.alias_version(n, spec.alias))}
+    return {n: v for n in candidates if n.startswith(spec.model_prefix) and (v := registry.alias_version(n, alias))}
 
 
 def segment_of_model(spec: FleetSpec, name: str) -> str:

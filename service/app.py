@@ -49,7 +49,7 @@ def create_app(
         from data_contracts.fleet import load_fleet
         from service.fleet import FleetRouter
 
-        fleet = FleetRouter(load_fleet(settings.fleet_file, contract))
+        fleet = FleetRouter(load_fleet(settings.fleet_file, contract), shadow_alias=settings.shadow_alias)
     ctx = ServiceContext(
         settings=settings,
         contract=contract,

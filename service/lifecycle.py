@@ -170,19 +170,27 @@ class ModelHolder:
             return out
 
     def _reload_shadow(self, registry: Registry) -> None:
-        s = self.settings
-        if not s.shadow_alias or self.fleet is not None:  # shadow scoring is single-model only (for now)
+        """The shadow of the model `self.model_name` (the single model, or a fleet's global model;
+        a fleet's segment shadows are the router's)."""
+        s, name = self.settings, self.model_name
+        if not s.shadow_alias:
             return
-        version = registry.alias_version(s.model_name, s.shadow_alias)
+        version = registry.alias_version(name, s.shadow_alias)
         champion = self.model.version if self.model is not None else None
         if version is None or version == champion:
             if self.shadow is not None:
-                log.info("shadow scoring stops (%s@%s is %s)", s.model_name, s.shadow_alias, version or "unset")
+                log.info("shadow scoring stops (%s@%s is %s)", name, s.shadow_alias, version or "unset")
             self.shadow = None
         elif self.shadow is None or self.shadow.version != version:
-            bundle = registry.load(s.model_name, version)
-            self.shadow = LoadedModel(name=s.model_name, version=version, alias=s.shadow_alias, bundle=bundle)
-            log.info("shadow scoring %s v%s (%s) beside the champion", s.model_name, version, s.shadow_alias)
+            bundle = registry.load(name, version)
+            self.shadow = LoadedModel(name=name, version=version, alias=s.shadow_alias, bundle=bundle)
+            log.info("shadow scoring %s v%s (%s) beside the champion", name, version, s.shadow_alias)
+
+    def shadow_for(self, model_name: str) -> LoadedModel | None:
+        """The shadow version loaded beside the model that served a row (`model_name`), if any."""
+        if model_name == self.model_name:
+            return self.shadow
+        return self.fleet.shadow_of(model_name) if self.fleet is not None else None
 
 
 class Reloader:
@@ -220,15 +228,18 @@ class ShadowScorer:
         self, holder: ModelHolder, runs: RunStore, columns: list[str], metrics: ServiceMetrics, max_queue: int = 20_000
     ) -> None:
         self.holder, self.runs, self.columns, self.metrics = holder, runs, columns, metrics
-        self.queue: queue.Queue[tuple[str, Mapping[str, Any]] | None] = queue.Queue(max_queue)
+        self.queue: queue.Queue[tuple[str, Mapping[str, Any], str] | None] = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._run, name="driftlight-shadow", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, pid: str, record: Mapping[str, Any]) -> None:
+    def submit(self, pid: str, record: Mapping[str, Any], model_name: str) -> None:
+        """Queue a served record for the shadow of `model_name` (the model that served it)."""
+        if self.holder.shadow_for(model_name) is None:
+            return  # nothing shadows that model: no work, nothing dropped
         try:
-            self.queue.put_nowait((pid, record))
+            self.queue.put_nowait((pid, record, model_name))
         except queue.Full:
             self.metrics.shadow.labels("dropped").inc()
 
@@ -249,22 +260,27 @@ class ShadowScorer:
             if batch:
                 self._score(batch)
 
-    def _score(self, batch: list[tuple[str, Mapping[str, Any]]]) -> None:
-        shadow = self.holder.shadow
-        if shadow is None:
-            return
-        try:
-            probs, _ = shadow.predict_frame(frame_from_records([r for _, r in batch], self.columns))
-            self.runs.add_shadow_scores(
-                [
-                    {"prediction_id": pid, "model_version": shadow.version, "probability": float(p)}
-                    for (pid, _), p in zip(batch, probs, strict=True)
-                ]
-            )
-            self.metrics.shadow.labels("scored").inc(len(batch))
-        except Exception as exc:  # the shadow must never hurt serving
-            self.metrics.shadow.labels("failed").inc(len(batch))
-            log.error("shadow scoring failed for %d rows: %s", len(batch), exc)
+    def _score(self, batch: list[tuple[str, Mapping[str, Any], str]]) -> None:
+        """Score each model's rows with that model's shadow (one frame per model), store them."""
+        by_model: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+        for pid, rec, name in batch:
+            by_model.setdefault(name, []).append((pid, rec))
+        for name, rows in by_model.items():
+            shadow = self.holder.shadow_for(name)
+            if shadow is None:  # the shadow alias moved away since the row was queued
+                continue
+            try:
+                probs, _ = shadow.predict_frame(frame_from_records([r for _, r in rows], self.columns))
+                self.runs.add_shadow_scores(
+                    [
+                        {"prediction_id": pid, "model_version": shadow.version, "probability": float(p)}
+                        for (pid, _), p in zip(rows, probs, strict=True)
+                    ]
+                )
+                self.metrics.shadow.labels("scored").inc(len(rows))
+            except Exception as exc:  # the shadow must never hurt serving
+                self.metrics.shadow.labels("failed").inc(len(rows))
+                log.error("shadow scoring of %s failed for %d rows: %s", name, len(rows), exc)
 
     def stop(self) -> None:
         try:

@@ -117,7 +117,7 @@ def answer(ctx: ServiceContext, recs: list[Mapping[str, Any]], scored: Scored, *
         pid = new_id(key, drill=drill)
         ctx.log_row(pid, rec, p, late, x, warns, version, now, model_name=name)
         if shadow is not None:
-            shadow.submit(pid, rec)
+            shadow.submit(pid, rec, name)
         out.append(
             {
                 "prediction_id": pid,
