@@ -29,7 +29,7 @@ from data_contracts.contract import REJECTED_BY_EVENT, Contract, load_contract
 from data_contracts.windows import window_bounds
 from monitoring.monitor import Judgement, ModelContext, WindowAccumulator, judge
 from monitoring.performance import Performance
-from monitoring.policy import PolicySettings, Verdict, load_policy
+from monitoring.policy import PolicySettings, Verdict, load_policy, retrain_hold
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -63,6 +63,7 @@ class MonitorResult:
     performance: Performance
     reports: Mapping[str, str]
     retrain_request: str | None = None
+    retrain_withheld: str | None = None  # red on broken data: why no retrain was asked (policy.retrain_hold)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class MonitorResult:
             "performance": self.performance.as_dict(),
             "reports": dict(self.reports),
             "retrain_request": self.retrain_request,
+            "retrain_withheld": self.retrain_withheld,
         }
 
 
@@ -176,11 +178,15 @@ def publish(
     extra: Mapping[str, Any],
     request_retrain: bool,
     drill: str | None = None,
-) -> tuple[str, str | None]:
-    """Record the run, notify the owner on yellow/red, ask for a retrain on a window red on its own.
-    A drill's run is recorded as the drill's (never the real light), pages nobody, asks for nothing.
-    Returns (run id, retrain request id or None)."""
+) -> tuple[str, str | None, str | None]:
+    """Record the run, notify the owner on yellow/red, ask for a retrain on a window red on its own
+    unless its data is broken. A drill's run is recorded as the drill's (never the real light), pages
+    nobody, asks for nothing. Returns (run id, retrain request id or None, why the retrain was
+    withheld or None)."""
     verdict = j.verdict
+    hold = retrain_hold(verdict.reasons, policy) if verdict.raw_status == "red" and drill is None else None
+    if hold:
+        extra = {**extra, "retrain_withheld": hold}
     run_id = runs.record_run(
         window_start=window[0],
         window_end=window[1],
@@ -196,17 +202,19 @@ def publish(
     )
     if drill is not None:
         log.info("drill %s: %s", drill, verdict.status.upper())
-        return run_id, None
+        return run_id, None, None
     if verdict.status in ("yellow", "red"):
-        notify_owner(
-            verdict, policy, {"run_id": run_id, "status": verdict.status, "reasons": [asdict(r) for r in verdict.top_reasons(5)]}
-        )
+        payload = {"run_id": run_id, "status": verdict.status, "reasons": [asdict(r) for r in verdict.top_reasons(5)]}
+        notify_owner(verdict, policy, {**payload, "retrain_withheld": hold} if hold else payload)
     # Only a window that is red on its own asks for a retrain; one held red by hysteresis
-    # does not ask twice for the same trouble (the closed loop adds a cooldown on top).
+    # does not ask twice for the same trouble (the closed loop adds a cooldown on top). Broken
+    # data asks for none: it is fixed at the source, not learned (monitoring.policy.retrain_hold).
     request = None
-    if verdict.raw_status == "red" and request_retrain:
+    if hold:
+        log.warning("monitor: %s", hold)
+    elif verdict.raw_status == "red" and request_retrain:
         request = runs.request_retrain(run_id, ctx.version, [asdict(r) for r in verdict.reasons])
-    return run_id, request
+    return run_id, request, hold
 
 
 def door_violations(
@@ -326,9 +334,9 @@ def run_window(
     count_quarantined = getattr(store, "count_quarantined", None)
     if callable(count_quarantined) and span is not None:
         extra["log_quarantined"] = count_quarantined(*span)
-    run_id = request = None
+    run_id = request = hold = None
     if record:
-        run_id, request = publish(
+        run_id, request, hold = publish(
             j, ctx=ctx, runs=runs, policy=policy, window=(start, end), by=by, reports=reports, extra=extra,
             request_retrain=request_retrain, drill=drill,
         )  # fmt: skip
@@ -341,6 +349,7 @@ def run_window(
         performance=ws.performance,
         reports=reports,
         retrain_request=request,
+        retrain_withheld=hold,
     )
 
 

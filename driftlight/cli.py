@@ -338,6 +338,8 @@ def monitor(
     lines += [f"  report: {p}" for p in res.reports.values()]
     if res.retrain_request:
         lines.append(f"  retrain requested: {res.retrain_request}")
+    if res.retrain_withheld:
+        lines.append(f"  {res.retrain_withheld}")
     _out(res.as_dict(), as_json, "\n".join(lines))
     if retrain and res.retrain_request:
         raise typer.Exit(_spawn_retrain())

@@ -146,6 +146,8 @@ def run(policy_on: bool, home: Path, echo: Any = print, **retrain: Any) -> list[
             late_rate=float(perf.label_rate),
             mean_prediction=float(perf.mean_prediction),
         )
+        if policy_on and res.retrain_withheld:
+            row.retrain = {"status": "withheld", "reasons": [res.retrain_withheld.split(";")[0]]}
         if policy_on and res.retrain_request:
             now = datetime(last.year, last.month, last.day, 23, 59, tzinfo=UTC)
             t0 = time.perf_counter()

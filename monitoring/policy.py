@@ -117,6 +117,8 @@ class PolicySettings:
     min_rows: int = 500
     owner: str = "ml-oncall"
     webhook_url: str | None = None
+    # A red window whose data is broken asks for no retrain unless this is set (see `retrain_hold`).
+    retrain_when_data_broken: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,33 @@ def cap_world_moved(reasons: list[Reason]) -> tuple[list[Reason], str]:
     return out, f"world moved ({names}) but no model_hurt reason: held at yellow"
 
 
+def retrain_hold(reasons: Iterable[Reason], settings: PolicySettings) -> str | None:
+    """Why a red window must not ask for a retrain, or None when it may.
+
+    Broken data is fixed at its source, not learned: a challenger fitted on a window whose
+    temperatures arrive in Celsius, whose sensor is frozen or whose feed lost half its traffic
+    learns the fault, and the gate, judging it on a holdout from the same broken feed, may well
+    promote it. So a critical data-broken reason pages the owner (red) and withholds the retrain,
+    even when the model looks hurt too (broken inputs hurt any model). A red on model-hurt evidence
+    alone retrains as before. `retrain.when_data_broken: true` in the policy restores the old rule."""
+    if settings.retrain_when_data_broken:
+        return None
+    broken = sorted(
+        {
+            f"{r.signal}:{r.feature}" if r.feature else r.signal
+            for r in reasons
+            if r.question == "data_broken" and r.severity == "critical"
+        }
+    )
+    if not broken:
+        return None
+    return (
+        f"retrain withheld: the data is broken ({', '.join(broken)}); fix the feed, then retrain with"
+        " `driftlight retrain` (a model fitted on broken data learns the fault). To retrain on broken data"
+        " anyway, set `retrain: {when_data_broken: true}` in the policy."
+    )
+
+
 def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
     rules = []
     for raw in doc.get("rules") or ():
@@ -233,12 +262,17 @@ def parse_policy(doc: Mapping[str, Any]) -> PolicySettings:
         rules.append(rule)
     hyst = doc.get("hysteresis") or {}
     notify = doc.get("notify") or {}
+    retrain = doc.get("retrain") or {}
+    unknown = set(retrain) - {"when_data_broken"}
+    if unknown:
+        raise ValueError(f"policy retrain: unknown keys {sorted(unknown)} (known: when_data_broken)")
     return PolicySettings(
         rules=tuple(rules),
         clear_after=int(hyst.get("clear_after", 2)),
         min_rows=int(doc.get("min_rows", 500)),
         owner=str(notify.get("owner", "ml-oncall")),
         webhook_url=notify.get("webhook_url"),
+        retrain_when_data_broken=bool(retrain.get("when_data_broken", False)),
     )
 
 

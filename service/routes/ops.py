@@ -36,6 +36,8 @@ def status_body(latest: dict[str, Any], *, paths: bool = True) -> dict[str, Any]
         "rows": latest["rows"],
         "reports": reports,
         "drill": latest.get("drill"),
+        # Red on broken data: why no retrain was asked (fix the feed first; monitoring.policy.retrain_hold).
+        "retrain_withheld": latest["summary"].get("retrain_withheld"),
     }
 
 

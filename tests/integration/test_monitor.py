@@ -86,9 +86,14 @@ def test_fahrenheit_to_celsius_is_caught_as_a_unit_change(served, contract, cont
         return {**rec, "temp": None if rec["temp"] is None else round((rec["temp"] - 32) * 5 / 9, 2)}
 
     send(client, contract, control_rows, celsius)
-    _, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
+    mon, res = judge(s, date(2013, 1, 1), date(2013, 3, 17))
     assert res.verdict.status == "red"
     assert res.verdict.reasons[0].signal == "unit_change" and res.verdict.reasons[0].feature == "temp"
+    # Broken data is fixed at the source, not learned: red, the owner is told, no retrain is asked.
+    assert res.retrain_request is None and not mon.runs.pending_retrains()
+    run = mon.runs.run(res.run_id or "")
+    assert run is not None and "unit_change:temp" in run["summary"]["retrain_withheld"]
+    assert res.retrain_withheld == run["summary"]["retrain_withheld"] == client.get("/status").json()["retrain_withheld"]
 
 
 def test_too_few_rows_is_not_judged(served, contract, control_rows):

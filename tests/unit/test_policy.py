@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from monitoring.policy import QUESTIONS, PolicySettings, Rule, Signal, decide, load_policy, parse_policy, question_of, worst
+from monitoring.policy import (
+    QUESTIONS,
+    PolicySettings,
+    Rule,
+    Signal,
+    decide,
+    load_policy,
+    parse_policy,
+    question_of,
+    retrain_hold,
+    worst,
+)
 
 # The threshold mechanics (colours, first match, hysteresis) on rules that answer "is the data
 # broken?", whose critical is red on its own; the world-moved cap has its own tests below.
@@ -167,3 +180,23 @@ def test_a_cadence_rule_holds_single_days_to_their_own_threshold() -> None:
     assert decide([bare], policy).raw_status == "yellow"
     assert decide([Signal("label_rate_shift_vs_null", None, 3.5, cadence_days=1)], policy).raw_status == "green"
     assert decide([Signal("label_rate_shift_vs_null", None, 3.5, cadence_days=7)], policy).raw_status == "yellow"
+
+
+def test_broken_data_withholds_the_retrain_a_hurt_model_alone_does_not() -> None:
+    """Red on broken data pages the owner but asks for no retrain (a model fitted on the broken feed
+    learns the fault), even when the model looks hurt too; red on model-hurt evidence alone retrains.
+    The policy can restore retraining on broken data."""
+    broken = decide([Signal("unit_change", "temp", 1.0), Signal("roc_auc_drop", None, 0.05)], Q)
+    assert broken.status == "red"
+    why = retrain_hold(broken.reasons, Q)
+    assert why is not None and "unit_change:temp" in why and "when_data_broken" in why
+    hurt = decide([Signal("roc_auc_drop", None, 0.05), Signal("psi_vs_null", "temp", 7.5)], Q)
+    assert hurt.status == "red" and retrain_hold(hurt.reasons, Q) is None
+    dup = dataclasses.replace(Q, rules=(*Q.rules, Rule("duplicate_share", warning=0.01, critical=0.05)))
+    warned = decide([Signal("duplicate_share", None, 0.02)], dup)  # a data-broken *warning* is yellow: nothing to withhold
+    assert warned.status == "yellow" and retrain_hold(warned.reasons, dup) is None
+    anyway = dataclasses.replace(Q, retrain_when_data_broken=True)
+    assert retrain_hold(broken.reasons, anyway) is None
+    assert load_policy().retrain_when_data_broken is False
+    with pytest.raises(ValueError, match="when_data_broken"):
+        parse_policy({"rules": [], "retrain": {"when_broken": True}})
