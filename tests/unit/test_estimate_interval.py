@@ -191,7 +191,7 @@ def test_only_the_estimate_section_of_the_doc_is_rewritten():
     section = estimate_markdown(rows, {"estimate_error_rms_by_cadence": {"1": 0.064, "7": 0.016}, "estimate_bias_jan_mar": bias})
     assert section.startswith(ESTIMATE_HEADING) and "--only-estimate" in section
     assert "median |estimated - realised| **0.020**" in section and "coverage **80%**" in section
-    assert "validation 8, mean error -0.005, control 19, mean error +0.011" in section
+    assert "validation 8: mean error -0.005; control 19: mean error +0.011" in section
     # the candidates replayed on the weeks (all in April: the choosing half), the kept one marked
     assert "| none (the uncorrected estimate) | 0.0200 | - | 0.0200 |" in section
     assert "(kept: `estimate_correction`)** | 0.0200 |" in section  # never beyond 0.03 over the last 4: no correction
