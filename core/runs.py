@@ -205,9 +205,11 @@ class RunStore:
         min_label_coverage: float = 0.9,
         limit: int = 52,
     ) -> list[float]:
-        """The label-free estimate's errors (estimate - realised ROC AUC) on earlier windows of
-        `model_version` spanning `span_days` local days, oldest first: the evidence the monitor
-        widens the estimate's interval with (monitoring.performance.online_estimate_interval).
+        """The label-free estimate's errors (uncorrected estimate - realised ROC AUC) on earlier
+        windows of `model_version` spanning `span_days` local days, oldest first: the evidence the
+        monitor corrects the estimate and widens its interval with (monitoring.performance:
+        estimate_correction, corrected_errors, online_estimate_interval). Runs recorded before the
+        correction existed have only `error`, which was the uncorrected estimate's.
 
         Only windows that ended at or before `before` (the start of the window about to be judged:
         never the window itself, never a later one), judged for the real light (no drill), whose
@@ -228,7 +230,7 @@ class RunStore:
         by_window: dict[tuple[datetime | None, datetime], float] = {}
         for start, end, summary in rows:  # oldest run first: a later run of a window replaces it
             est = (json.loads(summary or "{}").get("estimate")) or {}
-            err = est.get("error")
+            err = est.get("uncorrected_error", est.get("error"))  # runs before the correction: the same
             if (
                 isinstance(err, int | float)
                 and err == err  # not NaN: the window's labels were in when it was judged

@@ -35,10 +35,13 @@ from monitoring.performance import (
     Interval,
     Performance,
     auc_block_bootstrap,
+    corrected_errors,
+    estimate_correction,
     estimate_prior_half_width,
     expected_auc_interval,
     online_estimate_interval,
     recent_estimate_error,
+    shifted,
     window_performance,
 )
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
@@ -228,9 +231,10 @@ class WindowAccumulator:
         return self._sample.drop(columns="_key")
 
     def finish(self, *, min_labels: int = 300, past_errors: Sequence[float] | None = None) -> WindowSignals:
-        """The window's signals. `past_errors`: label-free estimate - realised AUC of earlier windows
-        of this model and span whose labels are in, oldest first (read by core from the run store):
-        they widen the estimate's interval by the wobble it has shown (never this window's own)."""
+        """The window's signals. `past_errors`: uncorrected label-free estimate - realised AUC of
+        earlier windows of this model and span whose labels are in, oldest first (read by core from
+        the run store): they correct the estimate when it recently failed (`estimate_correction`) and
+        widen its interval by the wobble it has shown (never this window's own)."""
         ctx = self.ctx
         past = [float(e) for e in (past_errors or ()) if math.isfinite(e)]
         sig: list[Signal] = []
@@ -297,14 +301,20 @@ class WindowAccumulator:
         if not math.isnan(perf.expected_roc_auc) and perf.rows >= 2:
             sampling = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
             prior = estimate_prior_half_width(sampling, ctx.estimate_wobble(span))
-            est, level = online_estimate_interval(sampling, past, prior)
+            # corrected by the recent errors of earlier windows only; the interval centres on the
+            # corrected estimate and adapts to the errors the corrected estimate made
+            correction = estimate_correction(past)
+            est, level = online_estimate_interval(shifted(sampling, -correction), corrected_errors(past), prior)
             intervals["expected_roc_auc"] = est.as_dict()
             intervals["expected_roc_auc_sampling"] = sampling.as_dict()
             realised = perf.roc_auc if perf.labelled >= min_labels else math.nan
             estimate = {
                 "estimate": est.estimate,
+                "uncorrected": sampling.estimate,
+                "correction": correction,
                 "realised": realised,
                 "error": est.estimate - realised,
+                "uncorrected_error": sampling.estimate - realised,  # what later windows are corrected by
                 "label_coverage": perf.label_coverage,
                 "span_days": span,
                 "past_windows": len(past),
@@ -316,7 +326,8 @@ class WindowAccumulator:
                     "expected_roc_auc_drop",
                     ref_auc,
                     widen(est, ref_sd),  # as the realised interval: one hard day is not a hurt model
-                    f"label-free estimate, assumes calibration; widened by the errors of {len(past)} past labelled windows",
+                    f"label-free estimate, assumes calibration; widened by the errors of {len(past)} past labelled windows"
+                    + (f", corrected by {-correction:+.3f} (their recent mean error)" if correction else ""),
                 )
             )
         if self.last_event is not None:

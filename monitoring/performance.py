@@ -309,3 +309,46 @@ def recent_estimate_error(past_errors: Any, last: int = 4) -> float:
     errs = np.asarray(list(past_errors), dtype="float64")
     errs = errs[np.isfinite(errs)][-last:]
     return float(np.median(np.abs(errs))) if errs.size else math.nan
+
+
+# --- the point estimate, corrected by its own recent failures ----------------------------------------
+# The estimate assumes the model is still calibrated. When the last labelled windows show that
+# assumption failing beyond the tolerance (the trust flag's "recently failed" half: the same last 4
+# windows, the same ESTIMATE_TOLERANCE, both fixed before this correction existed), the estimate is
+# moved by the mean error of those windows; otherwise it is left alone, since correcting a calibrated
+# estimate by the mean of 4 noisy errors only adds their noise. Chosen on April-July 2013 (see
+# docs/thresholds.md, where the choice and what was looked at are disclosed).
+
+CORRECTION_LAST = 4  # the trust flag's window (recent_estimate_error's `last`), not tuned
+
+
+def estimate_correction(past_errors: Any, last: int = CORRECTION_LAST, tolerance: float = ESTIMATE_TOLERANCE) -> float:
+    """What to subtract from the label-free estimate of the next window: the mean of the last `last`
+    errors (uncorrected estimate - realised AUC of earlier windows, oldest first) when their median
+    |error| exceeds `tolerance`, else 0 (also with no past window). Uses only the windows given."""
+    errs = np.asarray(list(past_errors), dtype="float64")
+    errs = errs[np.isfinite(errs)][-last:]
+    if not errs.size or not float(np.median(np.abs(errs))) > tolerance:
+        return 0.0
+    return float(np.mean(errs))
+
+
+def corrected_errors(past_errors: Any) -> list[float]:
+    """The errors the corrected estimate made on earlier windows, replayed from the uncorrected ones
+    (oldest first): error i minus the correction computed from the errors before i (the one that
+    window got). The interval's adaptive conformal step runs on these, as it centres on the
+    corrected estimate."""
+    errs = np.asarray(list(past_errors), dtype="float64")
+    errs = errs[np.isfinite(errs)]
+    return [float(errs[i] - estimate_correction(errs[:i])) for i in range(errs.size)]
+
+
+def shifted(interval: Interval, by: float) -> Interval:
+    """`interval` moved by `by` (estimate and bounds), clipped to [0, 1]: an AUC stays an AUC."""
+    if by == 0.0:
+        return interval
+
+    def clip(x: float) -> float:
+        return min(1.0, max(0.0, x + by)) if math.isfinite(x) else x
+
+    return Interval(clip(interval.estimate), clip(interval.low), clip(interval.high), interval.level, interval.blocks)

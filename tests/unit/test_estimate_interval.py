@@ -14,9 +14,12 @@ from monitoring.monitor import estimate_trust
 from monitoring.performance import (
     Interval,
     aci_half_widths,
+    corrected_errors,
+    estimate_correction,
     estimate_prior_half_width,
     online_estimate_interval,
     recent_estimate_error,
+    shifted,
 )
 from monitoring.policy import Signal
 
@@ -85,7 +88,37 @@ def test_trust_flag_distrusts_an_estimate_that_just_failed():
     assert not ok and "recent labelled windows" in why
 
 
+def test_the_estimate_is_corrected_only_after_recent_failure_and_only_by_recent_windows():
+    assert estimate_correction([]) == 0.0  # no past window: the estimate as it was
+    assert estimate_correction([0.01, -0.02, 0.02, 0.0, 0.03]) == 0.0  # within tolerance: left alone
+    assert math.isclose(estimate_correction([0.5, 0.05, 0.06, 0.04, 0.07]), 0.055)  # the last 4's mean, not the 0.5
+    assert estimate_correction([0.5, 0.5, 0.5, 0.5, 0.01, 0.0, -0.01, 0.02]) == 0.0  # old failures are forgotten
+    assert math.isclose(estimate_correction([-0.06, -0.05, -0.07, 0.02]), -0.04)  # an estimate too low is raised
+    assert estimate_correction([float("nan"), 0.01]) == 0.0
+
+
+def test_corrected_errors_replay_each_window_with_the_correction_it_got_from_earlier_windows():
+    errors = [0.06, 0.05, 0.07, 0.04, 0.06, 0.01, 0.09]
+    got = corrected_errors(errors)
+    want = [e - estimate_correction(errors[:i]) for i, e in enumerate(errors)]
+    assert got == want and got[0] == 0.06 and math.isclose(got[4], 0.06 - 0.055)
+    # a window's corrected error depends on it and the windows before it, never on later ones
+    future = [*errors[:4], -0.5, 0.5, -0.5]
+    assert corrected_errors(future)[:4] == got[:4] and corrected_errors(future)[5] != got[5]
+    calm = [0.01, -0.02, 0.02, 0.0, -0.01]
+    assert corrected_errors(calm) == calm  # nothing corrected: the errors are the estimate's own
+
+
+def test_the_online_interval_centres_on_the_corrected_estimate():
+    past = [0.06, 0.05, 0.07, 0.04]
+    c = estimate_correction(past)
+    iv, _ = online_estimate_interval(shifted(SAMPLING, -c), corrected_errors(past), 0.03)
+    assert math.isclose(iv.estimate, 0.70 - 0.055) and math.isclose(iv.high - iv.estimate, iv.estimate - iv.low)
+    assert shifted(SAMPLING, 0.0) is SAMPLING and shifted(Interval(0.99, 0.97, 1.0, 0.9, 5), 0.05).high == 1.0
+
+
 def _record(store: RunStore, start: datetime, error: float, *, version: str = "3", span: int = 7, **kw) -> None:
+    estimate = {"error": error, "span_days": span, "label_coverage": kw.pop("coverage", 1.0), **kw.pop("more", {})}
     store.record_run(
         window_start=start,
         window_end=start + timedelta(days=span),
@@ -96,7 +129,7 @@ def _record(store: RunStore, start: datetime, error: float, *, version: str = "3
         status="green",
         raw_status="green",
         reasons=[],
-        summary={"estimate": {"error": error, "span_days": span, "label_coverage": kw.pop("coverage", 1.0)}},
+        summary={"estimate": estimate},
         drill=kw.pop("drill", None),
     )
 
@@ -125,11 +158,25 @@ def test_run_store_hands_over_only_windows_that_ended_before_the_judged_one(tmp_
     store.dispose()
 
 
+def test_run_store_hands_over_the_uncorrected_errors_the_correction_is_computed_from(tmp_path):
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    t0 = datetime(2013, 4, 1, 4, tzinfo=UTC)
+    week = timedelta(days=7)
+    _record(store, t0, 0.05)  # judged before the correction existed: its error is the uncorrected one
+    _record(store, t0 + week, 0.01, more={"uncorrected_error": 0.06, "correction": 0.05})
+    assert store.estimate_errors("3", 7, t0 + 2 * week) == [0.05, 0.06]
+    store.dispose()
+
+
 def _week(i: int, error: float, covered: bool, trusted: bool) -> dict:
-    alt = {"bias_corrected": 0.7, "last_realised": 0.69, "average_with_last": 0.7, "platt_last_4": 0.71}
+    alt = {
+        "uncorrected": 0.7, "bias_corrected": 0.7, "median_last_4": 0.7, "last_realised": 0.69, "average_with_last": 0.7,
+        "platt_last_4": 0.71,
+    }  # fmt: skip
     return {
         "week": f"2013-04-{1 + 7 * i:02d}", "rows": 6000, "estimate": 0.7, "low": 0.62, "high": 0.78, "realised": 0.7 - error,
-        "error": error, "covered": covered, "past_weeks": i, "sampling_covered": False, "sampling_half": 0.02,
+        "error": error, "uncorrected": 0.7, "correction": 0.0, "uncorrected_error": error,
+        "covered": covered, "past_weeks": i, "sampling_covered": False, "sampling_half": 0.02,
         "prior_covered": covered, "prior_half": 0.1, "late_labels_covered": covered, "half": 0.08, "alternatives": alt,
         "trusted": trusted, "why": "" if trusted else "recent labelled windows off by 0.05 (median |error|)",
         "trusted_inputs": True, "trusted_recent": trusted,
@@ -140,9 +187,14 @@ def test_only_the_estimate_section_of_the_doc_is_rewritten():
     from drills.calibrate import ESTIMATE_HEADING, estimate_markdown, splice_estimate
 
     rows = [_week(i, e, abs(e) < 0.08, i % 2 == 0) for i, e in enumerate([0.01, -0.03, 0.09, 0.02, -0.01])]
-    section = estimate_markdown(rows, {"estimate_error_rms_by_cadence": {"1": 0.064, "7": 0.016}})
+    bias = {"validation": {"weeks": 8, "mean_error": -0.005}, "control": {"weeks": 19, "mean_error": 0.011}}
+    section = estimate_markdown(rows, {"estimate_error_rms_by_cadence": {"1": 0.064, "7": 0.016}, "estimate_bias_jan_mar": bias})
     assert section.startswith(ESTIMATE_HEADING) and "--only-estimate" in section
     assert "median |estimated - realised| **0.020**" in section and "coverage **80%**" in section
+    assert "validation 8: mean error -0.005; control 19: mean error +0.011" in section
+    # the candidates replayed on the weeks (all in April: the choosing half), the kept one marked
+    assert "| none (the uncorrected estimate) | 0.0200 | - | 0.0200 |" in section
+    assert "(kept: `estimate_correction`)** | 0.0200 |" in section  # never beyond 0.03 over the last 4: no correction
     assert "weeks with ≥ 4 labelled past weeks (1): coverage **100%**" in section
     assert "| **the flag (either)** | 3: 0.010, 67% | 2: 0.025, 100% |" in section
     head = "# Thresholds\n\n## Power\n\n| a | b |\n"
