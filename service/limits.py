@@ -9,11 +9,17 @@
   the connection opening or of the request's first byte.
 - Idle keep-alive connections and concurrency: uvicorn's `timeout_keep_alive` and
   `limit_concurrency` (503 beyond), passed by `driftlight serve` from the settings.
+
+The same protocol turns Nagle's algorithm off on every TCP connection (`no_delay`): with
+`--workers N` on asyncio's event loop (the [serve] install has no uvloop) uvicorn leaves it on, and
+each keep-alive response would wait ~40 ms for the client's delayed ACK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -94,6 +100,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        no_delay(transport)
         self._arm()
 
     def on_message_begin(self) -> None:
@@ -121,6 +128,21 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def no_delay(transport: asyncio.BaseTransport) -> None:
+    """Turn Nagle's algorithm off on `transport`'s socket if it is TCP: each response write leaves at once.
+
+    asyncio sets TCP_NODELAY only on sockets whose `proto` is IPPROTO_TCP, and the listening socket
+    uvicorn binds for `--workers N` has proto 0, which every accepted socket inherits (uvicorn
+    0.54.0, https://github.com/Kludex/uvicorn/issues/3149). uvicorn writes a response's headers and
+    body separately, so with Nagle on the body waits for the client's delayed ACK (~40 ms on Linux).
+    uvloop sets the option itself; setting it again is harmless.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        with contextlib.suppress(OSError):  # the peer may already have gone; the connection then ends anyway
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def configure(settings: Settings) -> None:
