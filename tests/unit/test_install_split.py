@@ -186,6 +186,19 @@ def test_the_split_check_can_fail():
     assert any(Requirement(r).name == "mlflow-skinny" and r.endswith(str(full.specifier)) for r in md.requires("mlflow") or [])
 
 
+def test_serve_installs_uvicorns_httptools_and_not_the_rest_of_its_standard_extra():
+    """service/limits.py subclasses uvicorn's httptools protocol: uvicorn alone does not require
+    httptools, so the base set names it. The rest of uvicorn[standard] is left out on purpose
+    (README, "Installing": uvloop alone is 13.6 MB; websockets and watchfiles serve no route or
+    option of the API); the monitor side still gets them through evidently's uvicorn[standard]."""
+    serve = installed_closure(project()["dependencies"])
+    assert "httptools" in serve
+    left_out = {"uvloop", "websockets", "watchfiles"} & serve
+    assert not left_out, f"{sorted(left_out)} pulled into the [serve] install"
+    uvicorn = next(Requirement(r) for r in project()["dependencies"] if Requirement(r).name == "uvicorn")
+    assert not uvicorn.extras, f"uvicorn{sorted(uvicorn.extras)} pulls in what the API does not use"
+
+
 SERVE_ONCE = textwrap.dedent(
     """
     import asyncio, json, os, sys
