@@ -255,20 +255,22 @@ def expected_auc_interval(
     size = np.diff(np.r_[bstarts, s.size]).astype("float64")
     rng = np.random.default_rng(seed)
     fixed_q = None if block_sd > 0 else 1.0 / (1.0 + np.exp(-(logit + 0.0)))
-    q = np.empty_like(s)
+    neg_logit = -logit
+    q, u, y = np.empty_like(s), np.empty_like(s), np.empty(s.size, dtype=bool)
     aucs = []
     for a in range(0, n_boot, _REPLICATES_AT_ONCE):
         b = min(_REPLICATES_AT_ONCE, n_boot - a)
         pos = np.empty((bstarts.size, b))
         for j in range(b):
             if fixed_q is None:
-                # 1 / (1 + exp(-(logit + shock))), in place: the same values as the plain expression
-                np.add(logit, rng.normal(0.0, block_sd, size=k)[codes], out=q)
-                np.negative(q, out=q)
+                # 1 / (1 + exp(-(logit + shock))) in place, bit for bit: -(l + z) == -l - z exactly
+                np.take(rng.normal(0.0, block_sd, size=k), codes, out=q)
+                np.subtract(neg_logit, q, out=q)
                 np.exp(q, out=q)
                 q += 1.0
                 np.divide(1.0, q, out=q)
-            y = rng.random(s.size) < (q if fixed_q is None else fixed_q)
+            rng.random(out=u)
+            np.less(u, q if fixed_q is None else fixed_q, out=y)
             pos[:, j] = np.add.reduceat(y, bstarts, dtype="float64")
         aucs.append(_binned_aucs(pos, size[:, None] - pos))
     boots = np.concatenate(aucs) if aucs else np.array([])
