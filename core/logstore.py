@@ -651,8 +651,9 @@ class LogStore:
                 else:
                     cur.execute(sql)
                 batches = []
-                # In slices: a million label tuples at once would cost ~250 MB of Python objects.
-                while rows := cur.fetchmany(100_000):
+                # In slices: a million label tuples at once would cost ~250 MB of Python objects, and
+                # 100k-row slices still peaked at +143 MB RSS for 950k labels (10k-row ones: +84 MB).
+                while rows := cur.fetchmany(10_000):
                     ids, labels, received = (list(c) for c in zip(*rows, strict=True))
                     when = pa.array(received, type=pa.string() if self.dialect == "sqlite" else pa.timestamp("us"))
                     arrays = [pa.array(ids, pa.string()), pa.array(labels, pa.int64()), when]

@@ -217,11 +217,15 @@ class WindowAccumulator:
     def _count_arrivals(self, chunk: pd.DataFrame) -> None:
         if self.segment_field is None:
             return
-        hour = pd.to_datetime(chunk["event_time"], utc=True).dt.floor("h")
+        hour = utc_times(chunk["event_time"]).dt.floor("h")
         seg = chunk[self.segment_field].astype("string").fillna("") if self.segment_field in chunk else ""
-        for (h, s), n in pd.DataFrame({"h": hour, "s": seg}).groupby(["h", "s"]).size().items():
-            key = (pd.Timestamp(h).to_pydatetime(), str(s))
-            self.arrivals[key] = self.arrivals.get(key, 0) + int(n)
+        counts = pd.DataFrame({"h": hour, "s": seg}).groupby(["h", "s"]).size()
+        # Each index level converted once (not one Timestamp per group): the same keys and counts.
+        hours = pd.DatetimeIndex(counts.index.get_level_values("h")).to_pydatetime()
+        segs = counts.index.get_level_values("s").astype(str)
+        for h, s, n in zip(hours, segs, counts.to_numpy().tolist(), strict=True):
+            key = (h, s)
+            self.arrivals[key] = self.arrivals.get(key, 0) + n
 
     @property
     def report_sample(self) -> pd.DataFrame:

@@ -144,12 +144,60 @@ class Interval:
         return asdict(self)
 
 
+# Above this many distinct scores the bootstraps merge adjacent runs of tied scores into this many
+# bins (never splitting a run) and count the pairs inside one bin as ties. At or below it (every
+# window of up to 32,768 rows) each bin is one run and the replicates are exact.
+EXACT_RUNS = 1 << 15
+_REPLICATES_AT_ONCE = 25  # replicates computed together (memory: bins x 25 floats per matrix)
+
+
+def _score_bins(starts: np.ndarray, n: int, max_bins: int | None = None) -> np.ndarray:
+    """Start (in sorted order) of each score bin: the runs of tied scores themselves when there are
+    at most `max_bins` of them, else adjacent runs merged into `max_bins` bins of about n / max_bins
+    rows (a run is never split, so pairs in different bins are ordered exactly as their scores)."""
+    max_bins = EXACT_RUNS if max_bins is None else max_bins
+    if starts.size <= max_bins:
+        return starts
+    b = starts * max_bins // n
+    return starts[np.r_[True, b[1:] != b[:-1]]]
+
+
+def _binned_aucs(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """ROC AUC of each column: `pos`/`neg` (bins x replicates) are the positive / negative weight of
+    each score bin in ascending score order; pairs inside one bin count one half (NaN where a
+    column has no positive or no negative weight). With integer weights (counts) every term is an
+    integer or a half below 2**53, so the result does not depend on the order of summation: it is
+    bit-identical to `_sorted_auc` over the same runs."""
+    below = np.cumsum(neg, axis=0) - neg
+    wp, wn = pos.sum(axis=0), neg.sum(axis=0)
+    num = np.sum(pos * (below + 0.5 * neg), axis=0)
+    ok = (wp > 0) & (wn > 0)
+    out = np.full(pos.shape[1], math.nan)
+    out[ok] = num[ok] / (wp[ok] * wn[ok])
+    return out
+
+
+def binning_error_bound(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Largest possible |binned AUC - exact AUC| of each column of `_binned_aucs`: every pair inside
+    one bin is counted one half where the exact AUC counts 0, 1/2 or 1 (0 when bins are runs)."""
+    return 0.5 * np.sum(pos * neg, axis=0) / (pos.sum(axis=0) * neg.sum(axis=0))
+
+
 def auc_block_bootstrap(
     probability: np.ndarray, label: np.ndarray, groups: np.ndarray, *, n_boot: int = 200, level: float = 0.9, seed: int = 0
 ) -> Interval:
     """Realised ROC AUC with a block-bootstrap interval: whole blocks (airport-hours: every flight of
     one hour at one airport shares its weather, so its outcomes are not independent) are resampled
-    with replacement; the interval is the percentile interval of the resampled AUCs."""
+    with replacement; the interval is the percentile interval of the resampled AUCs.
+
+    A replicate's AUC is a function of each score bin's positive and negative weight, and those are
+    linear in the blocks' multiplicities: (bins x blocks) x (blocks x replicates), one sparse
+    product for a batch of replicates instead of a pass over every row per replicate. Exact (the
+    same values as resampling rows) up to `EXACT_RUNS` distinct scores; above, each replicate is
+    within `binning_error_bound` of it (<= 1 / (8 x 32768 x r(1 - r)) for a late rate r at even
+    bins: 2.4e-5 at r = 0.2). The estimate itself is always exact."""
+    from scipy import sparse
+
     p = np.asarray(probability, dtype="float64")
     y = np.asarray(label, dtype="float64")
     have = ~np.isnan(y) & np.isfinite(p)
@@ -159,14 +207,22 @@ def auc_block_bootstrap(
     order, s, starts, ends, codes, k = _prepare(p, g)
     ys = y[order]
     est = _sorted_auc(s, ys, np.ones_like(s), starts, ends)
+    bstarts = _score_bins(starts, s.size)
+    rows = np.repeat(np.arange(bstarts.size), np.diff(np.r_[bstarts, s.size]))
+    # Positive and negative counts of each (bin, block): duplicates are summed.
+    pos_m = sparse.csr_matrix((ys, (rows, codes)), shape=(bstarts.size, k))
+    neg_m = sparse.csr_matrix((1.0 - ys, (rows, codes)), shape=(bstarts.size, k))
     rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, k, size=k), minlength=k).astype("float64")[codes]
-        a = _sorted_auc(s, ys, w, starts, ends)
-        if not math.isnan(a):
-            boots.append(a)
-    if not boots:
+    aucs = []
+    for a in range(0, n_boot, _REPLICATES_AT_ONCE):
+        b = min(_REPLICATES_AT_ONCE, n_boot - a)
+        mult = np.empty((k, b))
+        for j in range(b):  # the same draws, in the same order, as one replicate at a time
+            mult[:, j] = np.bincount(rng.integers(0, k, size=k), minlength=k)
+        aucs.append(_binned_aucs(pos_m @ mult, neg_m @ mult))
+    boots = np.concatenate(aucs) if aucs else np.array([])
+    boots = boots[~np.isnan(boots)]
+    if not boots.size:
         return Interval(est, math.nan, math.nan, level, k)
     lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
     return Interval(est, float(lo), float(hi), level, k)
@@ -183,28 +239,46 @@ def expected_auc_interval(
 ) -> Interval:
     """The label-free estimate (`expected_auc`) with the interval of the AUC the window would show
     if the model were calibrated: labels drawn Bernoulli(p) with a shared logit shock N(0, block_sd)
-    per block (airport-hour), so outcomes that move together in reality move together here."""
+    per block (airport-hour), so outcomes that move together in reality move together here.
+
+    Each replicate draws every row's label (the same draws as ever) and counts the positives of
+    each score bin; the AUC is then a pass over the bins. Exact up to `EXACT_RUNS` distinct scores,
+    within `binning_error_bound` above (as `auc_block_bootstrap`)."""
     p = np.asarray(probability, dtype="float64")
     ok = np.isfinite(p)
     p, g = p[ok], np.asarray(groups)[ok]
     if p.size < 2:
         return Interval(math.nan, math.nan, math.nan, level, 0)
-    _, s, starts, ends, codes, k = _prepare(p, g)
+    _, s, starts, _, codes, k = _prepare(p, g)
     logit = np.log(np.clip(s, 1e-6, 1 - 1e-6) / (1 - np.clip(s, 1e-6, 1 - 1e-6)))
+    bstarts = _score_bins(starts, s.size)
+    size = np.diff(np.r_[bstarts, s.size]).astype("float64")
     rng = np.random.default_rng(seed)
-    ones = np.ones_like(s)
-    boots = []
-    for _ in range(n_boot):
-        shock = rng.normal(0.0, block_sd, size=k)[codes] if block_sd > 0 else 0.0
-        q = 1.0 / (1.0 + np.exp(-(logit + shock)))
-        y = (rng.random(s.size) < q).astype("float64")
-        a = _sorted_auc(s, y, ones, starts, ends)
-        if not math.isnan(a):
-            boots.append(a)
+    fixed_q = None if block_sd > 0 else 1.0 / (1.0 + np.exp(-(logit + 0.0)))
+    neg_logit = -logit
+    q, u, y = np.empty_like(s), np.empty_like(s), np.empty(s.size, dtype=bool)
+    aucs = []
+    for a in range(0, n_boot, _REPLICATES_AT_ONCE):
+        b = min(_REPLICATES_AT_ONCE, n_boot - a)
+        pos = np.empty((bstarts.size, b))
+        for j in range(b):
+            if fixed_q is None:
+                # 1 / (1 + exp(-(logit + shock))) in place, bit for bit: -(l + z) == -l - z exactly
+                np.take(rng.normal(0.0, block_sd, size=k), codes, out=q)
+                np.subtract(neg_logit, q, out=q)
+                np.exp(q, out=q)
+                q += 1.0
+                np.divide(1.0, q, out=q)
+            rng.random(out=u)
+            np.less(u, q if fixed_q is None else fixed_q, out=y)
+            pos[:, j] = np.add.reduceat(y, bstarts, dtype="float64")
+        aucs.append(_binned_aucs(pos, size[:, None] - pos))
+    boots = np.concatenate(aucs) if aucs else np.array([])
+    boots = boots[~np.isnan(boots)]
     # With a shared shock the calibrated AUC is lower than the shock-free expectation (outcomes
     # of one block move together, which the scores cannot rank): centre on the simulation then.
-    est = float(np.mean(boots)) if boots and block_sd > 0 else expected_auc(p)
-    if not boots:
+    est = float(np.mean(boots)) if boots.size and block_sd > 0 else expected_auc(p)
+    if not boots.size:
         return Interval(est, math.nan, math.nan, level, k)
     lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
     return Interval(est, float(lo), float(hi), level, k)

@@ -96,3 +96,28 @@ def test_row_level_skew_finds_a_serving_bug(contract, flights, bundle):
     [worst] = report.worst(1)
     assert worst.feature == "dep_hour" and worst.mismatch_rate == pytest.approx(0.1)
     assert worst.examples[0]["prediction_id"] == "id0"
+
+
+def test_row_level_skew_counts_exactly_what_isclose_counts():
+    """The equal-values shortcut (issue 15) counts the same mismatches as np.isclose on every row:
+    tiny relative differences, NaN against NaN or a number, infinities, and signed zeros."""
+
+    class Identity:
+        def get_feature_names_out(self):
+            return np.array(["x"])
+
+        def transform(self, frame):
+            return frame[["raw"]].to_numpy(dtype="float64")
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=2000)
+    served = raw.copy()
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300]
+    raw[:12] = special * 2
+    served[:12] = [np.nan, np.inf, np.inf, -0.0, 0.0, 0.0, 1.0, -np.inf, np.nan, 0.0, 0.0, 1e-300]
+    served[100:200] *= 1 + rng.choice([1e-12, 1e-9, 2e-9, -5e-9], size=100)
+    window = pd.DataFrame({"raw": raw, "f_x": served, "prediction_id": [f"id{i}" for i in range(raw.size)]})
+    [f] = row_level_skew(Identity(), window, ["raw"]).features
+    want = ~(np.isclose(served, raw, rtol=1e-9, atol=0.0) | (np.isnan(served) & np.isnan(raw)))
+    assert f.mismatches == int(want.sum()) and 0 < f.mismatches < 150
+    assert [e["prediction_id"] for e in f.examples] == [f"id{i}" for i in np.flatnonzero(want)[:3]]

@@ -162,3 +162,26 @@ def test_refused_records_are_not_placed_in_an_open_window(ref: VolumeReference) 
     watermark = datetime(DAY.year, DAY.month, DAY.day, 11, 30, tzinfo=TZ).astimezone(UTC)
     sig, det = volume_signals(ref, arrivals_of(DAY, c), 5000, lo, hi, watermark=watermark)
     assert det["refused_not_placed"] == 5000 and max(s.value for s in sig) < 4.0
+
+
+def test_arrival_counts_are_keyed_per_utc_hour_and_segment():
+    """`WindowAccumulator._count_arrivals` (issue 15: index levels converted once) keys each
+    (UTC hour, segment) as an aware datetime and a str, summed over chunks, as the per-group loop did."""
+    import pandas as pd
+
+    from monitoring.monitor import WindowAccumulator
+
+    acc = WindowAccumulator.__new__(WindowAccumulator)
+    acc.segment_field, acc.arrivals = "origin", {}
+    t = pd.to_datetime(["2013-04-01 10:05", "2013-04-01 10:55", "2013-04-01 11:00", "2013-04-01 10:10"], utc=True)
+    chunk = pd.DataFrame({"event_time": t, "origin": pd.array(["JFK", "JFK", None, "LGA"], dtype="string")})
+    acc._count_arrivals(chunk)
+    acc._count_arrivals(chunk.iloc[:1])
+    h10, h11 = datetime(2013, 4, 1, 10, tzinfo=UTC), datetime(2013, 4, 1, 11, tzinfo=UTC)
+    assert acc.arrivals == {(h10, "JFK"): 3, (h11, ""): 1, (h10, "LGA"): 1}
+    assert all(type(k[1]) is str and k[0].utcoffset() is not None for k in acc.arrivals)
+    # naive ISO strings (a row path) are read as UTC, as before
+    acc2 = WindowAccumulator.__new__(WindowAccumulator)
+    acc2.segment_field, acc2.arrivals = "origin", {}
+    acc2._count_arrivals(chunk.assign(event_time=t.strftime("%Y-%m-%d %H:%M:%S")))
+    assert acc2.arrivals == acc.arrivals | {(h10, "JFK"): 2}
