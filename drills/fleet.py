@@ -199,7 +199,7 @@ def main() -> None:
     spec = load_fleet(settings.fleet_file, contract)
     policy = load_policy()
     registry = registry_from_settings(settings)
-    refs = load_refs(registry, spec, a.home / "fleet-cache")
+    refs = load_refs(registry, spec, a.home / "fleet-cache", contract)
     data = load_flights()
     md_days = json.loads((a.home / "fleet-cache" / f"{spec.global_model}@{refs[spec.global_model].version}.json").read_text())
     control = md_days["metadata"]["monitoring"]["control_days"]

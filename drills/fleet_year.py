@@ -223,7 +223,7 @@ def main() -> None:
         sides[side] = {
             "store": store,
             "traffic": traffic,
-            "refs": load_refs(registry, spec, a.home / "fleet-cache"),
+            "refs": load_refs(registry, spec, a.home / "fleet-cache", contract),
             "fleet_runs": FleetRunStore(url),
             "runs": RunStore(url),
             "queue": QueueStore(url),
@@ -265,7 +265,7 @@ def main() -> None:
                         refusal_kinds[kind] = refusal_kinds.get(kind, 0) + 1
                 if row["promoted"]:
                     s["traffic"].router.reload(registry)
-                    s["refs"] = load_refs(registry, spec, a.home / "fleet-cache")
+                    s["refs"] = load_refs(registry, spec, a.home / "fleet-cache", contract)
             row[side]["seconds"] = round(time.perf_counter() - ts, 1)
         months.append(row)
         print(

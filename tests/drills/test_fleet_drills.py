@@ -29,7 +29,7 @@ def small_fleet(contract, flights):
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, start=date(2013, 2, 1), null_resamples=100))
     registry = InMemoryRegistry()
     result = train_fleet(contract, registry, spec, frame=flights, workers=1, limit=6)
-    refs = load_refs(registry, spec)
+    refs = load_refs(registry, spec, contract=contract)
     control = registry.load(spec.global_model, refs[spec.global_model].version).metadata["monitoring"]["control_days"]
     return spec, registry, result, refs, sorted(control)
 
