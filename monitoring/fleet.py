@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
@@ -761,7 +761,8 @@ def cap(r: Reason) -> Reason:
     """A critical reason of a drift-only signal as a warning: the world moved, nothing is broken."""
     if r.severity != "critical":
         return r
-    return Reason(r.signal, r.feature, r.value, r.threshold, "warning", r.message + " [capped at yellow: drift alone]")
+    # replace() keeps the reason's question (a capped label-free AUC estimate still asks model_hurt)
+    return replace(r, severity="warning", message=r.message + " [capped at yellow: drift alone]")
 
 
 def _loss(w: ModelWindow) -> float:

@@ -299,3 +299,11 @@ def test_a_null_without_its_day_count_takes_it_from_the_reference_days() -> None
         "window": {"end": "2013-03-31"},
     }
     assert ModelRef.from_artifacts("m", "1", "m", md, prof.to_dict()).null["n_days"] == 37
+
+
+def test_a_capped_reason_keeps_its_question() -> None:
+    from monitoring.fleet import cap
+    from monitoring.policy import Reason
+
+    r = cap(Reason("expected_roc_auc_drop", None, 0.05, 0.03, "critical", "AUC estimate fell", "model_hurt"))
+    assert (r.severity, r.question) == ("warning", "model_hurt") and r.message.endswith("[capped at yellow: drift alone]")
