@@ -193,7 +193,7 @@ def main() -> None:
     master = None if a.master == "none" else a.master
     settings, contract = Settings(home=a.home), load_contract()
     spec = load_fleet(contract=contract)
-    refs = load_refs(registry_from_settings(settings), spec, a.home / "fleet-cache")
+    refs = load_refs(registry_from_settings(settings), spec, a.home / "fleet-cache", contract)
     names = [str(n) for n in build_features(contract).get_feature_names_out()]
     store = LogStore(f"sqlite:///{a.log}", contract, names)
     base = pd.concat(list(store.iter_predictions(None, None, chunksize=100_000)), ignore_index=True)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, insert, select
 
 from core.registry import Registry
+from data_contracts.contract import Contract
 from data_contracts.fleet import GLOBAL, FleetSpec
 from monitoring.fleet import ModelRef
 
@@ -66,8 +67,11 @@ def _artifacts(registry: Registry, name: str, version: str) -> tuple[dict[str, A
     return md, pr
 
 
-def load_refs(registry: Registry, spec: FleetSpec, cache_dir: Path | None = None) -> dict[str, ModelRef]:
-    """{model name: ModelRef} of every fleet champion (segments and global)."""
+def load_refs(
+    registry: Registry, spec: FleetSpec, cache_dir: Path | None = None, contract: Contract | None = None
+) -> dict[str, ModelRef]:
+    """{model name: ModelRef} of every fleet champion (segments and global). `contract` bounds the
+    unit conversions the unit check tries (else each reference's observed range does)."""
     out: dict[str, ModelRef] = {}
     for name, version in sorted(champion_versions(registry, spec).items()):
         cached = cache_dir / f"{name}@{version}.json" if cache_dir is not None else None
@@ -82,7 +86,7 @@ def load_refs(registry: Registry, spec: FleetSpec, cache_dir: Path | None = None
                 tmp.write_text(json.dumps({"metadata": md, "profile": pr}), encoding="utf-8")
                 tmp.replace(cached)
         segment = (md.get("fleet") or {}).get("segment") or segment_of_model(spec, name)
-        out[name] = ModelRef.from_artifacts(name, version, segment, md, pr)
+        out[name] = ModelRef.from_artifacts(name, version, segment, md, pr, contract)
     if spec.global_model not in out:
         raise LookupError(f"no {spec.global_model}@{spec.alias}: run `driftlight fleet train` first")
     return out

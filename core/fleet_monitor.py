@@ -49,7 +49,7 @@ def count_chunk(refs: Mapping[str, ModelRef], chunk: pd.DataFrame, timezone: str
         ref = refs.get(str(name))
         if ref is None:
             continue
-        for day, c in count_days(ref.profile, rows, days.loc[rows.index]).items():
+        for day, c in count_days(ref.profile, rows, days.loc[rows.index], ref.unit_columns).items():
             out[(str(name), day)] = c
     return out
 

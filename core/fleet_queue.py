@@ -16,7 +16,14 @@ queue row's state (queued / retraining / promoted / refused) and reason, and one
 row with all of the cycle's decisions. Models over budget stay queued with the reason and carry to
 the next cycle. A model decided on one fleet run is not retried on the same run's evidence.
 
-Both tables live in the run database beside `fleet_runs` (the log store's URL).
+Two cycles may run at once (`driftlight fleet retrain` from cron while an operator runs
+`fleet monitor --retrain`): each model's retrain holds a row of `fleet_retrain_locks` (primary key
+fleet + model: the insert is atomic in SQLite and PostgreSQL alike) from before its fit until its
+decision is recorded. A cycle that cannot take the lock leaves the model to the cycle that holds it
+(decision `locked`, the queue row untouched). A lock older than `LOCK_LEASE` (a killed cycle's) is
+taken over.
+
+The tables live in the run database beside `fleet_runs` (the log store's URL).
 `queue_summary(url, fleet)` is the JSON document `driftlight fleet status --json`, `GET /fleet` and
 the metrics exporter read (shape documented in docs/fleet.md, "Retrain queue").
 """
@@ -28,14 +35,16 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, delete, insert, select
+from sqlalchemy.exc import DatabaseError, IntegrityError
 
 log = logging.getLogger("driftlight.fleet")
 
 QUEUED, RETRAINING, PROMOTED, REFUSED = "queued", "retraining", "promoted", "refused"
+LOCK_LEASE = timedelta(hours=2)  # a segment retrain takes minutes: an older lock is a killed cycle's
 STATES = (QUEUED, RETRAINING, PROMOTED, REFUSED)
 
 _meta = MetaData()
@@ -71,6 +80,14 @@ cycles_table = Table(
     Column("budget", Integer, nullable=False),
     Column("decisions", Text, nullable=False),  # JSON list
 )
+locks_table = Table(
+    "fleet_retrain_locks",
+    _meta,
+    Column("fleet", String(128), primary_key=True),
+    Column("model_name", String(256), primary_key=True),
+    Column("holder", String(64), nullable=False),  # the cycle that holds it
+    Column("acquired_at", DateTime, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,7 @@ class Decision:
 
     model_name: str
     segment: str
-    action: str  # queued | left | notified | retraining | promoted | refused | over_budget
+    action: str  # queued | left | notified | retraining | promoted | refused | over_budget | locked
     reason: str
     score: float = 0.0
     champion_version: str | None = None
@@ -166,7 +183,11 @@ class QueueStore:
 
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url)
-        _meta.create_all(self.engine, tables=[queue_table, cycles_table])
+        tables = [queue_table, cycles_table, locks_table]
+        try:
+            _meta.create_all(self.engine, tables=tables)
+        except DatabaseError:  # another process created them between the check and the create
+            _meta.create_all(self.engine, tables=tables)
 
     def items(self, fleet: str) -> dict[str, QueueItem]:
         with self.engine.connect() as conn:
@@ -195,10 +216,47 @@ class QueueStore:
                 )
 
     def put(self, fleet: str, item: QueueItem) -> None:
-        """Update one row (a state change during a cycle)."""
-        items = self.items(fleet)
-        items[item.model_name] = item
-        self.save(fleet, items)
+        """Update one row (a state change during a cycle), in one transaction that touches no other
+        row: a concurrent cycle's changes to other models are not written over."""
+        now = _now()
+        key = (queue_table.c.fleet == fleet) & (queue_table.c.model_name == item.model_name)
+        with self.engine.begin() as conn:
+            since = conn.execute(select(queue_table.c.enqueued_at).where(key)).scalar_one_or_none()
+            conn.execute(delete(queue_table).where(key))
+            conn.execute(insert(queue_table).values(**asdict(item), fleet=fleet, enqueued_at=since or now, updated_at=now))
+
+    def lock(self, fleet: str, model_name: str, holder: str, *, lease: timedelta = LOCK_LEASE) -> str | None:
+        """Take the retrain lock of one model for `holder` (a cycle id). None when taken; else the
+        holder of the lock it had to take over (a lease older than `lease`), or `holder` itself."""
+        now = _now()
+        key = (locks_table.c.fleet == fleet) & (locks_table.c.model_name == model_name)
+        with self.engine.begin() as conn:  # an expired lease is removed in the same transaction as the insert
+            stale = conn.execute(
+                select(locks_table.c.holder).where(key & (locks_table.c.acquired_at < now - lease))
+            ).scalar_one_or_none()
+            if stale is not None:
+                conn.execute(delete(locks_table).where(key & (locks_table.c.holder == stale)))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(locks_table).values(fleet=fleet, model_name=model_name, holder=holder, acquired_at=now))
+        except IntegrityError:
+            return None
+        return stale or holder
+
+    def unlock(self, fleet: str, model_name: str, holder: str) -> None:
+        """Release the lock if `holder` still holds it (never another cycle's)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(locks_table).where(
+                    (locks_table.c.fleet == fleet) & (locks_table.c.model_name == model_name) & (locks_table.c.holder == holder)
+                )
+            )
+
+    def locks(self, fleet: str) -> dict[str, str]:
+        """{model: holder} of the retrain locks held now."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(locks_table.c.model_name, locks_table.c.holder).where(locks_table.c.fleet == fleet))
+            return {r[0]: r[1] for r in rows}
 
     def record_cycle(
         self, fleet: str, run_id: str | None, window_end: str | None, budget: int, decisions: Sequence[Decision],
@@ -277,6 +335,7 @@ def queue_summary(url: str, fleet: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "LOCK_LEASE",
     "PROMOTED",
     "QUEUED",
     "REFUSED",

@@ -312,6 +312,7 @@ def _to_base(dimensionality: str) -> tuple[tuple[str, float, float], ...]:
 
 
 @cache
+@lru_cache(maxsize=1024)  # pure, and walks pint's registry: one walk per (unit, range)
 def unit_conversions(unit: str | None, lo: float, hi: float) -> tuple[Conversion, ...]:
     """Every conversion the units library admits for `unit`, that a value could silently arrive in.
 

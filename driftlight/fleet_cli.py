@@ -142,7 +142,7 @@ def monitor(
     spec = _spec(settings, fleet)
     contract = load_contract()
     try:
-        refs = load_refs(registry_from_settings(settings), spec, settings.home / "fleet-cache")
+        refs = load_refs(registry_from_settings(settings), spec, settings.home / "fleet-cache", contract)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

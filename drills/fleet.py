@@ -16,6 +16,7 @@ and writes them, with their labels, to a prediction log. On top of it:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -129,6 +130,9 @@ class DrillResult:
     recall: float
     precision: float
     discoveries: int
+    why_red: dict[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # red segment -> "signal:feature (question)" of its top reason
 
     @property
     def exact(self) -> bool:
@@ -163,10 +167,15 @@ def fault_drill(
     j = judge_counts(refs, counts, spec, policy, day)
     red = [v.segment for v in j.verdicts if v.status == "red"]
     yellow = [v.segment for v in j.verdicts if v.status == "yellow"]
+    why = {
+        v.segment: f"{v.reasons[0].signal}:{v.reasons[0].feature or ''} ({v.reasons[0].question})"
+        for v in j.verdicts
+        if v.status == "red"
+    }
     tp = len(set(red) & set(faulty_segments))
     return DrillResult(
         fault, sorted(faulty_segments), sorted(red), sorted(yellow),
-        tp / len(faulty_segments) if faulty_segments else 1.0, tp / len(red) if red else 1.0, j.discoveries,
+        tp / len(faulty_segments) if faulty_segments else 1.0, tp / len(red) if red else 1.0, j.discoveries, why,
     )  # fmt: skip
 
 
@@ -199,7 +208,7 @@ def main() -> None:
     spec = load_fleet(settings.fleet_file, contract)
     policy = load_policy()
     registry = registry_from_settings(settings)
-    refs = load_refs(registry, spec, a.home / "fleet-cache")
+    refs = load_refs(registry, spec, a.home / "fleet-cache", contract)
     data = load_flights()
     md_days = json.loads((a.home / "fleet-cache" / f"{spec.global_model}@{refs[spec.global_model].version}.json").read_text())
     control = md_days["metadata"]["monitoring"]["control_days"]

@@ -69,6 +69,19 @@ def realised_auc(store: Any, contract: Any, first: date, last: date) -> dict[str
     return {"rows": len(frame), "models": len(per), "weighted_auc": weighted}
 
 
+def top_reasons(verdicts: list[dict[str, Any]], replayed: set[str]) -> dict[str, int]:
+    """How many red and yellow models of the replayed routes had each top reason, keyed
+    "colour: signal of feature (question)" (verdicts as stored: `ModelVerdict.as_dict()`)."""
+    out: dict[str, int] = {}
+    for v in verdicts:
+        if v["segment"] not in replayed or v["status"] not in ("red", "yellow") or not v["reasons"]:
+            continue
+        r = v["reasons"][0]
+        key = f"{v['status']}: {r['signal']}" + (f" of {r['feature']}" if r.get("feature") else "") + f" ({r['question']})"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def write_doc(out: dict[str, Any], path: Path) -> None:
     rows = out["months"]
     more = f"; the full fleet has {out['own_total']} route champions" if out["segments"] < out["own_total"] else ""
@@ -119,6 +132,7 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
         "",
         *[f"- {n} x {why}" for why, n in sorted(t["refusal_kinds"].items(), key=lambda kv: -kv[1])],
         "",
+        *why_lines(rows),
         "Colours are judged on each month's last day (the fleet monitor's trailing windows: the shortest "
         "of 1, 7, 28 days holding 30 flights). The months are the evaluation; nothing was tuned on them.",
         "",
@@ -126,6 +140,23 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def why_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The top reason of every red and yellow model-month, per side (the light's three questions)."""
+    if not all("why" in r[side] for r in rows for side in ("off", "on")):
+        return []
+    lines = ["Why models were red or yellow (top reason of each model-month; question in brackets):", ""]
+    for side in ("off", "on"):
+        tally: dict[str, int] = {}
+        for r in rows:
+            for k, n in r[side]["why"].items():
+                tally[k] = tally.get(k, 0) + n
+        lines.append(
+            f"- policy {side}: "
+            + ("; ".join(f"{n} x {k}" for k, n in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))) or "none")
+        )
+    return [*lines, ""]
 
 
 def plot(out: dict[str, Any], path: Path) -> None:
@@ -223,7 +254,7 @@ def main() -> None:
         sides[side] = {
             "store": store,
             "traffic": traffic,
-            "refs": load_refs(registry, spec, a.home / "fleet-cache"),
+            "refs": load_refs(registry, spec, a.home / "fleet-cache", contract),
             "fleet_runs": FleetRunStore(url),
             "runs": RunStore(url),
             "queue": QueueStore(url),
@@ -248,7 +279,8 @@ def main() -> None:
             counts = dict.fromkeys(("red", "yellow", "green", "not_enough_data"), 0)
             for v in res.judgement.verdicts:  # the replayed routes' models only
                 counts[v.status] += v.segment in replayed
-            row[side] = {"counts": counts, "auc": auc["weighted_auc"], "models": auc["models"]}
+            why = top_reasons([v.as_dict() for v in res.judgement.verdicts], replayed)
+            row[side] = {"counts": counts, "auc": auc["weighted_auc"], "models": auc["models"], "why": why}
             if side == "on":
                 at = datetime(last.year, last.month, last.day, 23, 0, tzinfo=UTC)
                 cycle = run_cycle(
@@ -265,7 +297,7 @@ def main() -> None:
                         refusal_kinds[kind] = refusal_kinds.get(kind, 0) + 1
                 if row["promoted"]:
                     s["traffic"].router.reload(registry)
-                    s["refs"] = load_refs(registry, spec, a.home / "fleet-cache")
+                    s["refs"] = load_refs(registry, spec, a.home / "fleet-cache", contract)
             row[side]["seconds"] = round(time.perf_counter() - ts, 1)
         months.append(row)
         print(

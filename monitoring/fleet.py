@@ -25,13 +25,25 @@ signals such as the model's age): a discovery below every threshold stays green 
 small to matter), a large value that is not a discovery stays green (noise of a small window).
 Red needs both a discovery and a critical threshold, on a signal that says the data is broken or
 the model is hurt: drift-only signals (`yellow_only` in the fleet file) stop at yellow.
+
+The three questions, as for the single model (monitoring/policy.py). Data broken: missing and
+unseen shares, and `unit_change`: the single model's check (monitoring.quality.unit_change: the
+reference's grid of reported values, else its quantiles, carried through every conversion the
+contract's unit admits) run on the window's exact values of each numeric field with a unit. Those
+values are counted per (model, day) beside the bins (`Counts.values`, merged by union like the
+counts): a weather field has one reading per origin-hour, so a route's day holds at most 24
+distinct readings and the check sees the whole window, not a sample. The check is deterministic
+(no p-value, outside the budget), as the single model's is. World moved: values beyond the
+reference's range (`beyond_reference_rate`: spring and summer beyond a Jan-Mar reference) and
+drift; a critical world_moved reason counts as red only with a critical model_hurt reason in the
+same window (`policy.cap_world_moved`). Model hurt: the ROC AUC test.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
@@ -39,12 +51,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from data_contracts.contract import Contract, Conversion
 from monitoring.drift import psi, psi_excess
 from monitoring.null import MIN_BLOCKS, effective_blocks
-from monitoring.policy import PolicySettings, Reason, Signal, evaluate_signals
+from monitoring.policy import PolicySettings, Reason, Signal, cap_world_moved, evaluate_signals
 from monitoring.profile import CategoryProfile, NumericProfile, ReferenceProfile, numeric_bin_index
+from monitoring.quality import FieldReference, field_conversions, references_from_mapping, unit_change
 
 PROB_BINS = 200
+# Exact values are counted (for the unit check) up to this many distinct values per column of one
+# model's window; beyond it the column's values are dropped and its unit check says so. A weather
+# field has one reading per origin-hour (at most 24 a day per route); distance, one per route.
+MAX_DISTINCT = 5000
 LABEL_TEST = "__label_rate__"
 AUC_TEST = "__roc_auc__"
 _RANK = {"red": 3, "yellow": 2, "green": 1, "not_enough_data": 0}
@@ -61,6 +79,9 @@ class Counts:
     hist_neg: np.ndarray  # ... labelled 0
     hist_all: np.ndarray  # ... of every row (the label-free estimate)
     days: frozenset[str] = frozenset()
+    # Exact non-missing values of the columns the unit check reads: column -> (sorted distinct
+    # values, their counts), or None once a column has more than MAX_DISTINCT distinct values.
+    values: dict[str, ValueCounts | None] = field(default_factory=dict)
 
     @property
     def labelled(self) -> int:
@@ -74,6 +95,9 @@ class Counts:
         cols = {k: v.copy() for k, v in self.cols.items()}
         for k, v in other.cols.items():
             cols[k] = cols[k] + v if k in cols else v.copy()
+        values = dict(self.values)
+        for k, vc in other.values.items():
+            values[k] = merge_values(values[k], vc) if k in values else vc
         return Counts(
             self.rows + other.rows,
             cols,
@@ -81,6 +105,7 @@ class Counts:
             self.hist_neg + other.hist_neg,
             self.hist_all + other.hist_all,
             self.days | other.days,
+            values,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +116,7 @@ class Counts:
             "hist_neg": self.hist_neg.tolist(),
             "hist_all": self.hist_all.tolist(),
             "days": sorted(self.days),
+            "values": {k: None if v is None else [v[0].tolist(), v[1].tolist()] for k, v in self.values.items()},
         }
 
     @classmethod
@@ -103,7 +129,32 @@ class Counts:
             arr(d["hist_neg"]),
             arr(d["hist_all"]),
             frozenset(d["days"]),
+            {k: None if v is None else (arr(v[0]), arr(v[1])) for k, v in (d.get("values") or {}).items()},
         )
+
+
+ValueCounts = tuple[np.ndarray, np.ndarray]  # (sorted distinct values, counts)
+
+
+def merge_values(a: ValueCounts | None, b: ValueCounts | None) -> ValueCounts | None:
+    """The union of two exact value counts (None: too many distinct values, and stays so)."""
+    if a is None or b is None:
+        return None
+    vals, inv = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
+    if vals.size > MAX_DISTINCT:
+        return None
+    return vals, np.bincount(inv, weights=np.concatenate([a[1], b[1]]), minlength=vals.size)
+
+
+def value_counts_by_day(values: np.ndarray, codes: np.ndarray, n_days: int) -> list[ValueCounts | None]:
+    """Exact counts of the non-missing `values` per day code (0..n_days-1)."""
+    ok = ~np.isnan(values)
+    v, c = values[ok], codes[ok]
+    out: list[ValueCounts | None] = []
+    for i in range(n_days):
+        vals, counts = np.unique(v[c == i], return_counts=True)
+        out.append(None if vals.size > MAX_DISTINCT else (vals, counts.astype("float64")))
+    return out
 
 
 def merge_all(parts: Iterable[Counts]) -> Counts | None:
@@ -128,14 +179,22 @@ def _bins(codes: np.ndarray, idx: np.ndarray, n_days: int, n_bins: int) -> np.nd
     return np.bincount(codes * n_bins + idx, minlength=n_days * n_bins).reshape(n_days, n_bins).astype("float64")
 
 
-def count_days(profile: ReferenceProfile, frame: pd.DataFrame, days: np.ndarray | pd.Series) -> dict[str, Counts]:
+def count_days(
+    profile: ReferenceProfile, frame: pd.DataFrame, days: np.ndarray | pd.Series, exact: Sequence[str] = ()
+) -> dict[str, Counts]:
     """Counts of `frame`'s rows per day label in `days` (same length): every profiled column present
     in `frame` (a `probability` column is both a profiled column and the histograms' input; a
-    `label` column, 0/1 or missing, fills the by-label histograms)."""
+    `label` column, 0/1 or missing, fills the by-label histograms), and the exact values of the
+    numeric columns in `exact` (the unit check's input)."""
     codes, uniques = pd.factorize(pd.Series(np.asarray(days, dtype=object)), sort=True)
     codes = codes.astype("int64")
     n_days = len(uniques)
     cols: dict[str, np.ndarray] = {}
+    exact_values: dict[str, list[ValueCounts | None]] = {}
+    for name in exact:
+        if name in frame:
+            v = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            exact_values[name] = value_counts_by_day(v, codes, n_days)
     for p in profile.numeric:
         if p.name in frame:
             v = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
@@ -163,7 +222,15 @@ def count_days(profile: ReferenceProfile, frame: pd.DataFrame, days: np.ndarray 
     h_neg = _bins(codes[neg], pbin[neg], n_days, PROB_BINS)
     rows = np.bincount(codes, minlength=n_days)
     return {
-        str(day): Counts(int(rows[i]), {k: v[i] for k, v in cols.items()}, h_pos[i], h_neg[i], h_all[i], frozenset({str(day)}))
+        str(day): Counts(
+            int(rows[i]),
+            {k: v[i] for k, v in cols.items()},
+            h_pos[i],
+            h_neg[i],
+            h_all[i],
+            frozenset({str(day)}),
+            {k: v[i] for k, v in exact_values.items()},
+        )
         for i, day in enumerate(uniques)
     }
 
@@ -479,13 +546,26 @@ class ModelRef:
     validation_neg: int
     trained_through: date
     null: Mapping[str, Any] = field(default_factory=dict)
+    # The single model's quality reference of the fields the unit check reads, and the conversions
+    # it tries for each (monitoring.quality.field_conversions): numeric fields with a unit.
+    quality: Mapping[str, FieldReference] = field(default_factory=dict)
+    conversions: Mapping[str, tuple[Conversion, ...]] = field(default_factory=dict)
+
+    @property
+    def unit_columns(self) -> tuple[str, ...]:
+        """Columns whose exact values the monitor counts: those with a conversion to look for."""
+        return tuple(sorted(k for k, c in self.conversions.items() if c and k in self.quality))
 
     @classmethod
     def from_artifacts(
-        cls, name: str, version: str, segment: str, metadata: Mapping[str, Any], profile: Mapping[str, Any]
-    ) -> ModelRef:
+        cls, name: str, version: str, segment: str, metadata: Mapping[str, Any], profile: Mapping[str, Any],
+        contract: Contract | None = None,
+    ) -> ModelRef:  # fmt: skip
+        """`contract` bounds the unit conversions tried (as for the single model); without it the
+        reference's observed range does."""
         vm = metadata["validation_metrics"]
         rows, rate = int(vm["rows"]), float(vm["positive_rate"])
+        quality = references_from_mapping(metadata.get("monitoring", {}).get("quality_reference") or {})
         return cls(
             name=name,
             version=version,
@@ -497,6 +577,8 @@ class ModelRef:
             validation_neg=rows - round(rows * rate),
             trained_through=date.fromisoformat(metadata["window"]["end"]),
             null=_with_days(metadata.get("monitoring", {})),
+            quality={q.name: q for q in quality if q.kind == "numeric"},
+            conversions=field_conversions(quality, contract),
         )
 
 
@@ -574,6 +656,15 @@ def measure(
                 add(Signal("beyond_reference_rate", name, got, rng), key)
             else:
                 add(Signal("unseen_category_rate", name, got, "values the reference never saw"), key)
+    for name, vc in sorted(c.values.items()):
+        qref, conv = ref.quality.get(name), ref.conversions.get(name, ())
+        if qref is None or not conv:
+            continue
+        if vc is None:  # deterministic (no test): a signal, never a p-value in the budget
+            add(Signal("unit_change", name, 0.0, f"not checked: more than {MAX_DISTINCT} distinct values"), None)
+            continue
+        flag, why = unit_change(qref, np.repeat(vc[0], vc[1].astype("int64")), conv)
+        add(Signal("unit_change", name, flag, why), None)
     auc = math.nan
     if c.labelled >= min_labels and c.positives > 0 and c.labelled - c.positives > 0:
         n_lab, k = c.labelled, c.positives
@@ -670,7 +761,8 @@ def cap(r: Reason) -> Reason:
     """A critical reason of a drift-only signal as a warning: the world moved, nothing is broken."""
     if r.severity != "critical":
         return r
-    return Reason(r.signal, r.feature, r.value, r.threshold, "warning", r.message + " [capped at yellow: drift alone]")
+    # replace() keeps the reason's question (a capped label-free AUC estimate still asks model_hurt)
+    return replace(r, severity="warning", message=r.message + " [capped at yellow: drift alone]")
 
 
 def _loss(w: ModelWindow) -> float:
@@ -704,11 +796,15 @@ def judge_fleet(
     for i, w in enumerate(judged):
         hits = disc.get(i, {})
         eligible = [s for s in w.signals if (w.signal_test[signal_id(s)] is None or w.signal_test[signal_id(s)] in hits)]
-        reasons = [cap(r) if r.signal in yellow_only else r for r in evaluate_signals(eligible, policy.rules)]
+        reasons, capped = cap_world_moved(
+            [cap(r) if r.signal in yellow_only else r for r in evaluate_signals(eligible, policy.rules)]
+        )
         reasons.sort(key=lambda r: r.severity != "critical")
         status = "red" if any(r.severity == "critical" for r in reasons) else "yellow" if reasons else "green"
         ps = [t.p_value for t in w.tests]
-        notes = () if status != "green" or not hits else (f"{len(hits)} discoveries below every threshold",)
+        notes: tuple[str, ...] = (capped,) if capped else ()
+        if status == "green" and hits:
+            notes = (*notes, f"{len(hits)} discoveries below every threshold")
         loss = _loss(w)
         out.append(
             ModelVerdict(

@@ -227,6 +227,22 @@ def unit_change(ref: FieldReference, values: np.ndarray, conversions: Sequence[C
     return _quantile_test(ref, values, conversions)
 
 
+def field_conversions(
+    references: Sequence[FieldReference], contract: Contract | None = None
+) -> dict[str, tuple[Conversion, ...]]:
+    """The unit conversions `unit_change` tries, per numeric field with a unit: the contract's (its
+    valid range bounds them) when it has the field, else those the reference's observed range admits."""
+    out: dict[str, tuple[Conversion, ...]] = {}
+    for r in references:
+        if r.kind != "numeric" or not r.unit:
+            continue
+        if contract is not None and r.name in contract.field_names:
+            out[r.name] = contract.field(r.name).conversions()
+        elif r.min is not None and r.max is not None:
+            out[r.name] = unit_conversions(r.unit, r.min, r.max)
+    return out
+
+
 class QualityAccumulator:
     """Quality statistics gathered chunk by chunk (memory bounded by the sample size, the number of
     distinct values per field, the site-hours and 8 bytes per record for duplicates, not by the
@@ -267,17 +283,7 @@ class QualityAccumulator:
         self.time, self.site = time, site
         self.site_hours: dict[str, list[pd.DataFrame]] = {r.name: [] for r in self.references if r.max_run_hours}
         self._hashes: list[np.ndarray] = []
-        self.conversions: dict[str, tuple[Conversion, ...]] = {}
-        for r in self.references:
-            if r.kind != "numeric" or not r.unit:
-                continue
-            spec = None
-            if contract is not None and r.name in contract.field_names:
-                spec = contract.field(r.name)
-            if spec is not None:
-                self.conversions[r.name] = spec.conversions()
-            elif r.min is not None and r.max is not None:
-                self.conversions[r.name] = unit_conversions(r.unit, r.min, r.max)
+        self.conversions = field_conversions(self.references, contract)
 
     def add(self, window: pd.DataFrame, factorized: Mapping[str, Any] | None = None) -> None:
         """Fold one chunk in. One hashing pass per column (`pd.factorize`) gives the missing count,

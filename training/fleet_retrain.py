@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -296,30 +297,44 @@ def run_cycle(
         if not dry_run:
             queue.put(spec.name, dataclasses.replace(i, state=QUEUED, reason=why))
     retrains: list[SegmentRetrain] = []
+    holder = str(uuid.uuid4())  # this cycle, as the holder of its models' retrain locks
     for i in picks:
         if dry_run:
             decisions.append(Decision(i.model_name, i.segment, "retraining", "would retrain (dry run)", i.score, i.version))
             continue
-        queue.put(spec.name, dataclasses.replace(i, state=RETRAINING, reason="retraining"))
+        # Another cycle (cron's `fleet retrain` beside an operator's `fleet monitor --retrain`) may
+        # be fitting this very model: one retrain per model at a time, the other cycle decides it.
+        got = queue.lock(spec.name, i.model_name, holder)
+        if got is None:
+            why = "locked: another retrain cycle is retraining this model; it records the decision"
+            decisions.append(Decision(i.model_name, i.segment, "locked", why, i.score, i.version))
+            continue
+        if got != holder:
+            log.warning("fleet retrain of %s: took over the expired lock of cycle %s", i.model_name, got)
         try:
-            r = retrain_segment(
-                contract, registry, store, runs, spec, config, gate, model_name=i.model_name, original=original, at=at, echo=echo
-            )
-        except Exception as exc:  # the alias moves last: a crash leaves the champion serving
-            log.exception("fleet retrain of %s failed", i.model_name)
-            r = SegmentRetrain(i.model_name, REFUSED, [f"retrain failed: {type(exc).__name__}: {exc}"], i.version)
-            runs.record_event(
-                "failed", model_name=i.model_name, from_version=i.version, to_version=None, reasons=r.reasons, at=at
-            )
-        retrains.append(r)
-        reason = "; ".join(r.reasons)
-        queue.put(
-            spec.name,
-            dataclasses.replace(
-                i, state=r.status, reason=reason, decided_run=run_id, challenger_version=r.challenger_version,
-                attempts=i.attempts + 1,
-            ),
-        )  # fmt: skip
+            queue.put(spec.name, dataclasses.replace(i, state=RETRAINING, reason="retraining"))
+            try:
+                r = retrain_segment(
+                    contract, registry, store, runs, spec, config, gate, model_name=i.model_name, original=original, at=at,
+                    echo=echo,
+                )  # fmt: skip
+            except Exception as exc:  # the alias moves last: a crash leaves the champion serving
+                log.exception("fleet retrain of %s failed", i.model_name)
+                r = SegmentRetrain(i.model_name, REFUSED, [f"retrain failed: {type(exc).__name__}: {exc}"], i.version)
+                runs.record_event(
+                    "failed", model_name=i.model_name, from_version=i.version, to_version=None, reasons=r.reasons, at=at
+                )
+            retrains.append(r)
+            reason = "; ".join(r.reasons)
+            queue.put(
+                spec.name,
+                dataclasses.replace(
+                    i, state=r.status, reason=reason, decided_run=run_id, challenger_version=r.challenger_version,
+                    attempts=i.attempts + 1,
+                ),
+            )  # fmt: skip
+        finally:
+            queue.unlock(spec.name, i.model_name, holder)
         decisions.append(
             Decision(i.model_name, i.segment, r.status, reason, i.score, r.champion_version, r.challenger_version, r.seconds)
         )

@@ -29,7 +29,7 @@ def small_fleet(contract, flights):
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, start=date(2013, 2, 1), null_resamples=100))
     registry = InMemoryRegistry()
     result = train_fleet(contract, registry, spec, frame=flights, workers=1, limit=6)
-    refs = load_refs(registry, spec)
+    refs = load_refs(registry, spec, contract=contract)
     control = registry.load(spec.global_model, refs[spec.global_model].version).metadata["monitoring"]["control_days"]
     return spec, registry, result, refs, sorted(control)
 
@@ -61,6 +61,14 @@ def test_a_fault_in_k_of_n_models_turns_exactly_those_red(small_fleet, contract,
     )
     assert res.red == sorted(faulty), res
     assert res.recall == 1.0 and res.precision == 1.0
+    # Red for the question the fault asks: a °C feed is a unit change (data broken), not a world
+    # beyond the reference's range (world moved, yellow on its own).
+    expected = {
+        "unit-change": "unit_change:temp (data_broken)",
+        "new-carrier": "unseen_category_rate:carrier (data_broken)",
+        "pressure-dropout": "missing_rate_increase:pressure (data_broken)",
+    }[fault]
+    assert set(res.why_red.values()) == {expected}, res.why_red
 
 
 def test_no_drift_control_days_raise_no_red_and_rows_name_their_model(small_fleet, contract, flights, tmp_path) -> None:

@@ -16,6 +16,7 @@ from data_contracts.fleet import FleetMonitor, FleetSpec, FleetTrain
 from monitoring.fleet import ModelRef, count_days, estimate_null
 from monitoring.policy import load_policy
 from monitoring.profile import build_profile
+from monitoring.quality import field_conversions, reference_for
 
 pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e '.[spark]')")
 if shutil.which("java") is None:
@@ -36,7 +37,7 @@ def spark():
 
 
 @pytest.fixture(scope="module")
-def fleet(flights):
+def fleet(flights, contract):
     """Three 'models' (one per origin) with profiles and nulls from January, and a log of
     March 1-7 in which JFK's temperature arrives in °C."""
     jan = flights[(flights["month"] == 1) & flights["late"].notna()].copy()
@@ -48,7 +49,11 @@ def fleet(flights):
     for origin, rows in jan.groupby("origin"):
         prof = build_profile(rows, NUM, CAT)
         null = estimate_null(prof, count_days(prof, rows, days.loc[rows.index]), 0.2, resamples=100)
-        refs[origin] = ModelRef(origin, "1", origin, prof, float(rows["late"].mean()), 0.7, 2000, 6000, date(2013, 1, 31), null)
+        quality = [reference_for(rows, c, "numeric", contract.field(c).unit) for c in ("temp", "humid", "distance")]
+        refs[origin] = ModelRef(
+            origin, "1", origin, prof, float(rows["late"].mean()), 0.7, 2000, 6000, date(2013, 1, 31), null,
+            {q.name: q for q in quality}, field_conversions(quality, contract),
+        )  # fmt: skip
     log = flights[(flights["month"] == 3) & (flights["day"] <= 7)].copy()
     log["probability"] = rng.beta(2, 6, len(log))
     log["label"] = log["late"]
@@ -76,11 +81,17 @@ def test_spark_counts_and_verdicts_equal_the_local_engine(spark, fleet) -> None:
         for col in local[k].cols:
             np.testing.assert_array_equal(local[k].cols[col], remote[k].cols[col])
         np.testing.assert_array_equal(local[k].hist_pos, remote[k].hist_pos)
+        assert set(local[k].values) == set(remote[k].values) == {"temp", "humid", "distance"}
+        for col, vc in local[k].values.items():  # the unit check's exact values survive the trip
+            assert vc is not None and remote[k].values[col] is not None
+            np.testing.assert_array_equal(vc[0], remote[k].values[col][0])  # type: ignore[index]
+            np.testing.assert_array_equal(vc[1], remote[k].values[col][1])  # type: ignore[index]
     policy = load_policy()
     a = judge_counts(refs, local, spec, policy, date(2013, 3, 7))
     b = judge_counts(refs, remote, spec, policy, date(2013, 3, 7))
     assert [v.as_dict() for v in a.verdicts] == [v.as_dict() for v in b.verdicts]
     assert [v.segment for v in a.verdicts if v.status == "red"] == ["JFK"]  # the °C feed, found by both
+    assert (a.verdicts[0].reasons[0].signal, a.verdicts[0].reasons[0].feature) == ("unit_change", "temp")
 
 
 def test_the_clock_survives_the_trip_through_spark(spark, fleet) -> None:

@@ -99,3 +99,70 @@ def test_the_queue_persists_without_duplicates(tmp_path) -> None:
     assert [(i["rank"], i["segment"], i["state"]) for i in doc["items"]] == [(1, "B", "queued"), (2, "A", "queued")]
     assert doc["states"]["queued"] == 2 and doc["last_cycle"]["budget"] == 1
     assert set(doc["items"][0]) >= {"model", "colour", "gain_x_traffic", "traffic", "auc_loss", "state", "reason"}
+
+
+def test_two_concurrent_cycles_never_retrain_the_same_model_at_once(tmp_path, monkeypatch) -> None:
+    """Cron's `fleet retrain` and an operator's `fleet monitor --retrain` on the same fleet run:
+    each red model is fitted by one cycle only; the other records it as locked and leaves its row."""
+    import threading
+    import time
+
+    from training.fleet_retrain import SegmentRetrain
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    fr = run("r1", verdict("A", "red", 3.0), verdict("B", "red", 9.0), verdict("C", "red", 5.0))
+    active: dict[str, int] = {}
+    fitted: list[str] = []
+    overlap: list[str] = []
+    guard = threading.Lock()
+
+    def slow_retrain(*args: Any, model_name: str, **kw: Any) -> SegmentRetrain:
+        with guard:
+            active[model_name] = active.get(model_name, 0) + 1
+            fitted.append(model_name)
+            if active[model_name] > 1:
+                overlap.append(model_name)
+        time.sleep(0.3)  # long enough for the other cycle to reach the same model
+        with guard:
+            active[model_name] -= 1
+        return SegmentRetrain(model_name, "refused", ["challenger lost the gate: test"], "1")
+
+    monkeypatch.setattr("training.fleet_retrain.retrain_segment", slow_retrain)
+    start = threading.Barrier(2, timeout=30)
+    results: list[Any] = []
+
+    def one_cycle() -> None:
+        store = QueueStore(url)  # its own connection pool, as another process would have
+        start.wait()
+        results.append(cycle(store, fr, 3))
+        store.dispose()
+
+    threads = [threading.Thread(target=one_cycle) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 2 and not overlap
+    assert sorted(fitted) == ["flights-late--A", "flights-late--B", "flights-late--C"]  # each once
+    acts = sorted((d.segment, d.action) for r in results for d in r.decisions if d.action in ("refused", "locked"))
+    assert sorted(s for s, a in acts if a == "refused") == ["A", "B", "C"]
+    assert all(
+        "another retrain cycle" in d.reason for r in results for d in r.decisions if d.action == "locked"
+    )  # the skipping cycle says why
+    store = QueueStore(url)
+    assert store.locks("routes") == {}  # every lock released
+    assert {i.state for i in store.items("routes").values()} == {"refused"}
+
+
+def test_a_lock_is_exclusive_released_by_its_holder_only_and_expires(tmp_path) -> None:
+    from datetime import timedelta
+
+    store = QueueStore(f"sqlite:///{tmp_path / 'q.db'}")
+    assert store.lock("routes", "m", "cycle-1") == "cycle-1"
+    assert store.lock("routes", "m", "cycle-2") is None
+    store.unlock("routes", "m", "cycle-2")  # not its lock: nothing happens
+    assert store.locks("routes") == {"m": "cycle-1"}
+    assert store.lock("routes", "m", "cycle-3", lease=timedelta(0)) == "cycle-1"  # an expired lease is taken over
+    assert store.locks("routes") == {"m": "cycle-3"}
+    store.unlock("routes", "m", "cycle-3")
+    assert store.locks("routes") == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import numpy as np
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 from data_contracts.contract import load_contract
 from data_contracts.fleet import load_fleet, parse_fleet
 from monitoring.fleet import (
+    MAX_DISTINCT,
     BetweenDayNull,
+    Counts,
     ModelRef,
     auc_from_hist,
     benjamini_hochberg,
@@ -26,6 +29,7 @@ from monitoring.fleet import (
 )
 from monitoring.policy import load_policy
 from monitoring.profile import build_profile
+from monitoring.quality import field_conversions, reference_for
 
 pytestmark = pytest.mark.unit
 
@@ -111,17 +115,26 @@ def test_block_draws_are_runs_of_consecutive_days() -> None:
     assert (np.diff(idx[:, :3], axis=1) == 1).all()
 
 
-def no_drift_and_shifted(shift: float) -> tuple[list, ModelRef]:
+def no_drift_and_shifted(shift: float, *, fault: str = "shift", validation_auc: float = 0.5) -> tuple[list, ModelRef]:
+    """20 models' windows; the first three carry `fault`: temperatures `shift` beyond the reference
+    ("shift"), or sent in °C ("celsius"). `validation_auc` is those three's validation AUC (their
+    windows' AUC is ~0.5: a high one says the model is hurt)."""
     ref_f = frame(4000, 3)
     prof = ref_of(ref_f).profile
     null = estimate_null(prof, count_days(prof, ref_f, ref_f["day"]), 0.22, days=(1, 7, 28), resamples=100)
-    ref = ModelRef("m", "1", "m", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null)
+    quality = [reference_for(ref_f, "temp", "numeric", "degF")]
+    unit = {"quality": {"temp": quality[0]}, "conversions": field_conversions(quality, load_contract())}
+    ref = ModelRef("m", "1", "m", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null, **unit)
     windows = []
     for i in range(20):
-        f = frame(400, 100 + i, temp_shift=shift if i < 3 else 0.0)
-        c = merge_all(count_days(prof, f, f["day"]).values())
+        faulty = i < 3
+        f = frame(400, 100 + i, temp_shift=shift if faulty and fault == "shift" else 0.0)
+        if faulty and fault == "celsius":
+            f = f.assign(temp=(f["temp"] - 32.0) * 5.0 / 9.0)
+        c = merge_all(count_days(prof, f, f["day"], ref.unit_columns).values())
         assert c is not None
-        windows.append(measure(ModelRef(f"m{i}", "1", f"s{i}", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null), c))
+        auc = validation_auc if faulty else 0.5
+        windows.append(measure(ModelRef(f"m{i}", "1", f"s{i}", prof, 0.22, auc, 200, 700, date(2013, 3, 31), null, **unit), c))
     return windows, ref
 
 
@@ -130,10 +143,63 @@ def test_budget_no_drift_is_green_and_faults_are_exactly_red() -> None:
     calm, _ = no_drift_and_shifted(0.0)
     j = judge_fleet(calm, policy, fdr=0.05, min_rows=30)
     assert j.counts["red"] == 0 and j.counts["yellow"] == 0, [(v.name, v.reasons) for v in j.verdicts]
-    faulty, _ = no_drift_and_shifted(40.0)  # three models see temperatures far beyond the reference
+    faulty, _ = no_drift_and_shifted(0.0, fault="celsius")  # three models' temperature feed sent in °C
     j = judge_fleet(faulty, policy, fdr=0.05, min_rows=30)
     assert sorted(v.name for v in j.verdicts if v.status == "red") == ["m0", "m1", "m2"]
     assert j.verdicts[0].status == "red"  # worst first
+    for v in j.verdicts[:3]:
+        assert (v.reasons[0].signal, v.reasons[0].feature, v.reasons[0].question) == ("unit_change", "temp", "data_broken")
+
+
+def test_a_world_beyond_the_reference_is_yellow_and_red_only_when_the_model_is_hurt() -> None:
+    """The single model's split (monitoring.policy.cap_world_moved): values beyond the reference's
+    range (a warm spring) are world_moved; critical counts as red only with a critical model_hurt
+    reason in the same window."""
+    policy = load_policy()
+    moved, _ = no_drift_and_shifted(40.0)  # far beyond the reference; the models are not hurt
+    j = judge_fleet(moved, policy, fdr=0.05, min_rows=30)
+    assert j.counts["red"] == 0 and sorted(v.name for v in j.verdicts if v.status == "yellow") == ["m0", "m1", "m2"]
+    for v in j.verdicts[:3]:
+        beyond = [r for r in v.reasons if r.signal == "beyond_reference_rate"]
+        assert beyond and beyond[0].question == "world_moved" and beyond[0].severity == "warning"
+        assert "unit_change" not in {r.signal for r in v.reasons}  # moved, not converted
+        assert any("no model_hurt reason: held at yellow" in n for n in v.notes)
+    hurt, _ = no_drift_and_shifted(40.0, validation_auc=0.9)  # the same move, and AUC fell from 0.9 to ~0.5
+    j = judge_fleet(hurt, policy, fdr=0.05, min_rows=30)
+    assert sorted(v.name for v in j.verdicts if v.status == "red") == ["m0", "m1", "m2"]
+    for v in j.verdicts[:3]:
+        critical = {(r.signal, r.question) for r in v.reasons if r.severity == "critical"}
+        assert ("roc_auc_drop", "model_hurt") in critical and ("beyond_reference_rate", "world_moved") in critical
+
+
+def test_exact_values_merge_like_the_counts_and_survive_json() -> None:
+    f = frame(3000, 0)
+    prof = ref_of(f).profile
+    whole = merge_all(count_days(prof, f, f["day"], ["temp"]).values())
+    parts = [
+        merge_all(count_days(prof, c, c["day"], ["temp"]).values()) for c in (f.iloc[i : i + 431] for i in range(0, 3000, 431))
+    ]
+    chunked = merge_all(parts)
+    assert whole is not None and chunked is not None
+    for got in (chunked, Counts.from_dict(json.loads(json.dumps(chunked.to_dict())))):
+        vc = got.values["temp"]
+        assert vc is not None
+        np.testing.assert_array_equal(vc[0], np.unique(f["temp"]))
+        assert vc[1].sum() == 3000
+        np.testing.assert_array_equal(vc[1], whole.values["temp"][1])  # type: ignore[index]
+
+
+def test_too_many_distinct_values_skip_the_unit_check_and_say_so() -> None:
+    f = frame(MAX_DISTINCT + 10, 1).assign(day="2013-01-05")
+    prof = ref_of(f).profile
+    c = merge_all(count_days(prof, f, f["day"], ["temp"]).values())
+    assert c is not None and c.values["temp"] is None
+    quality = [reference_for(f, "temp", "numeric", "degF")]
+    ref = ModelRef(
+        "m", "1", "m", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), {}, {"temp": quality[0]}, field_conversions(quality)
+    )
+    unit = [s for s in measure(ref, c).signals if s.signal == "unit_change"]
+    assert len(unit) == 1 and unit[0].value == 0.0 and "not checked" in unit[0].detail
 
 
 def test_small_windows_are_not_enough_data_and_spend_no_budget() -> None:
@@ -233,3 +299,11 @@ def test_a_null_without_its_day_count_takes_it_from_the_reference_days() -> None
         "window": {"end": "2013-03-31"},
     }
     assert ModelRef.from_artifacts("m", "1", "m", md, prof.to_dict()).null["n_days"] == 37
+
+
+def test_a_capped_reason_keeps_its_question() -> None:
+    from monitoring.fleet import cap
+    from monitoring.policy import Reason
+
+    r = cap(Reason("expected_roc_auc_drop", None, 0.05, 0.03, "critical", "AUC estimate fell", "model_hurt"))
+    assert (r.severity, r.question) == ("warning", "model_hurt") and r.message.endswith("[capped at yellow: drift alone]")
