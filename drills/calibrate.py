@@ -195,7 +195,9 @@ def reference_only_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFra
     ref_days, _ = split_days(contract, fit, config.seed)
     bundle = fit_bundle(contract, on_days(contract, fit, ref_days), val, config).bundle
     p_fit = bundle.pipeline.predict_proba(contract_frame(contract, fit))[:, 1]
-    section, profile = monitoring_reference(contract, fit, p_fit, config.seed, bundle.pipeline.named_steps["features"])
+    section, profile = monitoring_reference(
+        contract, fit, p_fit, config.seed, bundle.pipeline.named_steps["features"], pipeline=bundle.pipeline
+    )
     # importance and the validation blocks stay (they come from the validation days)
     metadata = {**bundle.metadata, "monitoring": {**bundle.metadata["monitoring"], **section}, "model_days": "reference"}
     return replace(bundle, metadata=metadata, profile=profile)
@@ -377,26 +379,29 @@ NULL_COVERAGE_Z = (3.0, 3.5, 4.0, 5.0)
 def run_null_coverage(s: Setup) -> dict:
     """The nulls checked on the reference days alone (monitoring.null.held_back_scores): each
     1-day and 7-day block of reference days held back, the nulls re-estimated from the other
-    reference days, the block's PSI of every profiled column and its label-rate shift scored;
+    reference days, the block's PSI of every profiled column, its label-rate shift and its
+    calibration gap (out-of-fold probabilities, as training computes them) scored;
     the share of blocks with some z at or above each threshold. Uses no control or validation day."""
     from monitoring.null import alarm_share, held_back_scores
     from training.data import contract_frame
-    from training.reference import day_statistics
+    from training.reference import day_statistics, out_of_fold_probabilities
 
     ref = pd.concat([s.frames[d] for d in s.reference_days])
     pipe = s.bundle.pipeline  # type: ignore[attr-defined]
     p = pipe.predict_proba(contract_frame(s.contract, ref))[:, 1]
     assert s.ctx.drift_profile is not None
-    d = day_statistics(s.contract, ref, pipe.named_steps["features"], p, s.ctx.drift_profile)
+    oof = out_of_fold_probabilities(s.contract, ref, pipe)  # as training does for the calibration-gap null
+    d = day_statistics(s.contract, ref, pipe.named_steps["features"], p, s.ctx.drift_profile, oof)
     out: dict = {}
     for c in (1, 7):
-        scores = held_back_scores(d.counts, (d.late, d.labelled), c)
+        scores = held_back_scores(d.counts, (d.late, d.labelled), c, d.predicted)
         firing = Counter(k for row in scores for k, v in row.items() if v >= NULL_COVERAGE_Z[0])
         out[c] = {
             "blocks": len(scores),
             "statistics": len(scores[0]) if scores else 0,
             "share": {z: alarm_share(scores, z) for z in NULL_COVERAGE_Z},
             "firing": dict(firing.most_common(8)),
+            "calibration_gap_max_z": max((row["calibration_gap"] for row in scores if "calibration_gap" in row), default=None),
         }
     return out
 
@@ -646,7 +651,9 @@ def markdown(res: dict) -> str:
             "## The nulls checked on the reference days alone (nested)",
             "",
             "Each block of reference days held back in turn, the nulls re-estimated from the other",
-            "reference days only, the block's PSI of every profiled column and its label-rate shift",
+            "reference days only, the block's PSI of every profiled column, its label-rate shift and its",
+            "calibration gap (late rate - mean out-of-fold probability: each reference day scored by a",
+            "model fitted on the other weeks, `training.reference.out_of_fold_probabilities`)",
             "scored as a window would be (`monitoring.null.held_back_scores`). No control or validation",
             "day is used: this is the evidence a threshold change may rest on. Share of held-back blocks",
             "with at least one statistic at or above z:",
@@ -660,6 +667,13 @@ def markdown(res: dict) -> str:
             firing = ", ".join(f"{k} ({v})" for k, v in x["firing"].items()) or "-"
             shares = " | ".join(f"{x['share'][z]:.1%}" for z in NULL_COVERAGE_Z)
             L.append(f"| {c} d | {x['blocks']} | {x['statistics']} | {shares} | {firing} |")
+        gap_max = [
+            f"{c} d {x['calibration_gap_max_z']:.2f}"
+            for c, x in res["null_coverage"].items()
+            if x.get("calibration_gap_max_z") is not None
+        ]
+        if gap_max:
+            L += ["", "Largest calibration-gap z of any held-back block: " + ", ".join(gap_max) + "."]
     L += [
         "",
         "7-day control windows are 7 consecutive control days (sliding by one, so they overlap); the",

@@ -289,8 +289,7 @@ class WindowAccumulator:
                     "calibration_gap",
                     None,
                     abs(perf.calibration_gap),
-                    f"late rate {perf.label_rate:.1%} vs mean probability {perf.mean_prediction:.1%} (labelled rows; "
-                    "no policy rule yet: its null comes from in-sample probabilities and is too tight)",
+                    f"late rate {perf.label_rate:.1%} vs mean probability {perf.mean_prediction:.1%} (labelled rows)",
                 )
             )
             sig.append(

@@ -11,7 +11,9 @@ back in turn and its statistic computed against the rest of the reference (the p
 without it: the same frozen bins, shares recounted without the block's rows). Statistics: the
 bias-corrected PSI excess of every profiled column (raw fields, derived features, the model's
 output), the missing-rate rise, the rise of the most common value's share (stuck values), the
-share outside the rest's [min, max], and the label-rate shift |late rate of the block - rest|.
+share outside the rest's [min, max], the label-rate shift |late rate of the block - rest|, and the
+calibration gap |late rate of the block - mean probability| from *out-of-fold* probabilities (each
+reference day scored by a model that did not see it: `training.reference.out_of_fold_probabilities`).
 With ~51 reference days, 1-day and 7-day nulls are estimated; a 28-day block would leave too
 few independent blocks (MIN_BLOCKS), so a 28-day window is judged against the 7-day null (the
 nearest available; looser than a true 28-day null, so fewer false alarms and less power).
@@ -60,7 +62,9 @@ MIN_BLOCKS = 3  # fewer independent blocks than this: no null for that cadence
 OVERLAP_GAIN = 1.5  # overlapping blocks are worth 1.5x the non-overlapping count (overlapping batch means)
 Z_CAP = 8.0
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
-NULL_VERSION = 1
+# 2: the calibration-gap null comes from out-of-fold probabilities. Version 1 books are read, but
+# their calibration-gap null is dropped: it came from in-sample probabilities and is too tight.
+NULL_VERSION = 2
 # Per signal: how its no-drift values are made near-normal, and the smallest value worth a flag
 # (a statistic whose null is ~0, e.g. the PSI of a category mix, would otherwise flag noise).
 TRANSFORM = {"psi": "cbrt", "label_rate_shift": "halfnormal", "calibration_gap": "halfnormal"}
@@ -193,7 +197,9 @@ def estimate_nulls(
     `day_counts[column]` is a (days, bins) array of that column's counts in its frozen profile
     bins, one row per reference day (the missing-value bin at index `missing_bin[column]`, default
     0); `day_predicted` the sum of the model's probabilities over the labelled flights of each
-    day; `day_labels` is (late flights per day, labelled flights per day).
+    day, each day scored by a model that never saw it (in-sample probabilities fit the reference's
+    own labels and make this null too tight); `day_labels` is (late flights per day, labelled
+    flights per day).
     Each block of `cadence` consecutive days is held back and compared with the other days.
     """
     out: list[NullSummary] = []
@@ -237,8 +243,9 @@ def estimate_nulls(
                 out.append(summ)
             if day_predicted is not None:
                 # |late rate - mean probability| of the block: the weather that moves the late
-                # rate also moves the model's probabilities, so this null is much tighter than
-                # the label-rate one and a shift the inputs do not explain stands out
+                # rate also moves the model's probabilities, so this null is tighter than the
+                # label-rate one and a shift the inputs do not explain stands out. The block's own
+                # gap, not the gap against the rest: a window's gap is judged the same way
                 pred = np.asarray(day_predicted, dtype="float64")
                 gaps = [abs((late[s:e].sum() - pred[s:e].sum()) / n[s:e].sum()) for s, e in bl if n[s:e].sum() > 0]
                 summ = summarise("calibration_gap", None, c, gaps, n_blocks)
@@ -248,13 +255,17 @@ def estimate_nulls(
 
 
 def held_back_scores(
-    day_counts: Mapping[str, np.ndarray], day_labels: tuple[np.ndarray, np.ndarray] | None, cadence: int
+    day_counts: Mapping[str, np.ndarray],
+    day_labels: tuple[np.ndarray, np.ndarray] | None,
+    cadence: int,
+    day_predicted: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """The nulls checked on the reference itself, nested: each run of `cadence` consecutive days
     is held back in turn, the nulls are estimated from the *other* days alone (`estimate_nulls`;
     the days either side of the hole are treated as consecutive) and the held-back block's PSI
-    excess of every column (against the other days, in the same bins) and its label-rate shift
-    are scored under them. One mapping ("psi:<column>" / "label_rate_shift" -> z) per block.
+    excess of every column (against the other days, in the same bins), its label-rate shift and,
+    with `day_predicted` (out-of-fold probability sums per day), its calibration gap are scored
+    under them. One mapping ("psi:<column>" / "label_rate_shift" / "calibration_gap" -> z) per block.
 
     The monitor judges a window the same way (its days are never part of its null), so the share
     of blocks with some z at or above a threshold estimates, from reference days only, the
@@ -267,7 +278,8 @@ def held_back_scores(
         hold[s:e] = True
         rest_counts = {k: v[~hold] for k, v in day_counts.items()}
         rest_labels = (day_labels[0][~hold], day_labels[1][~hold]) if day_labels is not None else None
-        book = NullBook(tuple(estimate_nulls(rest_counts, rest_labels, cadences=(cadence,))))
+        rest_pred = day_predicted[~hold] if day_predicted is not None else None
+        book = NullBook(tuple(estimate_nulls(rest_counts, rest_labels, cadences=(cadence,), day_predicted=rest_pred)))
         row: dict[str, float] = {}
         for col, counts in day_counts.items():
             null = book.find("psi", col, cadence)
@@ -279,6 +291,9 @@ def held_back_scores(
             if null is not None and n[hold].sum() > 0 and n[~hold].sum() > 0:
                 shift = abs(late[hold].sum() / n[hold].sum() - late[~hold].sum() / n[~hold].sum())
                 row["label_rate_shift"] = null.score(shift)
+            gap_null = book.find("calibration_gap", None, cadence)
+            if day_predicted is not None and gap_null is not None and n[hold].sum() > 0:
+                row["calibration_gap"] = gap_null.score(abs((late[hold].sum() - day_predicted[hold].sum()) / n[hold].sum()))
         out.append(row)
     return out
 
@@ -352,11 +367,13 @@ class NullBook:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> NullBook | None:
-        if not d or d.get("null_version") != NULL_VERSION:
+        version = d.get("null_version") if d else None
+        if not d or version not in (1, NULL_VERSION):
             return None
-        return cls(
-            tuple(NullSummary(**{**s, "quantiles": tuple(s["quantiles"])}) for s in d.get("summaries", ())),
-        )
+        rows = d.get("summaries", ())
+        if version == 1:  # in-sample calibration-gap null: too tight to judge a window by
+            rows = [s for s in rows if s["signal"] != "calibration_gap"]
+        return cls(tuple(NullSummary(**{**s, "quantiles": tuple(s["quantiles"])}) for s in rows))
 
 
 class BlockConsistency:

@@ -42,6 +42,7 @@ DEFAULT_QUESTION: dict[str, str] = {
     "skew_mismatch_rate": "data_broken",
     "roc_auc_drop": "model_hurt",
     "expected_roc_auc_drop": "model_hurt",
+    "calibration_gap_vs_null": "model_hurt",
 }
 
 

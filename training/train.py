@@ -147,7 +147,9 @@ def fit_bundle(contract: Contract, fit: pd.DataFrame, val: pd.DataFrame, config:
     compiled, compiled_info = compile_for_serving(pipeline, X_val)
     slices = slice_metrics(y_val, p_val, val["origin"].to_numpy(), threshold)
     p_fit = pipeline.predict_proba(X_fit)[:, 1]
-    monitoring, profile = monitoring_reference(contract, fit, p_fit, config.seed, pipeline.named_steps["features"])
+    monitoring, profile = monitoring_reference(
+        contract, fit, p_fit, config.seed, pipeline.named_steps["features"], pipeline=pipeline
+    )
     monitoring["importance"] = field_importance(pipeline, X_val, y_val, config.seed)
     monitoring.update(validation_blocks(contract, val, p_val))
     metadata = {

@@ -110,6 +110,40 @@ def test_label_rate_shift_null_and_missing_rate_null():
     assert miss.score(0.95) >= 4.0  # a dead field
 
 
+def calibrated_days(rng: np.random.Generator, n_days: int = N_DAYS, rows: int = 900) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(late, labelled, predicted) per day: each day's late rate swings with its weather (7-47 %),
+    and a calibrated model sees that weather: its probabilities sum to the day's expected late
+    count, up to a small error of its own (sd 1.5 points of rate)."""
+    n = np.full(n_days, float(rows))
+    rate = np.clip(rng.normal(0.22, 0.08, n_days), 0.07, 0.47)
+    late = rng.binomial(rows, rate).astype("float64")
+    predicted = n * np.clip(rate + rng.normal(0.0, 0.015, n_days), 0.01, 0.99)
+    return late, n, predicted
+
+
+def test_calibration_gap_null_is_tight_for_a_calibrated_model_and_fires_on_a_label_shift():
+    rng = np.random.default_rng(1)
+    late, n, predicted = calibrated_days(rng)
+    nulls = estimate_nulls({"x": day_counts(rng)}, (late, n), cadences=(1, 7), day_predicted=predicted)
+    for c in (1, 7):
+        gap = next(s for s in nulls if s.signal == "calibration_gap" and s.cadence_days == c)
+        shift = next(s for s in nulls if s.signal == "label_rate_shift" and s.cadence_days == c)
+        assert gap.transform == "halfnormal"
+        # the weather moves the late rate and the probabilities together: the gap's spread is far tighter
+        assert gap.scale < shift.scale / 2
+    # a window where 15 % of on-time flights became late, the inputs (and so the probabilities) unchanged
+    week = slice(10, 17)
+    shifted = late[week].sum() + 0.15 * (n[week].sum() - late[week].sum())
+    gap_value = abs(shifted - predicted[week].sum()) / n[week].sum()
+    shift_value = abs(shifted / n[week].sum() - late.sum() / n.sum())
+    gap7 = next(s for s in nulls if s.signal == "calibration_gap" and s.cadence_days == 7)
+    shift7 = next(s for s in nulls if s.signal == "label_rate_shift" and s.cadence_days == 7)
+    assert gap7.score(gap_value) >= 5.0 > shift7.score(shift_value)
+    assert gap7.score(abs(late[week].sum() - predicted[week].sum()) / n[week].sum()) < 3.0  # the same week unshifted
+    # no probabilities: no calibration-gap null (an in-sample one would be too tight)
+    assert not [s for s in estimate_nulls({"x": day_counts(rng)}, (late, n), cadences=(1,)) if s.signal == "calibration_gap"]
+
+
 def test_value_nulls_stuck_and_beyond():
     rng = np.random.default_rng(0)
     counts = day_counts(rng, day_sd=0.2)
@@ -160,6 +194,18 @@ def test_null_book_round_trips_through_json():
     assert isinstance(found, NullSummary) and found.cadence_days == 7
     assert back.find("psi", "y", 7) is None
     assert NullBook.from_dict(None) is None and NullBook.from_dict({"null_version": 99}) is None
+
+
+def test_a_version_1_book_loses_its_in_sample_calibration_gap_null():
+    rng = np.random.default_rng(2)
+    late, n, predicted = calibrated_days(rng)
+    book = NullBook(tuple(estimate_nulls({"x": day_counts(rng)}, (late, n), cadences=(1,), day_predicted=predicted)))
+    assert book.find("calibration_gap", None, 1) is not None
+    old = {**book.to_dict(), "null_version": 1}  # models trained before the out-of-fold null
+    back = NullBook.from_dict(json.loads(json.dumps(old)))
+    assert back is not None and back.find("calibration_gap", None, 1) is None
+    assert back.find("psi", "x", 1) == book.find("psi", "x", 1)
+    assert back.find("label_rate_shift", None, 1) == book.find("label_rate_shift", None, 1)
 
 
 def test_block_consistency_is_zero_for_one_reading_per_block_and_catches_a_sprinkled_spike():

@@ -31,6 +31,22 @@ def test_days_from_one_process_alarm_near_the_nominal_rate_and_never_include_the
     assert alarm_share(scores, 5.0) == 0.0
 
 
+def test_the_calibration_gap_is_scored_nested_and_finds_a_day_whose_labels_moved():
+    from tests.unit.test_null import calibrated_days
+
+    rng = np.random.default_rng(6)
+    late, n, predicted = calibrated_days(rng)
+    late[23] += 0.15 * (n[23] - late[23])  # 15 % of the day's on-time flights late; inputs unchanged
+    scores = held_back_scores({"a": day_counts(rng)}, (late, n), 1, predicted)
+    assert set(scores[0]) == {"psi:a", "label_rate_shift", "calibration_gap"}
+    gap = np.array([row["calibration_gap"] for row in scores])
+    assert int(np.argmax(gap)) == 23 and gap[23] >= 4.0
+    others = [{"g": z} for i, z in enumerate(gap) if i != 23]
+    assert alarm_share(others, 3.0) <= 0.05
+    # the label-rate shift of the same day stays within what weather alone does to a day
+    assert scores[23]["label_rate_shift"] < 3.0
+
+
 def test_a_broken_day_scores_far_beyond_the_others():
     rng = np.random.default_rng(4)
     a = day_counts(rng)
