@@ -121,7 +121,7 @@ class Decision:
 
     model_name: str
     segment: str
-    action: str  # queued | left | notified | retraining | promoted | refused | over_budget | locked
+    action: str  # queued | left | notified | withheld | retraining | promoted | refused | over_budget | locked
     reason: str
     score: float = 0.0
     champion_version: str | None = None
@@ -137,12 +137,31 @@ def rank(items: Iterable[QueueItem]) -> list[QueueItem]:
     return sorted(items, key=lambda i: (-i.score, -i.auc_loss, i.model_name))
 
 
+def broken_data(verdict: Mapping[str, Any]) -> list[str]:
+    """The critical data-broken reasons of a stored verdict (`signal:feature`), sorted."""
+    return sorted(
+        {
+            f"{r.get('signal')}:{r.get('feature')}" if r.get("feature") else str(r.get("signal"))
+            for r in verdict.get("reasons") or []
+            if r.get("question") == "data_broken" and r.get("severity") == "critical"
+        }
+    )
+
+
 def sync(
-    current: Mapping[str, QueueItem], verdicts: Sequence[Mapping[str, Any]], run_id: str | None, window_end: str | None
+    current: Mapping[str, QueueItem],
+    verdicts: Sequence[Mapping[str, Any]],
+    run_id: str | None,
+    window_end: str | None,
+    *,
+    retrain_when_data_broken: bool = False,
 ) -> tuple[dict[str, QueueItem], list[Decision]]:
     """Pure: (the queue after a fleet run's verdicts, the decisions that made it).
 
-    `current`: model name -> its queue row; `verdicts`: the fleet run's verdicts (as stored).
+    `current`: model name -> its queue row; `verdicts`: the fleet run's verdicts (as stored). A model
+    red on broken data is not queued (it leaves the queue if it was there): its owner is paged, and
+    the feed is fixed before any retrain, as for the single model (monitoring.policy.retrain_hold;
+    `retrain_when_data_broken` restores queueing it).
     """
     out = dict(current)
     decisions: list[Decision] = []
@@ -150,7 +169,14 @@ def sync(
         name, status = str(v["name"]), str(v["status"])
         old = out.get(name)
         score = float(v.get("impact") or 0.0)
-        if status == "red":
+        broken = broken_data(v) if status == "red" and not retrain_when_data_broken else []
+        if broken:
+            if old is not None:
+                del out[name]
+            why = f"red on broken data ({', '.join(broken)}): the owner is paged; fix the feed, then retrain"
+            if old is None or old.run_id != run_id:
+                decisions.append(Decision(name, str(v["segment"]), "withheld", why, score))
+        elif status == "red":
             top = (v.get("reasons") or [{}])[0].get("message", "red")
             fresh = QueueItem(
                 name, str(v["segment"]), "red", v.get("version"), float(v.get("auc_loss") or 0.0), int(v.get("rows") or 0),

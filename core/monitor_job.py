@@ -110,7 +110,13 @@ def notify_yellow(decisions: Iterable[Decision], *, owner: str, webhook_url: str
         log.warning("fleet %s: YELLOW %s for %s: %s", fleet, d.model_name, owner, d.reason)
     if yellow and webhook_url:
         post_webhook(webhook_url, {"owner": owner, "fleet": fleet, "status": "yellow", "models": [d.as_dict() for d in yellow]})
-    return len(yellow)
+    # Red on broken data retrains nothing: the owner must hear about it (a page, not a queue entry).
+    broken = [d for d in decisions if d.action == "withheld"]
+    for d in broken:
+        log.error("fleet %s: RED %s for %s: %s", fleet, d.model_name, owner, d.reason)
+    if broken and webhook_url:
+        post_webhook(webhook_url, {"owner": owner, "fleet": fleet, "status": "red", "models": [d.as_dict() for d in broken]})
+    return len(yellow) + len(broken)
 
 
 def write_reports(

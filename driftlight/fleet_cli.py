@@ -250,6 +250,7 @@ def _cycle(settings: Settings, spec: Any, *, budget: int | None, dry_run: bool, 
         QueueStore(url), spec, latest, FleetRetrainConfig.from_settings(settings, budget=budget),
         GateConfig.from_settings(settings),
         dry_run=dry_run, owner=policy.owner, webhook_url=policy.webhook_url,
+        retrain_when_data_broken=policy.retrain_when_data_broken,
         echo=(lambda m: None) if as_json else (lambda m: typer.echo(m, err=True)),
     )  # fmt: skip
     return res.as_dict()

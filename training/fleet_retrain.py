@@ -274,17 +274,25 @@ def run_cycle(
     dry_run: bool = False,
     owner: str = "ml-oncall",
     webhook_url: str | None = None,
+    retrain_when_data_broken: bool = False,
     original: pd.DataFrame | None = None,
     at: datetime | None = None,
     echo: Callable[[str], None] = lambda m: None,
 ) -> CycleResult:
     """Sync the queue with `fleet_run` (a `FleetRunStore.latest()` document), notify yellow owners,
-    retrain the `config.budget` highest-ranked due models, record every decision. `dry_run`: plan
+    retrain the `config.budget` highest-ranked due models, record every decision (a model red on
+    broken data is paged, never queued, unless `retrain_when_data_broken`). `dry_run`: plan
     only, nothing written, nothing retrained, nobody notified."""
     t0 = time.perf_counter()
     run_id = fleet_run["run_id"] if fleet_run else None
     window_end = fleet_run.get("window_end") if fleet_run else None
-    items, decisions = sync(queue.items(spec.name), fleet_run["verdicts"] if fleet_run else [], run_id, window_end)
+    items, decisions = sync(
+        queue.items(spec.name),
+        fleet_run["verdicts"] if fleet_run else [],
+        run_id,
+        window_end,
+        retrain_when_data_broken=retrain_when_data_broken,
+    )
     if not dry_run:
         queue.save(spec.name, items)
         notify_yellow(decisions, owner=owner, webhook_url=webhook_url, fleet=spec.name)
@@ -311,6 +319,14 @@ def run_cycle(
             continue
         if got != holder:
             log.warning("fleet retrain of %s: took over the expired lock of cycle %s", i.model_name, got)
+        # This cycle read the queue before it held the lock: another cycle may have decided the model
+        # on this same run since (and released its lock). Re-read the row under the lock.
+        fresh = queue.items(spec.name).get(i.model_name)
+        if fresh is None or not fresh.due(run_id):
+            queue.unlock(spec.name, i.model_name, holder)
+            why = "locked: another retrain cycle already decided this model on this fleet run"
+            decisions.append(Decision(i.model_name, i.segment, "locked", why, i.score, i.version))
+            continue
         try:
             queue.put(spec.name, dataclasses.replace(i, state=RETRAINING, reason="retraining"))
             try:

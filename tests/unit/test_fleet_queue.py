@@ -52,6 +52,28 @@ def test_sync_queues_red_once_green_leaves_yellow_notifies_and_never_queues() ->
     assert gone == {} and ds5[0].reason == "turned green"
 
 
+def test_red_on_broken_data_is_paged_never_queued() -> None:
+    """A model red on broken data (a critical data_broken reason) is not queued for a retrain: a model
+    fitted on the broken feed learns the fault. It leaves the queue if it was there; the decision says
+    why; the policy switch restores queueing it."""
+    broken = verdict("A", "red", 8.0)
+    broken["reasons"] = [
+        {"signal": "unit_change", "feature": "temp", "severity": "critical", "question": "data_broken", "message": "°C"},
+        {"signal": "roc_auc_drop", "feature": None, "severity": "critical", "question": "model_hurt", "message": "AUC fell"},
+    ]
+    hurt = verdict("B", "red", 5.0)
+    hurt["reasons"] = [{"signal": "roc_auc_drop", "severity": "critical", "question": "model_hurt", "message": "AUC fell"}]
+    items, ds = sync({}, [broken, hurt], "r1", "d")
+    assert set(items) == {"flights-late--B"}
+    assert [(d.segment, d.action) for d in ds] == [("A", "withheld"), ("B", "queued")]
+    assert "unit_change:temp" in ds[0].reason and "fix the feed" in ds[0].reason
+    queued, _ = sync({}, [hurt, {**broken, "reasons": hurt["reasons"]}], "r1", "d")  # A was red on its AUC first
+    after, ds2 = sync(queued, [broken], "r2", "d")  # then its feed broke: it leaves the queue
+    assert "flights-late--A" not in after and [d.action for d in ds2] == ["withheld"]
+    anyway, _ = sync({}, [broken], "r1", "d", retrain_when_data_broken=True)
+    assert set(anyway) == {"flights-late--A"}
+
+
 def cycle(store: QueueStore, fleet_run: dict[str, Any], budget: int, **kw: Any):  # type: ignore[no-untyped-def]
     spec = load_fleet()
     # A dry run never touches the registry, the log or the run store.
