@@ -35,6 +35,7 @@ DEFAULT_QUESTION: dict[str, str] = {
     "unseen_category_rate": "data_broken",
     "stuck_value_share": "data_broken",
     "stuck_value_share_vs_null": "data_broken",
+    "stuck_run_ratio": "data_broken",
     "block_inconsistency": "data_broken",
     "duplicate_share": "data_broken",
     "volume_change": "data_broken",

@@ -119,6 +119,8 @@ def test_signals_map_to_their_questions_by_default():
     assert question_of("unit_change") == "data_broken"
     assert question_of("missing_rate_increase_vs_null") == "data_broken"
     assert question_of("contract_violation_rate") == "data_broken"
+    assert question_of("stuck_run_ratio") == "data_broken"  # a frozen feed, not the weather
+    assert next(r for r in load_policy().rules if r.signal == "stuck_run_ratio").asks == "data_broken"
     assert question_of("roc_auc_drop") == "model_hurt"
     assert question_of("expected_roc_auc_drop") == "model_hurt"
     assert question_of("psi_vs_null") == "world_moved"
