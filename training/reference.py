@@ -9,6 +9,7 @@ observation: rows of one day are not independent (TARGETS.md).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from monitoring.null import CADENCES, NullBook, block_constant_fields, estimate_
 from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
 from monitoring.quality import reference_for
 from training.data import contract_frame
+
+log = logging.getLogger("driftlight.training")
 
 CONTROL_SHARE = 1 / 3
 OOF_FOLDS = 4  # week-interleaved folds of the reference days for the out-of-fold probabilities
@@ -252,7 +255,12 @@ def monitoring_reference(
     ref = on_days(contract, fit, ref_days)
     ref_p = probabilities[fit.index.isin(ref.index)]
     profile = drift_profile(contract, ref, transformer, ref_p, seed) if transformer is not None else None
-    oof = out_of_fold_probabilities(contract, ref, pipeline) if pipeline is not None and profile is not None else None
+    oof = None
+    if pipeline is not None and profile is not None:
+        try:
+            oof = out_of_fold_probabilities(contract, ref, pipeline)
+        except ValueError as exc:  # a reference too short to cross-fit (under 2 weeks, a fold without a feature)
+            log.warning("no calibration-gap null for this model (the other nulls are built): %s", exc)
     null = (
         null_distributions(contract, ref, transformer, ref_p, ReferenceProfile.from_dict(profile), out_of_fold=oof)
         if profile is not None
