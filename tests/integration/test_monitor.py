@@ -309,9 +309,15 @@ def test_a_window_whose_every_record_was_refused_is_red_by_event_time(served, co
     assert client.app.state.ctx.log.flush(10.0) and client.app.state.ctx.violations.flush()
     _, out = judge(s, date(2013, 1, 1), date(2013, 3, 17))  # by event time, the default
     assert out.rows == no_reading < 500 and out.verdict.status == "red"
-    r = out.verdict.reasons[0]
-    assert r.signal == "contract_violation_rate" and r.feature in ("temp", "_rejected")
-    assert r.value >= 1 - no_reading / len(control_rows) - 1e-9  # the share refused
+    assert out.verdict.reasons[0].signal == "contract_violation_rate"
+    # Refusals are booked per field by the second they were served and, whole records, by their own
+    # event hour. Judged by event time, the per-field count covers only the seconds the window's few
+    # served rows span (how many depends on the replay's timing); the rest shows as `_rejected` (the
+    # event-hour count beyond it). Together they are every refused record.
+    parts = [r for r in out.verdict.reasons if r.signal == "contract_violation_rate" and r.feature in ("temp", "_rejected")]
+    assert parts and all(r.severity == "critical" for r in parts)
+    # (a remainder under the rule's warning threshold, 0.01, is not a reason)
+    assert sum(r.value for r in parts) >= 1 - no_reading / len(control_rows) - 0.01  # the share refused
 
 
 @pytest.mark.parametrize("kind", ["empty", "one row", "one distinct record"])
