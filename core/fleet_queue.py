@@ -41,6 +41,8 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, delete, insert, select
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
+from monitoring.policy import broken_data
+
 log = logging.getLogger("driftlight.fleet")
 
 QUEUED, RETRAINING, PROMOTED, REFUSED = "queued", "retraining", "promoted", "refused"
@@ -137,17 +139,6 @@ def rank(items: Iterable[QueueItem]) -> list[QueueItem]:
     return sorted(items, key=lambda i: (-i.score, -i.auc_loss, i.model_name))
 
 
-def broken_data(verdict: Mapping[str, Any]) -> list[str]:
-    """The critical data-broken reasons of a stored verdict (`signal:feature`), sorted."""
-    return sorted(
-        {
-            f"{r.get('signal')}:{r.get('feature')}" if r.get("feature") else str(r.get("signal"))
-            for r in verdict.get("reasons") or []
-            if r.get("question") == "data_broken" and r.get("severity") == "critical"
-        }
-    )
-
-
 def sync(
     current: Mapping[str, QueueItem],
     verdicts: Sequence[Mapping[str, Any]],
@@ -169,13 +160,12 @@ def sync(
         name, status = str(v["name"]), str(v["status"])
         old = out.get(name)
         score = float(v.get("impact") or 0.0)
-        broken = broken_data(v) if status == "red" and not retrain_when_data_broken else []
+        broken = broken_data(v.get("reasons") or []) if status == "red" and not retrain_when_data_broken else []
         if broken:
             if old is not None:
                 del out[name]
             why = f"red on broken data ({', '.join(broken)}): the owner is paged; fix the feed, then retrain"
-            if old is None or old.run_id != run_id:
-                decisions.append(Decision(name, str(v["segment"]), "withheld", why, score))
+            decisions.append(Decision(name, str(v["segment"]), "withheld", why, score))  # paged each cycle, as yellow is notified
         elif status == "red":
             top = (v.get("reasons") or [{}])[0].get("message", "red")
             fresh = QueueItem(

@@ -217,6 +217,17 @@ def cap_world_moved(reasons: list[Reason]) -> tuple[list[Reason], str]:
     return out, f"world moved ({names}) but no model_hurt reason: held at yellow"
 
 
+def broken_data(reasons: Iterable[Reason | Mapping[str, Any]]) -> list[str]:
+    """The critical data-broken reasons (`signal:feature`, sorted) among `reasons`: `Reason`s, or
+    their stored dicts (a fleet run's verdicts)."""
+    out = set()
+    for r in reasons:
+        d = r if isinstance(r, Mapping) else asdict(r)
+        if d.get("question") == "data_broken" and d.get("severity") == "critical":
+            out.add(f"{d.get('signal')}:{d['feature']}" if d.get("feature") else str(d.get("signal")))
+    return sorted(out)
+
+
 def retrain_hold(reasons: Iterable[Reason], settings: PolicySettings) -> str | None:
     """Why a red window must not ask for a retrain, or None when it may.
 
@@ -228,13 +239,7 @@ def retrain_hold(reasons: Iterable[Reason], settings: PolicySettings) -> str | N
     alone retrains as before. `retrain.when_data_broken: true` in the policy restores the old rule."""
     if settings.retrain_when_data_broken:
         return None
-    broken = sorted(
-        {
-            f"{r.signal}:{r.feature}" if r.feature else r.signal
-            for r in reasons
-            if r.question == "data_broken" and r.severity == "critical"
-        }
-    )
+    broken = broken_data(reasons)
     if not broken:
         return None
     return (
