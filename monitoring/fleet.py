@@ -27,7 +27,9 @@ Red needs both a discovery and a critical threshold, on a signal that says the d
 the model is hurt: drift-only signals (`yellow_only` in the fleet file) stop at yellow.
 
 The three questions, as for the single model (monitoring/policy.py). Data broken: missing and
-unseen shares, and `unit_change`: the single model's check (monitoring.quality.unit_change: the
+unseen shares (a segment's profile has a bin for every category the contract declares, seen on
+that route or not: a known carrier starting on a route is a mix change, drift; only a code the
+contract does not know is unseen), and `unit_change`: the single model's check (monitoring.quality.unit_change: the
 reference's grid of reported values, else its quantiles, carried through every conversion the
 contract's unit admits) run on the window's exact values of each numeric field with a unit. Those
 values are counted per (model, day) beside the bins (`Counts.values`, merged by union like the

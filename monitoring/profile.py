@@ -144,9 +144,9 @@ def _numeric(name: str, values: np.ndarray, n_bins: int, sample_size: int, rng: 
     )
 
 
-def _categorical(name: str, values: pd.Series) -> CategoryProfile:
+def _categorical(name: str, values: pd.Series, declared: Sequence[str] = ()) -> CategoryProfile:
     present = values.dropna().astype(str)
-    cats = tuple(sorted(present.unique().tolist()))
+    cats = tuple(sorted({*present.unique().tolist(), *(str(d) for d in declared)}))
     prof = CategoryProfile(name, cats, (), len(values))
     counts = category_counts(
         values.astype("object").where(values.notna(), None).map(lambda x: None if x is None else str(x)), prof
@@ -162,12 +162,17 @@ def build_profile(
     n_bins: int = 10,
     sample_size: int = 5000,
     seed: int = 0,
+    declared: Mapping[str, Sequence[str]] | None = None,
 ) -> ReferenceProfile:
-    """Freeze the reference distribution of `frame`'s `numeric` and `categorical` columns."""
+    """Freeze the reference distribution of `frame`'s `numeric` and `categorical` columns.
+
+    `declared`: per categorical column, values that get a bin of their own even when the reference
+    never saw them (share 0), e.g. the contract's known domain. A declared value then moves the
+    column's distribution (drift) instead of landing in the UNSEEN bin (a value nobody declared)."""
     rng = np.random.default_rng(seed)
     num = tuple(
         _numeric(c, pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan), n_bins, sample_size, rng)
         for c in numeric
     )
-    cat = tuple(_categorical(c, frame[c]) for c in categorical)
+    cat = tuple(_categorical(c, frame[c], (declared or {}).get(c, ())) for c in categorical)
     return ReferenceProfile(rows=len(frame), numeric=num, categorical=cat)

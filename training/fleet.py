@@ -100,7 +100,7 @@ def monitoring_section(
     """(metadata["monitoring"], drift profile) of a fleet model, on its reference rows `ref`."""
     transformer = pipeline.named_steps["features"]
     p = pipeline.predict_proba(contract_frame(contract, ref))[:, 1]
-    profile = drift_profile(contract, ref, transformer, p, spec.train.seed)
+    profile = drift_profile(contract, ref, transformer, p, spec.train.seed, declared_categories=True)
     label_rate = float(ref["late"].mean())
     frame = _frames_with_derived(contract, ref, transformer, p)
     prof = ReferenceProfile.from_dict(profile)

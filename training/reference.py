@@ -82,14 +82,26 @@ def profile_frame(contract: Contract, ref: pd.DataFrame, transformer: Any, proba
 
 
 def drift_profile(
-    contract: Contract, ref: pd.DataFrame, transformer: Any, probabilities: np.ndarray, seed: int
+    contract: Contract,
+    ref: pd.DataFrame,
+    transformer: Any,
+    probabilities: np.ndarray,
+    seed: int,
+    *,
+    declared_categories: bool = False,
 ) -> dict[str, Any]:
-    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output."""
+    """The frozen drift profile (JSON form): raw fields, derived `f_` features, the model's output.
+
+    `declared_categories`: every category the contract declares gets a bin, seen or not. A fleet
+    segment's reference sees a few carriers of one route; a carrier the contract knows starting on
+    that route is then a mix change (drift: has the world moved?), and only a code outside the
+    contract falls in the UNSEEN bin (is the data broken?)."""
     frame = profile_frame(contract, ref, transformer, probabilities)
     derived = [c for c in frame.columns if c.startswith("f_")]
     numeric = [f.name for f in contract.numeric_fields] + derived + [PREDICTION_COLUMN]
     categorical = [f.name for f in contract.category_fields]
-    return build_profile(frame, numeric, categorical, seed=seed).to_dict()
+    declared = {f.name: f.categories for f in contract.category_fields} if declared_categories else None
+    return build_profile(frame, numeric, categorical, seed=seed, declared=declared).to_dict()
 
 
 def out_of_fold_probabilities(

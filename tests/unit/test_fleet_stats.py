@@ -307,3 +307,38 @@ def test_a_capped_reason_keeps_its_question() -> None:
 
     r = cap(Reason("expected_roc_auc_drop", None, 0.05, 0.03, "critical", "AUC estimate fell", "model_hurt"))
     assert (r.severity, r.question) == ("warning", "model_hurt") and r.message.endswith("[capped at yellow: drift alone]")
+
+
+def test_a_declared_carrier_new_to_a_route_is_drift_and_an_undeclared_code_is_broken_data() -> None:
+    """A route's reference sees three carriers. With the contract's domain declared in its profile,
+    a carrier the contract knows (B6) starting on the route is a change of mix (psi: world_moved,
+    yellow at most while the model is not hurt); a code nobody declared (ZZ) is unseen (red)."""
+    policy = load_policy()
+    declared = {"carrier": ("AA", "B6", "DL", "UA")}
+    ref_f = frame(4000, 3)
+    prof = build_profile(ref_f, ["temp", "probability"], ["carrier"], declared=declared)
+    assert prof.column("carrier").categories == ("AA", "B6", "DL", "UA")  # B6: a bin with share 0
+    null = estimate_null(prof, count_days(prof, ref_f, ref_f["day"]), 0.22, days=(1, 7, 28), resamples=100)
+
+    def judged(code: str) -> dict[str, tuple[str, list[tuple[str, str | None, str]]]]:
+        windows = []
+        for i in range(20):
+            f = frame(400, 100 + i)
+            if i < 3:
+                f.loc[f.index % 4 == 0, "carrier"] = code
+            c = merge_all(count_days(prof, f, f["day"]).values())
+            assert c is not None
+            windows.append(measure(ModelRef(f"m{i}", "1", f"s{i}", prof, 0.22, 0.5, 200, 700, date(2013, 3, 31), null), c))
+        j = judge_fleet(windows, policy, fdr=0.05, min_rows=30)
+        return {v.name: (v.status, [(r.signal, r.feature, r.question) for r in v.reasons]) for v in j.verdicts}
+
+    known = judged("B6")
+    assert sorted(n for n, (s, _) in known.items() if s != "green") == ["m0", "m1", "m2"]
+    for name in ("m0", "m1", "m2"):
+        status, reasons = known[name]
+        assert status == "yellow" and reasons[0] == ("psi", "carrier", "world_moved"), reasons
+        assert "unseen_category_rate" not in {r[0] for r in reasons}
+    unknown = judged("ZZ")
+    assert sorted(n for n, (s, _) in unknown.items() if s == "red") == ["m0", "m1", "m2"]
+    for name in ("m0", "m1", "m2"):
+        assert ("unseen_category_rate", "carrier", "data_broken") in unknown[name][1]
