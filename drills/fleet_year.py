@@ -119,8 +119,8 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
         "weighted by their flights (the fleet's traffic-weighted AUC).",
         "",
         "| month | flights | off: red / yellow / green / n.e.d. | on: red / yellow / green / n.e.d. "
-        "| retrains on: promoted / refused / over budget | AUC off | AUC on | on - off |",
-        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: |",
+        "| retrains on: promoted / refused / over budget | withheld on (red on broken data) | AUC off | AUC on | on - off |",
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
 
     def c(d: dict[str, int]) -> str:
@@ -129,19 +129,22 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
     for r in rows:
         lines.append(
             f"| {r['month']} | {r['flights']:,} | {c(r['off']['counts'])} | {c(r['on']['counts'])} | "
-            f"{r['promoted']} / {r['refused']} / {r['over_budget']} | {r['off']['auc']:.4f} | {r['on']['auc']:.4f} | "
+            f"{r['promoted']} / {r['refused']} / {r['over_budget']} | {r.get('withheld', '?')} | "
+            f"{r['off']['auc']:.4f} | {r['on']['auc']:.4f} | "
             f"{r['on']['auc'] - r['off']['auc']:+.4f} |"
         )
     t = out["totals"]
     lines += [
         "",
-        f"Totals: {t['promoted']} promotions and {t['refused']} refusals in {len(rows)} cycles; "
+        f"Totals: {t['promoted']} promotions and {t['refused']} refusals in {len(rows)} cycles"
+        + (f", {t['withheld']} red model-months withheld (red on broken data: paged, not retrained)" if "withheld" in t else "")
+        + "; "
         f"red model-months {t['red_off']} (off) vs {t['red_on']} (on); mean traffic-weighted AUC "
         f"{t['auc_off']:.4f} (off) vs {t['auc_on']:.4f} (on).",
         "",
         "Why models were refused (counts over the year):",
         "",
-        *[f"- {n} x {why}" for why, n in sorted(t["refusal_kinds"].items(), key=lambda kv: -kv[1])],
+        *([f"- {n} x {why}" for why, n in sorted(t["refusal_kinds"].items(), key=lambda kv: -kv[1])] or ["- none"]),
         "",
         *why_lines(rows),
         "Colours are judged on each month's last day (the fleet monitor's trailing windows: the shortest "
@@ -312,8 +315,8 @@ def main() -> None:
                 )  # fmt: skip
                 acts = [d.action for d in cycle.decisions]
                 row["promoted"], row["refused"] = acts.count("promoted"), acts.count("refused")
-                row["over_budget"] = acts.count("over_budget")
-                row["decisions"] = [d.as_dict() for d in cycle.decisions if d.action in ("promoted", "refused")]
+                row["over_budget"], row["withheld"] = acts.count("over_budget"), acts.count("withheld")
+                row["decisions"] = [d.as_dict() for d in cycle.decisions if d.action in ("promoted", "refused", "withheld")]
                 for r in cycle.retrains:
                     if r.status == "refused":
                         kind = r.reasons[0].split(":")[0]
@@ -326,7 +329,7 @@ def main() -> None:
         print(
             f"{row['month']}: {row['flights']} flights; off {row['off']['counts']} AUC {row['off']['auc']:.4f}; "
             f"on {row['on']['counts']} AUC {row['on']['auc']:.4f}; promoted {row['promoted']} refused {row['refused']} "
-            f"over budget {row['over_budget']} ({row['off']['seconds']} s / {row['on']['seconds']} s)",
+            f"over budget {row['over_budget']} withheld {row['withheld']} ({row['off']['seconds']} s / {row['on']['seconds']} s)",
             flush=True,
         )
     out = {
@@ -350,6 +353,7 @@ def main() -> None:
         "totals": {
             "promoted": sum(r["promoted"] for r in months),
             "refused": sum(r["refused"] for r in months),
+            "withheld": sum(r["withheld"] for r in months),
             "red_off": sum(r["off"]["counts"]["red"] for r in months),
             "red_on": sum(r["on"]["counts"]["red"] for r in months),
             "auc_off": float(np.nanmean([r["off"]["auc"] for r in months])),
