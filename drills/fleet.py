@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from core.fleet import champion_versions, load_refs, segment_of_model
 from core.fleet_monitor import Key, count_local, judge_counts
@@ -43,8 +44,7 @@ from drills.replay import to_record
 from monitoring.fleet import Counts, ModelRef
 from monitoring.policy import PolicySettings
 from service.fleet import FleetRouter
-from service.model import LoadedModel
-from service.scoring import score_fleet
+from service.model import LoadedModel, frame_from_records
 
 Fault = Callable[[pd.DataFrame, np.random.Generator], pd.DataFrame]
 FAULTS: dict[str, tuple[str, Fault]] = {
@@ -66,34 +66,79 @@ class FleetTraffic:
         self.global_model = LoadedModel(spec.global_model, gv, spec.alias, registry.load(spec.global_model, gv))
         self.feature_names = [str(n) for n in self.global_model.features.get_feature_names_out()]
 
-    def serve(self, frame: pd.DataFrame, *, labels: bool = True, served_at: datetime | None = None) -> int:
-        """Score and log every row of `frame` (flights with contract fields and `late`); then log
-        the labels of the rows that have one. Returns the rows logged."""
-        now = served_at or datetime.now(UTC)
+    def records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """`frame`'s rows as the service receives them (contract fields; the timestamp validated
+        into a datetime)."""
         recs = [to_record(r, self.contract) for r in frame.to_dict("records")]
-        for r in recs:  # the service validates the timestamp into a datetime
+        for r in recs:
             r["time_hour"] = datetime.fromisoformat(r["time_hour"].replace("Z", "+00:00"))
+        return recs
+
+    def score(self, frame: pd.DataFrame, reuse: FleetScores | None = None) -> FleetScores:
+        """Every row of `frame` scored by its route's champion, else the global model: the routing
+        of `service.scoring.score_fleet` and its batch path (`LoadedModel.predict_frame`), with each
+        model's rows of the whole frame as one batch.
+
+        `reuse`: scores of the same `frame` by another fleet (e.g. the replay's other side); rows
+        whose model (name and version) is the same here keep those scores, only the others are
+        scored. A row's score does not depend on the rows batched with it, so this is the score
+        the model would give. One OpenMP thread, as each service worker scores (service/app.py):
+        on 2 shared cores under load the tree predictor's 2 threads took ~10x as long as one."""
+        recs = reuse.records if reuse is not None else self.records(frame)
+        models, seg = self.router.models, self.spec.segment_of
+        chosen = [models.get(seg(r), self.global_model) for r in recs]
+        n = len(recs)
+        probs = list(reuse.probabilities) if reuse is not None else [0.0] * n
+        feats = list(reuse.features) if reuse is not None else [None] * n
+        per_row = list(reuse.per_row) if reuse is not None else [("", "", 0.0)] * n
+        by_model: dict[str, tuple[LoadedModel, list[int]]] = {}
+        for i, m in enumerate(chosen):
+            if reuse is None or reuse.per_row[i][:2] != (m.name, m.version):
+                by_model.setdefault(m.name, (m, []))[1].append(i)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            for m, idx in by_model.values():
+                ps, xs = m.predict_frame(frame_from_records([recs[i] for i in idx], self.contract.field_names))
+                for j, i in enumerate(idx):
+                    probs[i], feats[i], per_row[i] = float(ps[j]), xs[j], (m.name, m.version, m.threshold)
+        return FleetScores(recs, probs, feats, per_row, sum(len(idx) for _, idx in by_model.values()))
+
+    def serve(
+        self, frame: pd.DataFrame, *, labels: bool = True, served_at: datetime | None = None, scores: FleetScores | None = None
+    ) -> int:
+        """Score and log every row of `frame` (flights with contract fields and `late`); then log
+        the labels of the rows that have one. Returns the rows logged. `scores`: `frame` already
+        scored by this fleet (`score`)."""
+        now = served_at or datetime.now(UTC)
+        sc = scores if scores is not None else self.score(frame)
+        late = frame["late"].to_numpy(dtype="float64", na_value=np.nan) if labels else None
         rows, lab = [], []
-        for lo in range(0, len(recs), 1000):
-            part = recs[lo : lo + 1000]
-            scored = score_fleet(self.router, self.global_model, part, self.contract.field_names)
-            assert scored.per_row is not None
-            for i, rec in enumerate(part):
-                name, version, thr = scored.per_row[i]
-                pid = uuid.uuid4().hex
-                p, x = scored.probabilities[i], scored.features[i]
-                rows.append(
-                    {"prediction_id": pid, "served_at": now, "event_time": rec["time_hour"], "model_name": name,
-                     "model_version": version, "probability": p, "late": int(p >= thr), "warnings": [], "inputs": rec,
-                     "features": dict(zip(self.feature_names, np.asarray(x).tolist(), strict=True))}
-                )  # fmt: skip
-                y = frame["late"].iloc[lo + i]
-                if labels and not (isinstance(y, float) and math.isnan(y)):
-                    lab.append({"prediction_id": pid, "label": int(y), "received_at": now})
+        for i, rec in enumerate(sc.records):
+            name, version, thr = sc.per_row[i]
+            pid = uuid.uuid4().hex
+            p, x = sc.probabilities[i], sc.features[i]
+            rows.append(
+                {"prediction_id": pid, "served_at": now, "event_time": rec["time_hour"], "model_name": name,
+                 "model_version": version, "probability": p, "late": int(p >= thr), "warnings": [], "inputs": rec,
+                 "features": dict(zip(self.feature_names, np.asarray(x).tolist(), strict=True))}
+            )  # fmt: skip
+            if late is not None and not math.isnan(late[i]):
+                lab.append({"prediction_id": pid, "label": int(late[i]), "received_at": now})
         self.store.insert_predictions(rows)
         if lab:
             self.store.upsert_labels(lab)
         return len(rows)
+
+
+@dataclass(frozen=True)
+class FleetScores:
+    """One frame scored by a fleet: per row the served record, P(late), the served feature vector
+    and (model name, version, threshold); `scored`: rows the models scored (the rest reused)."""
+
+    records: list[dict[str, Any]]
+    probabilities: list[float]
+    features: list[Any]
+    per_row: list[tuple[str, str, float]]
+    scored: int
 
 
 def judge_days(

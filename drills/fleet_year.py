@@ -7,8 +7,9 @@ and moves aliases, so never point it at the home that serves). Challengers go to
 experiment (`fleet-year`) whose artifacts live under COPY. For each month M:
 
 1. both fleets score every flight of M on the replayed routes (the service's own routing and model
-   code in process: `drills.fleet.FleetTraffic`) into their own prediction log, labels included
-   (the month's outcomes are known by its end);
+   code in process: `drills.fleet.FleetTraffic`, each model's rows of the month as one batch) into
+   their own prediction log, labels included (the month's outcomes are known by its end); a row
+   whose model (name and version) is the same on both sides is scored once, by policy off;
 2. the fleet monitor judges every model on M's last day (`core.fleet_monitor.run_fleet`, the fleet
    file's windows and false-alarm budget);
 3. policy off: nothing else, the Jan-Mar champions serve all year. Policy on: one retrain cycle
@@ -20,8 +21,9 @@ Per month: counts by colour (off / on), retrains promoted / refused / over budge
 ROC AUC of each fleet on M's flights, traffic-weighted over models (each model's AUC on the rows it
 served, weighted by those rows). Writes docs/fleet-year.md, .json and .png.
 
-Routes: the N largest own-champion routes by Jan-Mar labelled flights (`--segments`, default all);
-only their flights are replayed, so the global model serves nothing here.
+Routes: by default the whole fleet, every flight of the month: each route's champion, and the
+global model for the routes without one. `--segments N`: only the N largest own-champion routes by
+Jan-Mar labelled flights, and only their flights, so the global model serves nothing.
 """
 
 from __future__ import annotations
@@ -84,7 +86,19 @@ def top_reasons(verdicts: list[dict[str, Any]], replayed: set[str]) -> dict[str,
 
 def write_doc(out: dict[str, Any], path: Path) -> None:
     rows = out["months"]
-    more = f"; the full fleet has {out['own_total']} route champions" if out["segments"] < out["own_total"] else ""
+    if out.get("whole_fleet"):
+        routes = (
+            f"**Routes replayed: the whole fleet**, every flight of April-December ({out['rows']:,} flights): "
+            f"each of the {out['segments']} route champions serves its route, the global model every route "
+            "without one. "
+        )
+    else:
+        more = f"; the full fleet has {out['own_total']} route champions" if out["segments"] < out["own_total"] else ""
+        routes = (
+            f"**Routes replayed: the {out['segments']} largest own-champion routes** by Jan-Mar labelled flights "
+            f"({out['rows']:,} flights, April-December{more}). "
+            "Only their flights are replayed, so the global model serves nothing here. "
+        )
     lines = [
         "# The fleet's 2013: retrain policy off vs on, month by month",
         "",
@@ -97,10 +111,7 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
         f"Run time {out['seconds'] / 60:.1f} min on 2 shared cores (load average at the start {out['load_start']}, "
         f"at the end {out['load_end']}), {out['when']}.",
         "",
-        f"**Routes replayed: the {out['segments']} largest own-champion routes** by Jan-Mar labelled flights "
-        f"({out['rows']:,} flights, April-December{more}). "
-        "Only their flights are replayed, so the global model serves nothing here. "
-        f"Budget: at most **K = {out['budget']}** retrains per monthly cycle. Windows and the false-alarm budget "
+        routes + f"Budget: at most **K = {out['budget']}** retrains per monthly cycle. Windows and the false-alarm budget "
         "are the fleet file's; the gate and the retrain settings are the single model's defaults "
         f"(fleet minimums: {out['min_labels']} labelled rows to fit, {out['min_holdout']} to judge).",
         "",
@@ -108,8 +119,8 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
         "weighted by their flights (the fleet's traffic-weighted AUC).",
         "",
         "| month | flights | off: red / yellow / green / n.e.d. | on: red / yellow / green / n.e.d. "
-        "| retrains on: promoted / refused / over budget | AUC off | AUC on | on - off |",
-        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: |",
+        "| retrains on: promoted / refused / over budget | withheld on (red on broken data) | AUC off | AUC on | on - off |",
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
 
     def c(d: dict[str, int]) -> str:
@@ -118,19 +129,22 @@ def write_doc(out: dict[str, Any], path: Path) -> None:
     for r in rows:
         lines.append(
             f"| {r['month']} | {r['flights']:,} | {c(r['off']['counts'])} | {c(r['on']['counts'])} | "
-            f"{r['promoted']} / {r['refused']} / {r['over_budget']} | {r['off']['auc']:.4f} | {r['on']['auc']:.4f} | "
+            f"{r['promoted']} / {r['refused']} / {r['over_budget']} | {r.get('withheld', '?')} | "
+            f"{r['off']['auc']:.4f} | {r['on']['auc']:.4f} | "
             f"{r['on']['auc'] - r['off']['auc']:+.4f} |"
         )
     t = out["totals"]
     lines += [
         "",
-        f"Totals: {t['promoted']} promotions and {t['refused']} refusals in {len(rows)} cycles; "
+        f"Totals: {t['promoted']} promotions and {t['refused']} refusals in {len(rows)} cycles"
+        + (f", {t['withheld']} red model-months withheld (red on broken data: paged, not retrained)" if "withheld" in t else "")
+        + "; "
         f"red model-months {t['red_off']} (off) vs {t['red_on']} (on); mean traffic-weighted AUC "
         f"{t['auc_off']:.4f} (off) vs {t['auc_on']:.4f} (on).",
         "",
         "Why models were refused (counts over the year):",
         "",
-        *[f"- {n} x {why}" for why, n in sorted(t["refusal_kinds"].items(), key=lambda kv: -kv[1])],
+        *([f"- {n} x {why}" for why, n in sorted(t["refusal_kinds"].items(), key=lambda kv: -kv[1])] or ["- none"]),
         "",
         *why_lines(rows),
         "Colours are judged on each month's last day (the fleet monitor's trailing windows: the shortest "
@@ -172,7 +186,8 @@ def plot(out: dict[str, Any], path: Path) -> None:
     a1.plot(x, [r["on"]["auc"] for r in rows], "s-", label=f"policy on (queue, K={out['budget']})")
     a1.set_ylabel("traffic-weighted ROC AUC")
     a1.legend()
-    a1.set_title(f"fleet replay, {out['segments']} routes, April-December 2013")
+    what = f"whole fleet ({out['segments']} routes + global)" if out.get("whole_fleet") else f"{out['segments']} routes"
+    a1.set_title(f"fleet replay, {what}, April-December 2013")
     w = 0.38
     a2.bar(x - w / 2, [r["off"]["counts"]["red"] for r in rows], w, label="red, off")
     a2.bar(x + w / 2, [r["on"]["counts"]["red"] for r in rows], w, label="red, on")
@@ -188,7 +203,9 @@ def plot(out: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", type=Path, required=True, help="a COPY of a trained fleet home (challengers are registered)")
-    ap.add_argument("--segments", type=int, default=None, help="only the N largest own-champion routes")
+    ap.add_argument(
+        "--segments", type=int, default=None, help="only the N largest own-champion routes (default: the whole fleet)"
+    )
     ap.add_argument("--budget", type=int, default=None, help="retrains per cycle (default DRIFTLIGHT_FLEET_RETRAIN_BUDGET)")
     ap.add_argument("--months", type=int, default=len(MONTHS), help="replay only the first N months (a quick try)")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs", help="where fleet-year.md/.json/.png go")
@@ -196,7 +213,7 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-    from core.fleet import FleetRunStore, champion_versions, load_refs, segment_of_model
+    from core.fleet import GLOBAL, FleetRunStore, champion_versions, load_refs, segment_of_model
     from core.fleet_monitor import run_fleet
     from core.fleet_queue import QueueStore
     from core.logstore import LogStore
@@ -233,7 +250,8 @@ def main() -> None:
     own_all = [segment_of_model(spec, n) for n in champion_versions(registry, spec) if n != spec.global_model]
     sizes = segments_of(spec, original).value_counts()
     own = sorted(own_all, key=lambda s: (-int(sizes.get(s, 0)), s))[: a.segments or len(own_all)]
-    replayed = set(own)
+    whole = a.segments is None  # every flight: the routes without a champion go to the global model
+    replayed = set(own) | ({GLOBAL} if whole else set())
     work = a.home / "fleet-year"
     work.mkdir(parents=True, exist_ok=True)
     names = [str(n) for n in build_features(contract).get_feature_names_out()]
@@ -259,18 +277,24 @@ def main() -> None:
             "runs": RunStore(url),
             "queue": QueueStore(url),
         }
-    print(f"fleet {spec.name}: replaying {len(own)} of {len(own_all)} route champions, budget {cfg.budget}", flush=True)
+    what = "and the global model (every flight)" if whole else f"of {len(own_all)} route champions"
+    print(f"fleet {spec.name}: replaying {len(own)} {what}, budget {cfg.budget}", flush=True)
     months, total_rows = [], 0
     refusal_kinds: dict[str, int] = {}
     for year, month in MONTHS[: a.months]:
         first, last = month_days(year, month)
         frame = select_window(flights, contract, first, last)
-        frame = frame[segments_of(spec, frame).isin(own).to_numpy()]
+        if not whole:
+            frame = frame[segments_of(spec, frame).isin(own).to_numpy()]
         total_rows += len(frame)
         row: dict[str, Any] = {"month": f"{year}-{month:02d}", "flights": len(frame)}
+        shared = None  # policy off's scores of the month: policy on rescores only rows its moved aliases serve
         for side, s in sides.items():
             ts = time.perf_counter()
-            s["traffic"].serve(frame, served_at=datetime(year, month, 1, tzinfo=UTC))
+            scores = s["traffic"].score(frame, reuse=shared)
+            if shared is None:
+                shared = scores
+            s["traffic"].serve(frame, served_at=datetime(year, month, 1, tzinfo=UTC), scores=scores)
             res = run_fleet(
                 refs=s["refs"], spec=spec, policy=policy, store=s["store"], day=last, timezone=contract.timezone,
                 runs=s["fleet_runs"],
@@ -280,7 +304,9 @@ def main() -> None:
             for v in res.judgement.verdicts:  # the replayed routes' models only
                 counts[v.status] += v.segment in replayed
             why = top_reasons([v.as_dict() for v in res.judgement.verdicts], replayed)
-            row[side] = {"counts": counts, "auc": auc["weighted_auc"], "models": auc["models"], "why": why}
+            row[side] = {
+                "counts": counts, "auc": auc["weighted_auc"], "models": auc["models"], "why": why, "scored": scores.scored,
+            }  # fmt: skip
             if side == "on":
                 at = datetime(last.year, last.month, last.day, 23, 0, tzinfo=UTC)
                 cycle = run_cycle(
@@ -289,8 +315,8 @@ def main() -> None:
                 )  # fmt: skip
                 acts = [d.action for d in cycle.decisions]
                 row["promoted"], row["refused"] = acts.count("promoted"), acts.count("refused")
-                row["over_budget"] = acts.count("over_budget")
-                row["decisions"] = [d.as_dict() for d in cycle.decisions if d.action in ("promoted", "refused")]
+                row["over_budget"], row["withheld"] = acts.count("over_budget"), acts.count("withheld")
+                row["decisions"] = [d.as_dict() for d in cycle.decisions if d.action in ("promoted", "refused", "withheld")]
                 for r in cycle.retrains:
                     if r.status == "refused":
                         kind = r.reasons[0].split(":")[0]
@@ -303,7 +329,7 @@ def main() -> None:
         print(
             f"{row['month']}: {row['flights']} flights; off {row['off']['counts']} AUC {row['off']['auc']:.4f}; "
             f"on {row['on']['counts']} AUC {row['on']['auc']:.4f}; promoted {row['promoted']} refused {row['refused']} "
-            f"over budget {row['over_budget']} ({row['off']['seconds']} s / {row['on']['seconds']} s)",
+            f"over budget {row['over_budget']} withheld {row['withheld']} ({row['off']['seconds']} s / {row['on']['seconds']} s)",
             flush=True,
         )
     out = {
@@ -316,6 +342,7 @@ def main() -> None:
         "load_start": load_start,
         "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "segments": len(own),
+        "whole_fleet": whole,
         "own_total": len(own_all),
         "routes": own,
         "rows": total_rows,
@@ -326,6 +353,7 @@ def main() -> None:
         "totals": {
             "promoted": sum(r["promoted"] for r in months),
             "refused": sum(r["refused"] for r in months),
+            "withheld": sum(r["withheld"] for r in months),
             "red_off": sum(r["off"]["counts"]["red"] for r in months),
             "red_on": sum(r["on"]["counts"]["red"] for r in months),
             "auc_off": float(np.nanmean([r["off"]["auc"] for r in months])),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 
+import numpy as np
 import pytest
 
 from core.fleet import load_refs
@@ -91,3 +92,45 @@ def test_no_drift_control_days_raise_no_red_and_rows_name_their_model(small_flee
     own = set(own_segments(registry, spec))
     expected = [spec.model_name(r) if r in own else spec.global_model for r in route]
     assert logged["model_name"].tolist() == expected
+
+
+def test_scoring_a_frame_at_once_and_reusing_the_other_sides_scores_gives_the_services_scores(
+    small_fleet, contract, flights, tmp_path
+) -> None:
+    """The year replay's fast path (`FleetTraffic.score`: each model's rows as one batch, one
+    OpenMP thread, policy off's scores reused for rows policy on serves with the same model) gives
+    exactly the scores of the service's `score_fleet` on 1,000-row requests, which the replay used."""
+    from data_contracts.windows import select_window
+    from service.model import LoadedModel
+    from service.scoring import score_fleet
+    from training.fleet import segments_of
+
+    spec, registry, _, _, _ = small_fleet
+    own = own_segments(registry, spec)
+    frame = select_window(flights, contract, date(2013, 4, 1), date(2013, 5, 31))
+    seg = segments_of(spec, frame)
+    small = seg[~seg.isin(own)].value_counts().index[0]  # a route the global model serves
+    frame = frame[seg.isin([*own[:2], small]).to_numpy()].reset_index(drop=True)
+    traffic = FleetTraffic(registry, spec, contract, store_for(tmp_path, contract, "fast"))
+    fast = traffic.score(frame)
+    recs = traffic.records(frame)
+    old = [
+        score_fleet(traffic.router, traffic.global_model, recs[lo : lo + 1000], contract.field_names)
+        for lo in range(0, len(recs), 1000)
+    ]
+    assert fast.probabilities == [p for s in old for p in s.probabilities]
+    assert fast.per_row == [r for s in old for r in (s.per_row or [])]
+    np.testing.assert_array_equal(np.vstack(fast.features), np.vstack([x for s in old for x in s.features]))
+    assert {r[0] for r in fast.per_row} == {spec.model_name(own[0]), spec.model_name(own[1]), spec.global_model}
+
+    # Policy on after a promotion: one route's alias moved (here to another route's model as v999);
+    # reusing policy off's scores rescores exactly that route's rows and matches scoring afresh.
+    on = FleetTraffic(registry, spec, contract, store_for(tmp_path, contract, "fast-on"))
+    moved = spec.model_name(own[0])
+    donor = on.router.models[own[1]]
+    on.router.models = {**on.router.models, own[0]: LoadedModel(moved, "999", spec.alias, donor.bundle)}
+    reused, fresh = on.score(frame, reuse=fast), on.score(frame)
+    assert reused.scored == int((segments_of(spec, frame) == own[0]).sum()) > 0
+    assert reused.probabilities == fresh.probabilities != fast.probabilities
+    assert reused.per_row == fresh.per_row
+    assert on.serve(frame, scores=reused) == len(frame)
