@@ -185,8 +185,9 @@ class WindowAccumulator:
         shared = self.drift.factorized if self.drift is not None else None  # one hashing pass per column
         self.quality.add(chunk[[c for c in self.fields if c in chunk]], shared)
         # Rows the fallback served carry no features (NULL): there is nothing to compare for them.
-        served_by_model = chunk if "model_version" not in chunk else chunk[chunk["model_version"] != "fallback"]
-        skew = row_level_skew(self.ctx.transformer, served_by_model, self.ctx.transformer.input_columns())
+        # (a row mask, not a copy of the chunk's rows: only the inputs are taken)
+        by_model = (chunk["model_version"] != "fallback").to_numpy() if "model_version" in chunk else None
+        skew = row_level_skew(self.ctx.transformer, chunk, self.ctx.transformer.input_columns(), rows=by_model)
         for f in skew.features:
             self.skew_bad[f.feature] += f.mismatches
             self.skew_examples[f.feature] = (self.skew_examples[f.feature] + list(f.examples))[:3]

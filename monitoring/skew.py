@@ -51,32 +51,41 @@ def row_level_skew(
     rtol: float = 1e-9,
     id_column: str = "prediction_id",
     max_examples: int = 3,
+    rows: np.ndarray | None = None,
 ) -> SkewReport:
     """Compare served `f_*` columns of `window` with `transformer.transform(window[input_columns])`.
 
-    Values equal within `rtol` (relative) count as matching; NaN matches NaN only.
+    Values equal within `rtol` (relative) count as matching; NaN matches NaN only. `rows`: a boolean
+    mask of the rows to compare (None = all), the same report as for `window[rows]` without copying
+    the window's other columns (only the inputs are taken; the monitor leaves out fallback rows).
     """
     names = [str(n) for n in transformer.get_feature_names_out()]
-    if window.empty:
+    n_rows = len(window) if rows is None else int(np.count_nonzero(rows))
+    if n_rows == 0:
         return SkewReport(0, tuple(FeatureSkew(n, 0, 0, 0.0, ()) for n in names))
-    recomputed = transformer.transform(window[list(input_columns)])
+    inputs = window[list(input_columns)] if rows is None else window.loc[rows, list(input_columns)]
+    recomputed = transformer.transform(inputs)
     out = []
     ids = window[id_column].to_numpy() if id_column in window else np.arange(len(window))
+    if rows is not None:
+        ids = ids[rows]
     for j, name in enumerate(names):
         col = f"f_{name}"
         if col not in window:
             continue
         served = pd.to_numeric(window[col], errors="coerce").to_numpy(dtype="float64")
+        if rows is not None:
+            served = served[rows]
         again = recomputed[:, j]
         # Equal values are close: only the rest (usually none) go through np.isclose's slower test.
         differ = np.flatnonzero(served != again)
         a, b = served[differ], again[differ]
-        bad = np.zeros(len(window), dtype=bool)
+        bad = np.zeros(n_rows, dtype=bool)
         bad[differ] = ~(np.isclose(a, b, rtol=rtol, atol=0.0) | (np.isnan(a) & np.isnan(b)))
         n_bad = int(bad.sum())
         examples = tuple(
             {"prediction_id": str(ids[i]), "served": float(served[i]), "recomputed": float(again[i])}
             for i in np.flatnonzero(bad)[:max_examples]
         )
-        out.append(FeatureSkew(name, len(window), n_bad, n_bad / len(window), examples))
-    return SkewReport(len(window), tuple(out))
+        out.append(FeatureSkew(name, n_rows, n_bad, n_bad / n_rows, examples))
+    return SkewReport(n_rows, tuple(out))

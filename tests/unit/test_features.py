@@ -112,3 +112,41 @@ def test_categorical_mask_matches_names(contract):
 def test_fit_needs_a_dataframe(contract, frame):
     with pytest.raises(TypeError):
         FlightFeatures().fit(frame.to_numpy())
+
+
+def categorical_definition(f, X):
+    """The category codes as `transform` computed them before issue 15: one `pd.Categorical` per
+    feature over the `_category_series` values (the route as a string per row)."""
+    cols = []
+    for name, values in f._category_series(X).items():
+        codes = pd.Categorical(values, categories=f.categories_[name]).codes.astype("float64")
+        codes[codes < 0] = np.nan
+        cols.append(codes)
+    return np.column_stack(cols)
+
+
+@pytest.mark.parametrize("as_dtype", ["object", "string", "category"])
+def test_category_codes_equal_the_categorical_definition(contract, frame, as_dtype):
+    f = fitted(contract, frame)
+    names = list(f.get_feature_names_out())
+    cats = [names.index(n) for n in ("carrier", "origin", "dest", "route")]
+    rng = np.random.default_rng(0)
+    n = 400
+    X = frame.sample(n, replace=True, random_state=0).reset_index(drop=True)
+    # known, rare, unseen and missing values (None and NaN), and origin/dest pairs never seen together
+    X["carrier"] = rng.choice(np.array(["UA", "AA", "B6", "ZZ", None, np.nan], dtype=object), n)
+    X["origin"] = rng.choice(np.array(["EWR", "JFK", "LGA", "XXX", None], dtype=object), n)
+    X["dest"] = rng.choice(np.array([*frame["dest"].unique(), "ORD", "QQQ", np.nan], dtype=object), n)
+    X = X.astype({c: as_dtype for c in ("carrier", "origin", "dest")})
+    got = f.transform(X)[:, cats]
+    np.testing.assert_array_equal(got, categorical_definition(f, X))
+    assert np.isnan(got).any() and not np.isnan(got).all()
+    for empty in (X.iloc[:0], X.assign(origin=None)):
+        np.testing.assert_array_equal(f.transform(empty)[:, cats], categorical_definition(f, empty))
+
+
+def test_timestamps_as_text_or_aware_give_the_same_calendar(contract, frame):
+    f = fitted(contract, frame)
+    aware = f.transform(frame)
+    as_text = f.transform(frame.assign(time_hour=frame["time_hour"].map(lambda t: t.isoformat())))
+    np.testing.assert_array_equal(aware, as_text)

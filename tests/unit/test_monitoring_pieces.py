@@ -96,6 +96,12 @@ def test_row_level_skew_finds_a_serving_bug(contract, flights, bundle):
     [worst] = report.worst(1)
     assert worst.feature == "dep_hour" and worst.mismatch_rate == pytest.approx(0.1)
     assert worst.examples[0]["prediction_id"] == "id0"
+    # a row mask (the monitor's: rows served by the model) reports what the masked copy reports
+    mask = np.arange(len(bug)) % 3 != 1
+    masked = row_level_skew(feats, bug, feats.input_columns(), rows=mask)
+    assert masked == row_level_skew(feats, bug[mask], feats.input_columns())
+    assert masked.rows == int(mask.sum()) and masked.worst(1)[0].examples[1]["prediction_id"] == "id20"
+    assert row_level_skew(feats, bug, feats.input_columns(), rows=np.zeros(len(bug), dtype=bool)).rows == 0
 
 
 def test_row_level_skew_counts_exactly_what_isclose_counts():
