@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -322,6 +323,82 @@ def concept_drills(
     }  # fmt: skip
 
 
+def concept_power(
+    traffic: FleetTraffic, refs: Mapping[str, ModelRef], frame: pd.DataFrame, spec: FleetSpec, policy: PolicySettings,
+    day: date, candidates: Sequence[str], k: int, draws: int, rng: np.random.Generator, workdir: Path,
+    concepts: Sequence[str] = ("concept-inverted", "concept-permuted"), cadences: Sequence[int | None] = CONCEPT_CADENCES,
+) -> dict[str, Any]:  # fmt: skip
+    """Power of the concept drills beyond one draw: `draws` random sets of k routes among
+    `candidates`, each concept on each set, judged at each cadence. The clean traffic is served
+    once; each variant is a copy of that log with the faulty routes' labels rewritten (the labels
+    the injection gives; predictions do not depend on labels). Returns every faulty model's
+    labelled rows and whether it was red, and the red models that were not faulty, per cadence."""
+    import shutil
+
+    from data_contracts.windows import window_bounds
+
+    base = workdir / "concept-power-base.db"
+    base.unlink(missing_ok=True)
+    names = traffic.feature_names
+    traffic.store = LogStore(f"sqlite:///{base}", traffic.contract, names)
+    traffic.store.create_schema()
+    traffic.serve(frame)
+    tz = traffic.contract.timezone
+    lo, hi = window_bounds(min(local_dates(frame, traffic.contract)), day, tz)
+    logged = pd.concat(list(traffic.store.iter_predictions(lo, hi, chunksize=100_000)), ignore_index=True)
+    logged = logged[logged["label"].notna()]
+    seg = segments(spec, logged)
+    later = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    false_red: dict[str, int] = {}
+    for draw in range(draws):
+        faulty = sorted(rng.choice(list(candidates), size=min(k, len(candidates)), replace=False).tolist())
+        for concept in concepts:
+            _, inject = CONCEPTS[concept]
+            db = workdir / "concept-power.db"
+            shutil.copyfile(base, db)
+            store = LogStore(f"sqlite:///{db}", traffic.contract, names)
+            lab = []
+            for s in faulty:
+                mine = logged[(seg == s).to_numpy()]
+                y = inject(mine["label"].astype("float64"), rng)
+                pids = mine["prediction_id"]
+                lab += [{"prediction_id": p, "label": int(v), "received_at": later} for p, v in zip(pids, y, strict=True)]
+            store.upsert_labels(lab)
+            counts, _ = count_local(refs, store, lo, hi, tz)
+            store.engine.dispose()
+            for c in cadences:
+                j = judge_counts(refs, counts, at_cadence(spec, c), policy, day)
+                cad = "monitor" if c is None else f"{c}d"
+                red = {v.segment for v in j.verdicts if v.status == "red"}
+                for v in j.verdicts:
+                    if v.segment in faulty:
+                        rows.append(
+                            {"draw": draw, "concept": concept, "cadence": cad, "segment": v.segment, "labelled": v.labelled,
+                             "days": v.days, "validation_auc": round(refs[v.name].validation_auc, 3), "red": v.status == "red",
+                             "model_hurt": bool(v.reasons) and v.reasons[0].question == "model_hurt"}
+                        )  # fmt: skip
+                key = f"{concept}@{cad}"
+                false_red[key] = false_red.get(key, 0) + len(red - set(faulty))
+    return {"draws": draws, "k": k, "rows": rows, "false_red": false_red}
+
+
+def power_table(rows: Sequence[Mapping[str, Any]], buckets: Sequence[int] = (50, 100, 200, 400)) -> list[dict[str, Any]]:
+    """Recall of red by concept, cadence and labelled rows judged (buckets: [50, 100), [100, 200), ...)."""
+    out = []
+    keys = sorted({(r["concept"], r["cadence"]) for r in rows})
+    edges = [*buckets, math.inf]
+    for concept, cad in keys:
+        for a, b in itertools.pairwise(edges):
+            hit = [r for r in rows if r["concept"] == concept and r["cadence"] == cad and a <= r["labelled"] < b]
+            if hit:
+                out.append(
+                    {"concept": concept, "cadence": cad, "labels": f"{a}-{'' if b == math.inf else b - 1}",
+                     "faulty_models": len(hit), "red": sum(r["red"] for r in hit)}
+                )  # fmt: skip
+    return out
+
+
 def main() -> None:
     from core.registry import registry_from_settings
     from core.settings import Settings
@@ -334,6 +411,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", type=Path, required=True, help="the home `driftlight fleet train` wrote to")
     ap.add_argument("--k", type=int, default=5, help="faulty models per drill")
+    ap.add_argument("--concept-draws", type=int, default=6, help="random sets of k routes for the concept drills' power")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     settings = Settings(home=a.home)
@@ -402,6 +480,17 @@ def main() -> None:
         drills.append({**res.__dict__, "exact": res.exact, "what": FAULTS[fault][0]})
     out["drills"] = drills
     out.update(concept_drills(a.home, traffic, refs, spec, policy, contract, data, control, names, rng, a.k, registry))
+    t1 = time.perf_counter()
+    # Power: every route whose 28 days hold enough labels for the AUC test to exist (min_labels).
+    cframe = on_days(contract, data, out["concept_control_days"])
+    n_lab = segments(spec, cframe)[cframe["late"].notna()].value_counts()
+    judged = [s for s in own_segments(registry, spec) if n_lab.get(s, 0) >= spec.monitor.min_labels]
+    power = concept_power(
+        traffic, refs, cframe, spec, policy, date.fromisoformat(out["concept_day"]), judged, a.k, a.concept_draws, rng,
+        a.home / "fleet-eval",
+    )  # fmt: skip
+    out["concept_power"] = {**power, "candidates": len(judged), "table": power_table(power["rows"])}
+    out["concept_seconds"] = round(time.perf_counter() - t1, 1)
     if a.json:
         print(json.dumps(out, indent=2, default=str))
         return
@@ -426,6 +515,11 @@ def main() -> None:
             f"    {r['fault']:<22} {r['cadence']:<8} red {r['red']} (recall {r['recall']:.0%}, precision {r['precision']:.0%});"
             f" labels judged {r['labelled']}"
         )
+    p = out["concept_power"]
+    print(f"  concept power: {p['draws']} draws of {p['k']} among {p['candidates']} routes with >= min_labels labels")
+    for t in p["table"]:
+        print(f"    {t['concept']:<22} {t['cadence']:<8} labels {t['labels']:<8} red {t['red']}/{t['faulty_models']}")
+    print(f"    red models not faulty: {p['false_red']}")
 
 
 if __name__ == "__main__":

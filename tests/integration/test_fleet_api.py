@@ -128,7 +128,8 @@ def test_the_fleet_monitor_reports_each_models_shadow_comparison(trained_fleet, 
     """Two routes shadowed by their own challengers (one a different model, one the champion's own
     fit under another version), served and labelled through the API: the fleet run reports, for
     exactly those two models, the single model's comparison (`monitoring.shadow.compare`) of their
-    own rows with their own threshold, recorded with the run and shown by GET /fleet and `fleet status`."""
+    own rows with their own threshold, recorded with the run and shown by GET /fleet, the status
+    page's fleet table and `fleet status`."""
     import pandas as pd
     from typer.testing import CliRunner
 
@@ -138,7 +139,7 @@ def test_the_fleet_monitor_reports_each_models_shadow_comparison(trained_fleet, 
     from core.runs import RunStore
     from driftlight.cli import app as cli
     from monitoring.policy import load_policy
-    from monitoring.shadow import compare
+    from monitoring.shadow import compare, describe
 
     spec, registry, result = trained_fleet
     own = sorted(s["segment"] for s in result.segments if s["served_by"] == "own")
@@ -200,6 +201,8 @@ def test_the_fleet_monitor_reports_each_models_shadow_comparison(trained_fleet, 
 
     with TestClient(create_app(settings, registry=registry)) as client:
         body = client.get("/fleet").json()
+        page = client.get("/").text
+    assert page.count('class="msg shadow"') == 2 and describe(res.shadow[names[0]]) in page
     shown = {v["name"]: v["shadow"] for v in body["latest_run"]["verdicts"]}
     assert {n for n, s in shown.items() if s} == set(names)
     assert shown[names[0]]["decision_agreement"] == pytest.approx(res.shadow[names[0]]["decision_agreement"])
