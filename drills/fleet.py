@@ -333,7 +333,8 @@ def concept_power(
     once; each variant is a copy of that log with the faulty routes' labels rewritten (the labels
     the injection gives; predictions do not depend on labels). Returns every faulty model's
     labelled rows and whether it was red, and the red models that were not faulty, per cadence."""
-    import shutil
+    import sqlite3
+    from contextlib import closing
 
     from data_contracts.windows import window_bounds
 
@@ -356,7 +357,9 @@ def concept_power(
         for concept in concepts:
             _, inject = CONCEPTS[concept]
             db = workdir / "concept-power.db"
-            shutil.copyfile(base, db)
+            db.unlink(missing_ok=True)
+            with closing(sqlite3.connect(base)) as src, closing(sqlite3.connect(db)) as dst:
+                src.backup(dst)  # the log is in WAL mode: a file copy would miss what the WAL holds
             store = LogStore(f"sqlite:///{db}", traffic.contract, names)
             lab = []
             for s in faulty:
