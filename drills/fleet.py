@@ -386,8 +386,9 @@ def concept_power(
     return {"draws": draws, "k": k, "rows": rows, "false_red": false_red}
 
 
-def power_table(rows: Sequence[Mapping[str, Any]], buckets: Sequence[int] = (50, 100, 200, 400)) -> list[dict[str, Any]]:
-    """Recall of red by concept, cadence and labelled rows judged (buckets: [50, 100), [100, 200), ...)."""
+def power_table(rows: Sequence[Mapping[str, Any]], buckets: Sequence[int] = (0, 50, 100, 200, 400)) -> list[dict[str, Any]]:
+    """Recall of red by concept, cadence and labelled rows judged (buckets: [0, 50) = no AUC test
+    below the fleet's min_labels 50, [50, 100), [100, 200), ...)."""
     out = []
     keys = sorted({(r["concept"], r["cadence"]) for r in rows})
     edges = [*buckets, math.inf]
