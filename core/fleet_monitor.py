@@ -6,6 +6,10 @@ per local day (`monitoring.fleet.count_days`): memory holds counts, never the wi
 engine (core.spark_engine) produces the same per-(model, day) counts from partitions.
 Judge: per model, the shortest trailing span with enough rows (`choose_window`), its signals and
 p-values (`measure`), then one Benjamini-Hochberg budget over the whole fleet (`judge_fleet`).
+Shadow: for each model whose traffic a challenger scored in shadow (service.fleet), the single
+model's champion-vs-challenger comparison (`monitoring.shadow.compare`, the same function) on that
+model's shadow-scored rows of the run's window (the longest lookback: a comparison needs labels
+more than recency), with the model's own threshold; reported beside its verdict, never judged.
 Publish: one fleet run (every verdict and reason, counts by colour, worst first by impact) in the
 run database and as a JSON report.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -72,6 +76,36 @@ def count_local(
     return acc, rows
 
 
+def shadow_by_model(refs: Mapping[str, ModelRef], frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Pure: {model name: `monitoring.shadow.compare` of its rows} for every model of `refs` with
+    shadow-scored rows in `frame` (LogStore.shadow_frame(..., with_model=True)); each model's own
+    threshold decides agreement, as the single model's does."""
+    from monitoring.shadow import compare
+
+    out: dict[str, dict[str, Any]] = {}
+    if frame.empty:
+        return out
+    for name, rows in frame.groupby("model_name", sort=True):
+        ref = refs.get(str(name))
+        if ref is None:
+            continue
+        cmp = compare(rows.reset_index(drop=True), ref.threshold)
+        if cmp is not None:
+            out[str(name)] = cmp
+    return out
+
+
+def read_shadow(
+    refs: Mapping[str, ModelRef], store: Any, start: datetime, end: datetime, by: str = "event_time"
+) -> dict[str, dict[str, Any]]:
+    """The per-model shadow comparison of `store`'s window; {} for a store without shadow scores
+    (or a source that is not the log store, e.g. a test's chunk source)."""
+    read = getattr(store, "shadow_frame", None)
+    if read is None:
+        return {}
+    return shadow_by_model(refs, read(start, end, by=by, with_model=True))
+
+
 def judge_counts(
     refs: Mapping[str, ModelRef], counts: Mapping[Key, Counts], spec: FleetSpec, policy: PolicySettings, day: date
 ) -> FleetJudgement:
@@ -100,9 +134,11 @@ class FleetRunResult:
     seconds: dict[str, float]
     judgement: FleetJudgement
     report: str | None
+    shadow: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model name -> shadow.compare
 
     def as_dict(self, top: int | None = None) -> dict[str, Any]:
-        verdicts = [v.as_dict() for v in self.judgement.verdicts]
+        verdicts = [{**v.as_dict(), "shadow": self.shadow.get(v.name)} for v in self.judgement.verdicts]
+        summary = {**self.judgement.summary(), "shadow_models": sorted(self.shadow)}
         return {
             "run_id": self.run_id,
             "fleet": self.fleet,
@@ -110,7 +146,7 @@ class FleetRunResult:
             "engine": self.engine,
             "rows_read": self.rows_read,
             "seconds": self.seconds,
-            "summary": self.judgement.summary(),
+            "summary": summary,
             "verdicts": verdicts[:top] if top else verdicts,
             "report": self.report,
         }
@@ -143,8 +179,9 @@ def run_fleet(
     t1 = time.perf_counter()
     j = judge_counts(refs, counts, spec, policy, day)
     t2 = time.perf_counter()
-    seconds = {"count": round(t1 - t0, 3), "judge": round(t2 - t1, 3)}
-    res = FleetRunResult(None, spec.name, day.isoformat(), engine, rows, seconds, j, None)
+    shadow = read_shadow(refs, store, lo, hi, by) if store is not None else {}
+    seconds = {"count": round(t1 - t0, 3), "judge": round(t2 - t1, 3), "shadow": round(time.perf_counter() - t2, 3)}
+    res = FleetRunResult(None, spec.name, day.isoformat(), engine, rows, seconds, j, None, shadow)
     doc = res.as_dict()
     report = None
     if reports_dir is not None:
@@ -161,7 +198,7 @@ def run_fleet(
             {**doc["summary"], "rows_read": rows, "seconds": seconds, "report": report},
             doc["verdicts"],
         )
-    return FleetRunResult(run_id, spec.name, day.isoformat(), engine, rows, seconds, j, report)
+    return FleetRunResult(run_id, spec.name, day.isoformat(), engine, rows, seconds, j, report, shadow)
 
 
 def flatten(parts: Iterable[Mapping[Key, Counts]]) -> dict[Key, Counts]:

@@ -505,16 +505,27 @@ class LogStore:
         return _as_utc(lo), _as_utc(hi)
 
     def shadow_frame(
-        self, start: datetime | None, end: datetime | None, *, by: Literal["event_time", "served_at"] = "event_time"
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        by: Literal["event_time", "served_at"] = "event_time",
+        with_model: bool = False,
     ) -> pd.DataFrame:
         """Served vs shadow probability (and the label, if known) of the window's shadow-scored rows.
 
-        Columns: `probability`, `shadow_probability`, `shadow_version`, `label` (nullable Int64).
+        Columns: `probability`, `shadow_probability`, `shadow_version`, `label` (nullable Int64),
+        and with `with_model` the `model_name` that served the row (a fleet's comparison per model).
         """
         from core.runs import shadow_predictions as sh
 
         p, lab = self.predictions, self.labels
-        stmt = select(p.c.probability, sh.c.probability.label("shadow_probability"), sh.c.model_version, lab.c.label).select_from(
+        cols = [p.c.probability, sh.c.probability.label("shadow_probability"), sh.c.model_version, lab.c.label]
+        names = ["probability", "shadow_probability", "shadow_version", "label"]
+        if with_model:
+            cols.append(p.c.model_name)
+            names.append("model_name")
+        stmt = select(*cols).select_from(
             p.join(sh, sh.c.prediction_id == p.c.prediction_id).outerjoin(lab, lab.c.prediction_id == p.c.prediction_id)
         )
         key = p.c[by]
@@ -527,7 +538,7 @@ class LogStore:
         if inspect(self.engine).has_table(sh.name):
             with self.engine.connect() as conn:
                 rows = list(conn.execute(stmt).all())
-        df = pd.DataFrame.from_records(rows, columns=["probability", "shadow_probability", "shadow_version", "label"])
+        df = pd.DataFrame.from_records(rows, columns=names)
         df["label"] = df["label"].astype("Int64")
         return df
 

@@ -326,15 +326,9 @@ def monitor(
         )
     sh = (mon.runs.latest() or {}).get("summary", {}).get("shadow")
     if sh:
-        auc = (
-            f"; ROC AUC champion {sh['champion_roc_auc']:.3f} vs shadow {sh['shadow_roc_auc']:.3f} on {sh['labelled']} labelled"
-            if sh["champion_roc_auc"] is not None
-            else ""
-        )
-        lines.append(
-            f"  shadow v{','.join(sh['shadow_versions'])}: {sh['rows']} rows, agreement {sh['decision_agreement']:.1%},"
-            f" mean |dp| {sh['mean_abs_difference']:.3f}{auc}"
-        )
+        from monitoring.shadow import describe
+
+        lines.append(f"  {describe(sh)}")
     lines += [f"  report: {p}" for p in res.reports.values()]
     if res.retrain_request:
         lines.append(f"  retrain requested: {res.retrain_request}")

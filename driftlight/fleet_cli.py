@@ -99,6 +99,12 @@ def _print_run(doc: dict[str, Any], top: int) -> str:
         lines.append(
             f"    {v['status']:<15} {v['segment']:<9} {v['rows']:>6} rows/{v['days']}d  impact {v['impact']:8.2f}  {why}"
         )
+    shadowed = [v for v in doc["verdicts"] if v.get("shadow")]
+    if shadowed:
+        from monitoring.shadow import describe
+
+        lines.append(f"  champion vs challenger in shadow ({len(shadowed)} models, the run's whole window):")
+        lines += [f"    {v['segment']:<9} v{v['version']} vs {describe(v['shadow'])}" for v in shadowed]
     return "\n".join(lines)
 
 

@@ -9,6 +9,11 @@ and writes them, with their labels, to a prediction log. On top of it:
 - `fault_drill`: a named fault is injected into the traffic of k of the N segment models (a unit
   change on their temperature feed, a new carrier, a pressure sensor dropping out); the fleet run
   must turn exactly those k red (recall and precision of red).
+- `concept_drill`: concept drift on k segments: their flights' labels are changed (inverted, or
+  shuffled among the segment's own flights), the inputs are not, so no drift or quality signal can
+  see it; only the labelled, model-hurt test (realised ROC AUC) can. Judged at a fixed cadence
+  (`lookback` days of labels per model), because the AUC test needs many labels: the fleet's own
+  shortest-span-with-30-rows choice judges a large route on one day.
 
     python -m drills.fleet --home .driftlight [--json]    (after `driftlight fleet train`)
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -51,6 +57,40 @@ FAULTS: dict[str, tuple[str, Fault]] = {
     "unit-change": ("temperature sent in °C on these routes' feed", fahrenheit_to_celsius("temp")),
     "new-carrier": ("a new carrier code on 30 % of these routes' flights", new_category("carrier", "ZZ", 0.3)),
     "pressure-dropout": ("the pressure feed of these routes is dead: every reading missing", nan_spike("pressure", 1.0)),
+}
+
+LabelFault = Callable[[pd.Series, np.random.Generator], pd.Series]
+
+
+def invert_labels(share: float) -> LabelFault:
+    """A seeded `share` of the rows get the opposite label (late <-> on time)."""
+
+    def inject(y: pd.Series, rng: np.random.Generator) -> pd.Series:
+        out = y.copy()
+        hit = rng.random(len(y)) < share
+        out[hit] = 1 - out[hit]
+        return out
+
+    return inject
+
+
+def permute_labels(share: float) -> LabelFault:
+    """A seeded `share` of the rows get their labels shuffled among themselves: the late rate stays,
+    the relation to the inputs goes (ROC AUC tends to 0.5 at share 1)."""
+
+    def inject(y: pd.Series, rng: np.random.Generator) -> pd.Series:
+        out = y.copy()
+        idx = np.flatnonzero(rng.random(len(y)) < share)
+        out.iloc[idx] = y.iloc[rng.permutation(idx)].to_numpy()
+        return out
+
+    return inject
+
+
+CONCEPTS: dict[str, tuple[str, LabelFault]] = {
+    "concept-inverted": ("concept drift: late means on time on these routes (every label inverted)", invert_labels(1.0)),
+    "concept-permuted": ("concept drift: these routes' labels shuffled among their flights (rate kept)", permute_labels(1.0)),
+    "concept-permuted-half": ("concept drift, half strength: half of these routes' labels shuffled", permute_labels(0.5)),
 }
 
 
@@ -178,10 +218,58 @@ class DrillResult:
     why_red: dict[str, str] = dataclasses.field(
         default_factory=dict
     )  # red segment -> "signal:feature (question)" of its top reason
+    cadence: str = "monitor"  # "monitor" (the fleet file's lookback) or "<d>d" (every model judged on d days)
+    labelled: dict[str, int] = dataclasses.field(default_factory=dict)  # faulty segment -> labelled rows judged
 
     @property
     def exact(self) -> bool:
         return sorted(self.faulty) == sorted(self.red)
+
+
+def at_cadence(spec: FleetSpec, days: int | None) -> FleetSpec:
+    """`spec` judging every model on exactly `days` trailing days (None: the fleet file's own
+    shortest span of its lookbacks with min_rows rows)."""
+    if days is None:
+        return spec
+    return dataclasses.replace(spec, monitor=dataclasses.replace(spec.monitor, lookback_days=(days,)))
+
+
+def segments(spec: FleetSpec, frame: pd.DataFrame) -> pd.Series:
+    return pd.Series(spec.segment_values([frame[k].to_numpy() for k in spec.segment_by]), index=frame.index)
+
+
+def judge_drill(
+    traffic: FleetTraffic,
+    refs: Mapping[str, ModelRef],
+    first_day: date,
+    fault: str,
+    faulty_segments: Sequence[str],
+    spec: FleetSpec,
+    policy: PolicySettings,
+    day: date,
+    cadence: int | None = None,
+) -> DrillResult:
+    """Count the drill's log from `first_day` to `day`, judge the fleet on `day` (at `cadence` days,
+    or the fleet file's own lookback) and compare the red models with the faulty ones."""
+    from data_contracts.windows import window_bounds
+
+    lo, hi = window_bounds(first_day, day, traffic.contract.timezone)
+    counts, _ = count_local(refs, traffic.store, lo, hi, traffic.contract.timezone)
+    j = judge_counts(refs, counts, at_cadence(spec, cadence), policy, day)
+    red = [v.segment for v in j.verdicts if v.status == "red"]
+    yellow = [v.segment for v in j.verdicts if v.status == "yellow"]
+    why = {
+        v.segment: f"{v.reasons[0].signal}:{v.reasons[0].feature or ''} ({v.reasons[0].question})"
+        for v in j.verdicts
+        if v.status == "red"
+    }
+    labelled = {v.segment: v.labelled for v in j.verdicts if v.segment in set(faulty_segments)}
+    tp = len(set(red) & set(faulty_segments))
+    return DrillResult(
+        fault, sorted(faulty_segments), sorted(red), sorted(yellow),
+        tp / len(faulty_segments) if faulty_segments else 1.0, tp / len(red) if red else 1.0, j.discoveries, why,
+        "monitor" if cadence is None else f"{cadence}d", labelled,
+    )  # fmt: skip
 
 
 def fault_drill(
@@ -199,29 +287,41 @@ def fault_drill(
     """Serve `frame` (days ending on `day`) with `fault` injected into `faulty_segments`' rows only,
     judge the fleet on `day`, and compare the red models with the faulty ones."""
     _, inject = FAULTS[fault]
-    seg = pd.Series(traffic.spec.segment_values([frame[k].to_numpy() for k in traffic.spec.segment_by]), index=frame.index)
-    hit = seg.isin(set(faulty_segments))
+    hit = segments(traffic.spec, frame).isin(set(faulty_segments))
     rng = np.random.default_rng(seed)
     bad = inject(frame[hit].copy(), rng)
     traffic.serve(pd.concat([frame[~hit], bad]).sort_values("time_hour", kind="mergesort"))
     lo_day = min(local_dates(frame, traffic.contract))
-    from data_contracts.windows import window_bounds
+    return judge_drill(traffic, refs, lo_day, fault, faulty_segments, spec, policy, day)
 
-    lo, hi = window_bounds(lo_day, day, traffic.contract.timezone)
-    counts, _ = count_local(refs, traffic.store, lo, hi, traffic.contract.timezone)
-    j = judge_counts(refs, counts, spec, policy, day)
-    red = [v.segment for v in j.verdicts if v.status == "red"]
-    yellow = [v.segment for v in j.verdicts if v.status == "yellow"]
-    why = {
-        v.segment: f"{v.reasons[0].signal}:{v.reasons[0].feature or ''} ({v.reasons[0].question})"
-        for v in j.verdicts
-        if v.status == "red"
-    }
-    tp = len(set(red) & set(faulty_segments))
-    return DrillResult(
-        fault, sorted(faulty_segments), sorted(red), sorted(yellow),
-        tp / len(faulty_segments) if faulty_segments else 1.0, tp / len(red) if red else 1.0, j.discoveries, why,
-    )  # fmt: skip
+
+def concept_drill(
+    traffic: FleetTraffic,
+    refs: Mapping[str, ModelRef],
+    frame: pd.DataFrame,
+    concept: str,
+    faulty_segments: Sequence[str],
+    spec: FleetSpec,
+    policy: PolicySettings,
+    day: date,
+    *,
+    cadences: Sequence[int | None] = (28,),
+    seed: int = 0,
+) -> list[DrillResult]:
+    """Serve `frame` (labelled flights of days ending on `day`) with the labels of
+    `faulty_segments`' flights changed by `concept` (each segment on its own rows; inputs, hence
+    predictions, untouched), then judge the fleet on `day` once per cadence in `cadences` (days
+    of labels per model; None = the fleet file's own lookback)."""
+    _, inject = CONCEPTS[concept]
+    seg = segments(traffic.spec, frame)
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    for s in sorted(set(faulty_segments)):
+        rows = (seg == s).to_numpy() & out["late"].notna().to_numpy()
+        out.loc[rows, "late"] = inject(out.loc[rows, "late"], rng).to_numpy()
+    traffic.serve(out)
+    lo_day = min(local_dates(frame, traffic.contract))
+    return [judge_drill(traffic, refs, lo_day, concept, faulty_segments, spec, policy, day, c) for c in cadences]
 
 
 def split_halves(days: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -232,6 +332,120 @@ def split_halves(days: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[st
 
 def own_segments(registry: Registry, spec: FleetSpec) -> list[str]:
     return sorted(segment_of_model(spec, n) for n in champion_versions(registry, spec) if n != spec.global_model)
+
+
+# The concept drills judge the control days of the longest lookback (28 days) ending on the last
+# control day, on routes with at least this many labelled flights there (the AUC test's power
+# grows with labels: docs/fleet.md has the figures by cadence and strength).
+CONCEPT_DAYS = 28
+CONCEPT_MIN_LABELS = 200
+CONCEPT_CADENCES: tuple[int | None, ...] = (None, 1, 7, 28)
+
+
+def concept_drills(
+    home: Path, traffic: FleetTraffic, refs: Mapping[str, ModelRef], spec: FleetSpec, policy: PolicySettings,
+    contract: Contract, data: pd.DataFrame, control: Sequence[str], names: list[str], rng: np.random.Generator, k: int,
+    registry: Registry,
+) -> dict[str, Any]:  # fmt: skip
+    """Every concept in CONCEPTS on the same k routes, each judged at every cadence in CONCEPT_CADENCES."""
+    last = date.fromisoformat(sorted(control)[-1])
+    month = [d for d in sorted(control) if (last - date.fromisoformat(d)).days < CONCEPT_DAYS]
+    frame = on_days(contract, data, month)
+    n_lab = segments(spec, frame)[frame["late"].notna()].value_counts()
+    cands = [s for s in own_segments(registry, spec) if n_lab.get(s, 0) >= CONCEPT_MIN_LABELS]
+    faulty = sorted(rng.choice(cands, size=min(k, len(cands)), replace=False).tolist())
+    out: list[dict[str, Any]] = []
+    for concept, (what, _) in CONCEPTS.items():
+        db = home / "fleet-eval" / f"drill-{concept}.db"
+        db.unlink(missing_ok=True)
+        traffic.store = LogStore(f"sqlite:///{db}", contract, names)
+        traffic.store.create_schema()
+        for res in concept_drill(traffic, refs, frame, concept, faulty, spec, policy, last, cadences=CONCEPT_CADENCES):
+            out.append({**res.__dict__, "exact": res.exact, "what": what})
+    return {
+        "concept_day": last.isoformat(), "concept_control_days": month, "concept_candidates": len(cands),
+        "concept_candidate_labels": {s: int(n_lab[s]) for s in cands}, "concept_faulty": faulty, "concept_drills": out,
+    }  # fmt: skip
+
+
+def concept_power(
+    traffic: FleetTraffic, refs: Mapping[str, ModelRef], frame: pd.DataFrame, spec: FleetSpec, policy: PolicySettings,
+    day: date, candidates: Sequence[str], k: int, draws: int, rng: np.random.Generator, workdir: Path,
+    concepts: Sequence[str] = ("concept-inverted", "concept-permuted"), cadences: Sequence[int | None] = CONCEPT_CADENCES,
+) -> dict[str, Any]:  # fmt: skip
+    """Power of the concept drills beyond one draw: `draws` random sets of k routes among
+    `candidates`, each concept on each set, judged at each cadence. The clean traffic is served
+    once; each variant is a copy of that log with the faulty routes' labels rewritten (the labels
+    the injection gives; predictions do not depend on labels). Returns every faulty model's
+    labelled rows and whether it was red, and the red models that were not faulty, per cadence."""
+    import sqlite3
+    from contextlib import closing
+
+    from data_contracts.windows import window_bounds
+
+    base = workdir / "concept-power-base.db"
+    base.unlink(missing_ok=True)
+    names = traffic.feature_names
+    traffic.store = LogStore(f"sqlite:///{base}", traffic.contract, names)
+    traffic.store.create_schema()
+    traffic.serve(frame)
+    tz = traffic.contract.timezone
+    lo, hi = window_bounds(min(local_dates(frame, traffic.contract)), day, tz)
+    logged = pd.concat(list(traffic.store.iter_predictions(lo, hi, chunksize=100_000)), ignore_index=True)
+    logged = logged[logged["label"].notna()]
+    seg = segments(spec, logged)
+    later = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    false_red: dict[str, int] = {}
+    for draw in range(draws):
+        faulty = sorted(rng.choice(list(candidates), size=min(k, len(candidates)), replace=False).tolist())
+        for concept in concepts:
+            _, inject = CONCEPTS[concept]
+            db = workdir / "concept-power.db"
+            db.unlink(missing_ok=True)
+            with closing(sqlite3.connect(base)) as src, closing(sqlite3.connect(db)) as dst:
+                src.backup(dst)  # the log is in WAL mode: a file copy would miss what the WAL holds
+            store = LogStore(f"sqlite:///{db}", traffic.contract, names)
+            lab = []
+            for s in faulty:
+                mine = logged[(seg == s).to_numpy()]
+                y = inject(mine["label"].astype("float64"), rng)
+                pids = mine["prediction_id"]
+                lab += [{"prediction_id": p, "label": int(v), "received_at": later} for p, v in zip(pids, y, strict=True)]
+            store.upsert_labels(lab)
+            counts, _ = count_local(refs, store, lo, hi, tz)
+            store.engine.dispose()
+            for c in cadences:
+                j = judge_counts(refs, counts, at_cadence(spec, c), policy, day)
+                cad = "monitor" if c is None else f"{c}d"
+                red = {v.segment for v in j.verdicts if v.status == "red"}
+                for v in j.verdicts:
+                    if v.segment in faulty:
+                        rows.append(
+                            {"draw": draw, "concept": concept, "cadence": cad, "segment": v.segment, "labelled": v.labelled,
+                             "days": v.days, "validation_auc": round(refs[v.name].validation_auc, 3), "red": v.status == "red",
+                             "model_hurt": bool(v.reasons) and v.reasons[0].question == "model_hurt"}
+                        )  # fmt: skip
+                key = f"{concept}@{cad}"
+                false_red[key] = false_red.get(key, 0) + len(red - set(faulty))
+    return {"draws": draws, "k": k, "rows": rows, "false_red": false_red}
+
+
+def power_table(rows: Sequence[Mapping[str, Any]], buckets: Sequence[int] = (0, 50, 100, 200, 400)) -> list[dict[str, Any]]:
+    """Recall of red by concept, cadence and labelled rows judged (buckets: [0, 50) = no AUC test
+    below the fleet's min_labels 50, [50, 100), [100, 200), ...)."""
+    out = []
+    keys = sorted({(r["concept"], r["cadence"]) for r in rows})
+    edges = [*buckets, math.inf]
+    for concept, cad in keys:
+        for a, b in itertools.pairwise(edges):
+            hit = [r for r in rows if r["concept"] == concept and r["cadence"] == cad and a <= r["labelled"] < b]
+            if hit:
+                out.append(
+                    {"concept": concept, "cadence": cad, "labels": f"{a}-{'' if b == math.inf else b - 1}",
+                     "faulty_models": len(hit), "red": sum(r["red"] for r in hit)}
+                )  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -246,6 +460,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", type=Path, required=True, help="the home `driftlight fleet train` wrote to")
     ap.add_argument("--k", type=int, default=5, help="faulty models per drill")
+    ap.add_argument("--concept-draws", type=int, default=6, help="random sets of k routes for the concept drills' power")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     settings = Settings(home=a.home)
@@ -313,6 +528,18 @@ def main() -> None:
         )
         drills.append({**res.__dict__, "exact": res.exact, "what": FAULTS[fault][0]})
     out["drills"] = drills
+    out.update(concept_drills(a.home, traffic, refs, spec, policy, contract, data, control, names, rng, a.k, registry))
+    t1 = time.perf_counter()
+    # Power: every route whose 28 days hold enough labels for the AUC test to exist (min_labels).
+    cframe = on_days(contract, data, out["concept_control_days"])
+    n_lab = segments(spec, cframe)[cframe["late"].notna()].value_counts()
+    judged = [s for s in own_segments(registry, spec) if n_lab.get(s, 0) >= spec.monitor.min_labels]
+    power = concept_power(
+        traffic, refs, cframe, spec, policy, date.fromisoformat(out["concept_day"]), judged, a.k, a.concept_draws, rng,
+        a.home / "fleet-eval",
+    )  # fmt: skip
+    out["concept_power"] = {**power, "candidates": len(judged), "table": power_table(power["rows"])}
+    out["concept_seconds"] = round(time.perf_counter() - t1, 1)
     if a.json:
         print(json.dumps(out, indent=2, default=str))
         return
@@ -328,6 +555,20 @@ def main() -> None:
         print(f"    {d['day']}: red {d['red']} yellow {d['yellow']} green {d['green']} n/e/d {d['not_enough_data']}")
     for r in drills:
         print(f"  drill {r['fault']} on {r['faulty']}: red {r['red']} (recall {r['recall']:.0%}, precision {r['precision']:.0%})")
+    print(
+        f"  concept drift on {out['concept_faulty']} (of {out['concept_candidates']} routes with >= {CONCEPT_MIN_LABELS}"
+        f" labelled flights in the {CONCEPT_DAYS} days to {out['concept_day']}), by cadence:"
+    )
+    for r in out["concept_drills"]:
+        print(
+            f"    {r['fault']:<22} {r['cadence']:<8} red {r['red']} (recall {r['recall']:.0%}, precision {r['precision']:.0%});"
+            f" labels judged {r['labelled']}"
+        )
+    p = out["concept_power"]
+    print(f"  concept power: {p['draws']} draws of {p['k']} among {p['candidates']} routes with >= min_labels labels")
+    for t in p["table"]:
+        print(f"    {t['concept']:<22} {t['cadence']:<8} labels {t['labels']:<8} red {t['red']}/{t['faulty_models']}")
+    print(f"    red models not faulty: {p['false_red']}")
 
 
 if __name__ == "__main__":

@@ -552,6 +552,7 @@ class ModelRef:
     # it tries for each (monitoring.quality.field_conversions): numeric fields with a unit.
     quality: Mapping[str, FieldReference] = field(default_factory=dict)
     conversions: Mapping[str, tuple[Conversion, ...]] = field(default_factory=dict)
+    threshold: float = 0.5  # the decision threshold chosen on validation (the shadow comparison's)
 
     @property
     def unit_columns(self) -> tuple[str, ...]:
@@ -581,6 +582,7 @@ class ModelRef:
             null=_with_days(metadata.get("monitoring", {})),
             quality={q.name: q for q in quality if q.kind == "numeric"},
             conversions=field_conversions(quality, contract),
+            threshold=float(metadata.get("threshold", 0.5)),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,3 +37,16 @@ def compare(frame: pd.DataFrame, threshold: float) -> dict[str, Any] | None:
         out["champion_roc_auc"] = float(roc_auc_score(y, served[known]))
         out["shadow_roc_auc"] = float(roc_auc_score(y, shadow[known]))
     return out
+
+
+def describe(sh: Mapping[str, Any]) -> str:
+    """One line of a comparison `compare` returned (the single model's and each fleet model's)."""
+    auc = (
+        f"; ROC AUC champion {sh['champion_roc_auc']:.3f} vs shadow {sh['shadow_roc_auc']:.3f} on {sh['labelled']} labelled"
+        if sh["champion_roc_auc"] is not None
+        else ""
+    )
+    return (
+        f"shadow v{','.join(sh['shadow_versions'])}: {sh['rows']} rows, agreement {sh['decision_agreement']:.1%},"
+        f" mean |dp| {sh['mean_abs_difference']:.3f}{auc}"
+    )

@@ -558,6 +558,19 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _shadow_line(sh: Any) -> str:
+    """The model's champion-vs-challenger comparison (monitoring.shadow.describe), if it has one."""
+    if not isinstance(sh, Mapping) or not sh:
+        return ""
+    from monitoring.shadow import describe
+
+    try:
+        text = describe(sh)
+    except (KeyError, TypeError, ValueError):  # a run recorded by other code: show nothing rather than fail
+        return ""
+    return f'<div class="msg shadow">{escape(text)}</div>'
+
+
 def fleet_section(d: PageData, now: datetime | None = None) -> str:
     """The fleet's latest run: counts by colour, every judged model worst first (colour, reasons,
     traffic, impact), the models too small to judge, and how old the run is."""
@@ -586,7 +599,7 @@ def fleet_section(d: PageData, now: datetime | None = None) -> str:
             f'<tr class="fm" data-status="{escape(st)}" data-model="{escape(str(v.get("name")))}"><td>{rank}</td>'
             f'<td><span class="pill" style="background:{COLOURS.get(st, "#57606a")}">{escape(_word(st))}</span></td>'
             f'<td>{escape(str(v.get("segment")))}<div class="msg">{escape(str(v.get("name")))} '
-            f"v{escape(str(v.get('version')))}</div></td>"
+            f"v{escape(str(v.get('version')))}</div>{_shadow_line(v.get('shadow'))}</td>"
             f"<td>{_num(v.get('rows'), 6)} rows / {_num(v.get('days'))} d</td><td>{_num(v.get('labelled'), 6)}</td>"
             f"<td>{_num(v.get('auc_loss'))}</td><td>{_num(v.get('impact'))}</td>"
             f"<td>{f'<ul>{reasons}</ul>' if reasons else '–'}</td></tr>"

@@ -1,5 +1,6 @@
-"""Fleet drills: a fault injected into k of N models turns exactly those k red; a no-drift control
-stays free of red; every served row names the model that served it.
+"""Fleet drills: a fault injected into k of N models turns exactly those k red (broken data for the
+feed faults, model hurt for concept drift); a no-drift control stays free of red; every served row
+names the model that served it.
 
 A small fleet (the 6 largest routes + global, trained Feb-Mar into an in-memory registry) keeps
 this to about a minute; `python -m drills.fleet` runs the same drills on the full fleet.
@@ -11,6 +12,7 @@ import dataclasses
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.fleet import load_refs
@@ -18,7 +20,7 @@ from core.logstore import LogStore
 from core.registry import InMemoryRegistry
 from data_contracts.fleet import load_fleet
 from data_contracts.windows import on_days
-from drills.fleet import FleetTraffic, fault_drill, own_segments
+from drills.fleet import CONCEPTS, FleetTraffic, concept_drill, fault_drill, own_segments
 from features.pipeline import build_features
 from monitoring.policy import load_policy
 from training.fleet import train_fleet
@@ -134,3 +136,31 @@ def test_scoring_a_frame_at_once_and_reusing_the_other_sides_scores_gives_the_se
     assert reused.probabilities == fresh.probabilities != fast.probabilities
     assert reused.per_row == fresh.per_row
     assert on.serve(frame, scores=reused) == len(frame)
+
+
+def test_concept_drift_in_k_of_n_models_turns_exactly_those_red_for_model_hurt(small_fleet, contract, flights, tmp_path) -> None:
+    """Labels inverted on two routes, inputs untouched: judged on 28 days of labels (the control days
+    of the longest lookback), exactly those two are red, for the realised ROC AUC (model_hurt)."""
+    spec, registry, _, refs, control = small_fleet
+    own = own_segments(registry, spec)
+    faulty = own[:2]
+    last = date.fromisoformat(control[-1])
+    month = [d for d in control if (last - date.fromisoformat(d)).days < 28]
+    frame = on_days(contract, flights, month)
+    traffic = FleetTraffic(registry, spec, contract, store_for(tmp_path, contract, "concept"))
+    [res] = concept_drill(traffic, refs, frame, "concept-inverted", faulty, spec, load_policy(), last, cadences=(28,))
+    assert res.cadence == "28d" and res.red == sorted(faulty), res
+    assert res.recall == 1.0 and res.precision == 1.0
+    assert set(res.why_red.values()) == {"roc_auc_drop: (model_hurt)"}, res.why_red
+    assert sorted(res.labelled) == sorted(faulty) and min(res.labelled.values()) >= spec.monitor.min_labels, res.labelled
+
+
+def test_the_concept_faults_change_labels_only_as_named() -> None:
+    rng = np.random.default_rng(1)
+    y = pd.Series(rng.random(1000) < 0.2, dtype="float64")
+    inverted = CONCEPTS["concept-inverted"][1](y, np.random.default_rng(0))
+    assert (inverted == 1 - y).all()
+    shuffled = CONCEPTS["concept-permuted"][1](y, np.random.default_rng(0))
+    assert shuffled.sum() == y.sum() and (shuffled != y).mean() > 0.2  # the rate kept, the rows moved
+    half = CONCEPTS["concept-permuted-half"][1](y, np.random.default_rng(0))
+    assert half.sum() == y.sum() and 0 < (half != y).mean() < (shuffled != y).mean()

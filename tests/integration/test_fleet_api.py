@@ -122,3 +122,91 @@ def test_shadow_scoring_works_per_fleet_model(trained_fleet, contract, flights, 
             assert abs(scores[p["prediction_id"]][1] - p["probability"]) < 1e-12
     finally:
         registry.delete_alias(name, "challenger")
+
+
+def test_the_fleet_monitor_reports_each_models_shadow_comparison(trained_fleet, contract, flights, tmp_path) -> None:
+    """Two routes shadowed by their own challengers (one a different model, one the champion's own
+    fit under another version), served and labelled through the API: the fleet run reports, for
+    exactly those two models, the single model's comparison (`monitoring.shadow.compare`) of their
+    own rows with their own threshold, recorded with the run and shown by GET /fleet, the status
+    page's fleet table and `fleet status`."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from core.fleet import FleetRunStore, load_refs
+    from core.fleet_monitor import run_fleet
+    from core.logstore import log_store_from_settings
+    from core.runs import RunStore
+    from driftlight.cli import app as cli
+    from monitoring.policy import load_policy
+    from monitoring.shadow import compare, describe
+
+    spec, registry, result = trained_fleet
+    own = sorted(s["segment"] for s in result.segments if s["served_by"] == "own")
+    assert len(own) >= 2, own
+    names = [spec.model_name(s) for s in own[:2]]
+    champions = [registry.alias_version(n, spec.alias) for n in names]
+    # own[0]'s challenger is own[1]'s model (other probabilities); own[1]'s is its champion re-registered.
+    for name, source in ((names[0], names[1]), (names[1], names[1])):
+        bundle = registry.load(source, registry.alias_version(source, spec.alias))  # type: ignore[arg-type]
+        registry.set_alias(name, "challenger", registry.register(name, bundle, params={}, metrics={}, artifacts={}).version)
+    settings = Settings(home=tmp_path, fleet_file=default_fleet_path(), reload_interval=0, shadow_alias="challenger")
+    april = flights[(flights["month"] == 4) & (flights["day"] <= 14) & flights["late"].notna()]
+    route = april["origin"] + "-" + april["dest"]
+    picked = pd.concat([april[route == own[0]].head(150), april[route == own[1]].head(120), april[~route.isin(own)].head(60)])
+    records = [to_record(r, contract) for r in picked.to_dict("records")]
+    out = []
+    try:
+        with TestClient(create_app(settings, registry=registry)) as client:
+            client.app.state.ctx.holder.fleet.wait(60)  # type: ignore[attr-defined]
+            for lo in range(0, len(records), 100):
+                out += client.post("/predict/batch", json={"records": records[lo : lo + 100]}).json()["predictions"]
+            labels = [{"prediction_id": p["prediction_id"], "label": int(y)} for p, y in zip(out, picked["late"], strict=True)]
+            assert client.post("/feedback/batch", json={"labels": labels}).status_code == 202
+    finally:
+        for name in names:
+            registry.delete_alias(name, "challenger")
+    refs = load_refs(registry, spec)
+    res = run_fleet(
+        refs=refs, spec=spec, policy=load_policy(), store=log_store_from_settings(settings, contract), day=date(2013, 4, 14),
+        timezone=contract.timezone, runs=FleetRunStore(settings.resolved_log_store_url),
+    )  # fmt: skip
+    assert sorted(res.shadow) == sorted(names)
+    # The expected comparison, built from what the API returned and the shadow table, not the log's join.
+    scores = RunStore(settings.resolved_log_store_url).shadow_scores([p["prediction_id"] for p in out])
+    for name, champion in zip(names, champions, strict=True):
+        mine = [(p, int(y)) for p, y in zip(out, picked["late"], strict=True) if p["model_name"] == name]
+        assert {p["model_version"] for p, _ in mine} == {champion}
+        frame = pd.DataFrame(
+            {
+                "probability": [p["probability"] for p, _ in mine],
+                "shadow_probability": [scores[p["prediction_id"]][1] for p, _ in mine],
+                "shadow_version": [scores[p["prediction_id"]][0] for p, _ in mine],
+                "label": pd.array([y for _, y in mine], dtype="Int64"),
+            }
+        )
+        expected = compare(frame, refs[name].threshold)
+        assert expected is not None and expected["champion_roc_auc"] is not None
+        got = res.shadow[name]
+        assert got.keys() == expected.keys() and got["rows"] == expected["rows"] == len(mine)
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+    same = res.shadow[names[1]]  # the champion's own fit in shadow: identical scores
+    assert same["decision_agreement"] == 1.0 and same["mean_abs_difference"] < 1e-12
+    assert res.shadow[names[0]]["mean_abs_difference"] > 0.01
+    doc = res.as_dict()
+    by_name = {v["name"]: v for v in doc["verdicts"]}
+    assert {n for n, v in by_name.items() if v["shadow"] is not None} == set(names)
+    assert doc["summary"]["shadow_models"] == sorted(names)
+
+    with TestClient(create_app(settings, registry=registry)) as client:
+        body = client.get("/fleet").json()
+        page = client.get("/").text
+    assert page.count('class="msg shadow"') == 2 and describe(res.shadow[names[0]]) in page
+    shown = {v["name"]: v["shadow"] for v in body["latest_run"]["verdicts"]}
+    assert {n for n, s in shown.items() if s} == set(names)
+    assert shown[names[0]]["decision_agreement"] == pytest.approx(res.shadow[names[0]]["decision_agreement"])
+    text = CliRunner().invoke(cli, ["fleet", "status", "--home", str(tmp_path)]).output
+    assert "champion vs challenger in shadow (2 models" in text, text
+    for seg in own[:2]:
+        assert any(line.strip().startswith(seg) and "agreement" in line for line in text.splitlines()), text

@@ -342,3 +342,33 @@ def test_a_declared_carrier_new_to_a_route_is_drift_and_an_undeclared_code_is_br
     assert sorted(n for n, (s, _) in unknown.items() if s == "red") == ["m0", "m1", "m2"]
     for name in ("m0", "m1", "m2"):
         assert ("unseen_category_rate", "carrier", "data_broken") in unknown[name][1]
+
+
+def test_shadow_comparison_per_model_is_the_single_models_with_each_models_threshold() -> None:
+    """core.fleet_monitor.shadow_by_model: one `monitoring.shadow.compare` per model of the run that
+    has shadow rows, on its own rows and its own threshold; a model the run does not know is left out."""
+    from dataclasses import replace
+
+    from core.fleet_monitor import shadow_by_model
+    from monitoring.shadow import compare
+
+    rng = np.random.default_rng(3)
+    n = 300
+    f = pd.DataFrame(
+        {
+            "probability": rng.random(n),
+            "shadow_probability": rng.random(n),
+            "shadow_version": "2",
+            "label": pd.array((rng.random(n) < 0.3).astype(int), dtype="Int64"),
+            "model_name": rng.choice(["a", "b", "gone"], n),
+        }
+    )
+    base = ref_of(frame(200, 0))
+    refs = {"a": replace(base, name="a", threshold=0.2), "b": replace(base, name="b", threshold=0.7), "c": base}
+    out = shadow_by_model(refs, f)
+    assert sorted(out) == ["a", "b"]  # "c" had no shadow rows, "gone" is not in the run
+    for name in ("a", "b"):
+        rows = f[f["model_name"] == name].reset_index(drop=True)
+        assert out[name] == compare(rows, refs[name].threshold)
+    assert out["a"]["decision_agreement"] != compare(f[f["model_name"] == "a"], 0.7)["decision_agreement"]  # type: ignore[index]
+    assert shadow_by_model(refs, f.iloc[:0]) == {}
