@@ -5,7 +5,9 @@ once, in chunks; each chunk is grouped by `model_name` and counted into that mod
 per local day (`monitoring.fleet.count_days`): memory holds counts, never the window. The Spark
 engine (core.spark_engine) produces the same per-(model, day) counts from partitions.
 Judge: per model, the shortest trailing span with enough rows (`choose_window`), its signals and
-p-values (`measure`), then one Benjamini-Hochberg budget over the whole fleet (`judge_fleet`).
+p-values (`measure`), then one Benjamini-Hochberg budget over the whole fleet (`judge_fleet`). The
+label tests (realised ROC AUC, label rate) count the longest lookback's labels (fleet file
+`monitor.label_span: longest`): one day of a route rarely holds the labels the AUC test needs.
 Shadow: for each model whose traffic a challenger scored in shadow (service.fleet), the single
 model's champion-vs-challenger comparison (`monitoring.shadow.compare`, the same function) on that
 model's shadow-scored rows of the run's window (the longest lookback: a comparison needs labels
@@ -116,11 +118,15 @@ def judge_counts(
     m = spec.monitor
     windows, absent = [], []
     for name, ref in sorted(refs.items()):
-        merged, _span = choose_window(per_model.get(name, {}), day, m.lookback_days, m.min_rows)
+        days = per_model.get(name, {})
+        merged, span = choose_window(days, day, m.lookback_days, m.min_rows)
         if merged is None:
             absent.append(ref)
             continue
-        windows.append(measure(ref, merged, min_labels=m.min_labels, last_day=day))
+        labels = None
+        if m.label_span == "longest" and span < m.lookback_days[-1]:
+            labels, _ = choose_window(days, day, m.lookback_days[-1:], 0)
+        windows.append(measure(ref, merged, min_labels=m.min_labels, last_day=day, labels=labels))
     return judge_fleet(windows, policy, fdr=m.fdr, min_rows=m.min_rows, absent=absent, yellow_only=m.yellow_only)
 
 

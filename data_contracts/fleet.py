@@ -42,6 +42,9 @@ class FleetMonitor:
     min_labels: int = 50
     fdr: float = 0.01
     yellow_only: tuple[str, ...] = ("psi", "label_rate_shift", "expected_roc_auc_drop")
+    # "longest": the label tests (realised ROC AUC, label rate) count the longest lookback's labels
+    # while the data tests judge the shortest span holding min_rows; "window": both on that span.
+    label_span: str = "longest"
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,10 @@ def parse_fleet(doc: Mapping[str, Any]) -> FleetSpec:
         min_labels=int(m.pop("min_labels", 50)),
         fdr=float(m.pop("fdr", 0.01)),
         yellow_only=tuple(str(x) for x in m.pop("yellow_only", ("psi", "label_rate_shift", "expected_roc_auc_drop"))),
+        label_span=str(m.pop("label_span", "longest")),
     )
+    if monitor.label_span not in ("longest", "window"):
+        raise ValueError(f"fleet file: monitor.label_span must be 'longest' or 'window', got {monitor.label_span!r}")
     if m:
         raise ValueError(f"fleet file: unknown monitor keys {sorted(m)}")
     seg = doc.get("segment_by") or ()

@@ -624,11 +624,21 @@ def signal_id(s: Signal) -> str:
 
 
 def measure(
-    ref: ModelRef, c: Counts, *, min_labels: int = 50, last_day: date | None = None, null: NullModel | None = None
+    ref: ModelRef,
+    c: Counts,
+    *,
+    min_labels: int = 50,
+    last_day: date | None = None,
+    null: NullModel | None = None,
+    labels: Counts | None = None,
 ) -> ModelWindow:
-    """Signals and tests of one model's merged window counts (pure)."""
+    """Signals and tests of one model's merged window counts (pure). `labels`: the counts whose
+    labelled rows the label tests (label rate, realised ROC AUC) use, e.g. a longer span than the
+    window's (labels are few per model and day); default the window's own."""
     nm = null or BetweenDayNull(ref.null)
     days = max(len(c.days), 1)
+    lc = labels if labels is not None else c
+    label_days = max(len(lc.days), 1)
     sig: list[Signal] = []
     link: dict[str, str | None] = {}
     tests: list[Test] = []
@@ -670,17 +680,17 @@ def measure(
         flag, why = unit_change(qref, np.repeat(vc[0], vc[1].astype("int64")), conv)
         add(Signal("unit_change", name, flag, why), None)
     auc = math.nan
-    if c.labelled >= min_labels and c.positives > 0 and c.labelled - c.positives > 0:
-        n_lab, k = c.labelled, c.positives
+    if lc.labelled >= min_labels and lc.positives > 0 and lc.labelled - lc.positives > 0:
+        n_lab, k = lc.labelled, lc.positives
         rate = k / n_lab
         r0 = min(max(ref.label_rate, 1e-6), 1 - 1e-6)
-        phi = nm.label_factor(days, n_lab, r0)
-        tests.append(Test(LABEL_TEST, (rate - r0) ** 2, 1, nm.label_p(rate, r0, n_lab, days)))
+        phi = nm.label_factor(label_days, n_lab, r0)
+        tests.append(Test(LABEL_TEST, (rate - r0) ** 2, 1, nm.label_p(rate, r0, n_lab, label_days)))
         add(
             Signal("label_rate_shift", None, abs(rate - ref.label_rate), f"late rate {rate:.1%} vs {ref.label_rate:.1%}"),
             LABEL_TEST,
         )
-        auc = auc_from_hist(c.hist_pos, c.hist_neg)
+        auc = auc_from_hist(lc.hist_pos, lc.hist_neg)
         se_w = hanley_mcneil_se(auc, k, n_lab - k) * math.sqrt(phi)
         se_v = hanley_mcneil_se(ref.validation_auc, ref.validation_pos, ref.validation_neg)
         se = math.sqrt(se_w**2 + (se_v if not math.isnan(se_v) else 0.0) ** 2)
@@ -709,7 +719,7 @@ def measure(
             ),
             None,
         )
-    return ModelWindow(ref, c.rows, days, c.labelled, tuple(sig), tuple(tests), link, auc, exp_auc)
+    return ModelWindow(ref, c.rows, days, lc.labelled, tuple(sig), tuple(tests), link, auc, exp_auc)
 
 
 # -- the fleet ----------------------------------------------------------------------------------

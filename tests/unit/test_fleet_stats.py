@@ -372,3 +372,39 @@ def test_shadow_comparison_per_model_is_the_single_models_with_each_models_thres
         assert out[name] == compare(rows, refs[name].threshold)
     assert out["a"]["decision_agreement"] != compare(f[f["model_name"] == "a"], 0.7)["decision_agreement"]  # type: ignore[index]
     assert shadow_by_model(refs, f.iloc[:0]) == {}
+
+
+def test_the_auc_test_counts_the_longest_lookbacks_labels_while_drift_judges_one_day() -> None:
+    """40 flights a day: the data tests judge one day (>= min_rows 30), which holds fewer labels
+    than the 50 the ROC AUC test needs. With `label_span: longest` the AUC test counts 28 days of
+    labels, so three models whose AUC fell from 0.9 to ~0.5 are red for model harm; judged on the
+    one day ("window") the same models have no AUC test and nothing is red."""
+    import dataclasses
+
+    from core.fleet_monitor import judge_counts
+
+    policy = load_policy()
+    ref_f = frame(4000, 3)
+    prof = ref_of(ref_f).profile
+    null = estimate_null(prof, count_days(prof, ref_f, ref_f["day"]), 0.22, days=(1, 7, 28), resamples=100)
+    refs, counts = {}, {}
+    for i in range(20):
+        name = f"m{i}"
+        refs[name] = ModelRef(name, "1", f"s{i}", prof, 0.22, 0.9 if i < 3 else 0.5, 200, 700, date(2013, 3, 31), null)
+        f = frame(28 * 40, 100 + i)
+        for day, c in count_days(prof, f, f["day"]).items():
+            counts[(name, day)] = c
+    spec = load_fleet()
+    day = date(2013, 1, 28)
+    longest = judge_counts(refs, counts, spec, policy, day)
+    assert spec.monitor.label_span == "longest"
+    red = sorted(v.name for v in longest.verdicts if v.status == "red")
+    assert red == ["m0", "m1", "m2"], [(v.name, v.status, v.reasons) for v in longest.verdicts]
+    for v in longest.verdicts:
+        if v.name in red:
+            assert v.days == 1 and v.labelled == 28 * 40
+            assert (v.reasons[0].signal, v.reasons[0].question) == ("roc_auc_drop", "model_hurt")
+    window = dataclasses.replace(spec, monitor=dataclasses.replace(spec.monitor, label_span="window"))
+    same_day = judge_counts(refs, counts, window, policy, day)
+    assert same_day.counts["red"] == 0
+    assert all(v.labelled == 40 for v in same_day.verdicts)
