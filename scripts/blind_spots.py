@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 Fault = Callable[[pd.DataFrame], pd.DataFrame]
-STUCK = ("stuck_value_share", "stuck_run_ratio")  # either names a frozen reading
+STUCK = ("stuck_value_share", "stuck_value_share_vs_null", "stuck_run_ratio")  # each names a frozen reading
 
 
 def faults() -> dict[str, tuple[Fault, tuple[tuple[str, ...], str | None] | None]]:
