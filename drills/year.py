@@ -300,33 +300,36 @@ def comparison(results: dict[str, list[MonthRow]]) -> list[str]:
 # same pinned stack; if a change moves them, this text must be re-read and rewritten.
 EXPLANATION = """## What happened, and why
 
-- **Four of nine months are red, and each red says which question fired.** With the light of
-  issue 11 (nulls by cadence; covariate drift alone is yellow), May to August are yellow for
-  weather the Jan-Mar reference never saw (temperature and dew point beyond its range): the world
-  moved, the owner is told, nothing retrains; in May the old model's AUC (0.729) is *above* its
-  validation AUC (0.714). April, October and November are red because the model is hurt
-  (`roc_auc_drop`: 0.655, 0.646 and 0.651 against 0.714; November also for its age), September
-  because the data looks broken: `stuck_run_ratio` of precipitation, a dry month whose run of zeros
-  beats the longest dry run of the Jan-Mar reference. That one is a false alarm of the
-  frozen-sensor check (its margin over 2013's natural maxima is thin, docs/blind-spots.md). The
-  earlier light was red in every month and retrained 8 times in 9 months.
-- **Red on broken data pages, it does not retrain** (`monitoring.policy.retrain_hold`): a model
-  fitted on a frozen feed would learn the fault. So September's red withholds its retrain ("fix
-  the feed first"), even though its AUC had fallen too; in production the owner, paged, would find
-  a dry spell and retrain by hand. October's red (the model is hurt) retrains: the challenger won
-  the gate (0.625 vs 0.592 on Oct 25-31) and served November and December: +0.016 and +0.007
-  against never retraining (0.667 vs 0.651, 0.705 vs 0.698), mean May-Dec 0.690 against 0.687.
-  Before this rule, September's retrain was promoted a month earlier (mean 0.691).
+- **Four of nine months are red, all four because the model is hurt.** With the light of issue 11
+  (nulls by cadence; covariate drift alone is yellow), May to August are yellow for weather the
+  Jan-Mar reference never saw (temperature and dew point beyond its range): the world moved, the
+  owner is told, nothing retrains; in May the old model's AUC (0.729) is *above* its validation
+  AUC (0.714). April, September, October and November are red with `roc_auc_drop` (0.655, 0.662,
+  0.646 and 0.651 against 0.714; in September it ranks below the weather reasons, 0.040 over the
+  reference). The earlier light was red in every month and retrained 8 times in 9 months.
+- **September is no longer a false data alarm.** Until 2026-12-01 it was red first for
+  `stuck_run_ratio` of precipitation: a dry month whose run of zeros at one airport beat 3 times
+  the longest dry run of the Jan-Mar reference, read as a rain gauge frozen at 0. Red on broken
+  data withholds the retrain (`monitoring.policy.retrain_hold`), so that alarm blocked the retrain
+  the model-hurt evidence asked for. Prompted by this replay, a run at a field's resting value
+  (precipitation 0, visibility 10 miles) now counts only the hours in which another airport read
+  otherwise (docs/blind-spots.md): a dry spell is 0 at all three airports at once. September's
+  precipitation run is now 6 corroborated hours (ratio 0.25); no threshold was moved.
+- **So September's red retrains**: the challenger won the gate (0.614 vs 0.560 on Sep 24-30) and
+  served October to December: 0.658, 0.668 and 0.697 against 0.646, 0.651 and 0.698 never
+  retraining; mean May-Dec 0.691 against 0.687. With the false alarm, October's red retrained
+  instead, a month later (0.667 and 0.705 in November and December, mean 0.690).
 - **Two retrain attempts, one promoted**: April's challenger lost the gate (0.650 vs 0.655 on Apr
-  24-30); October's won.
-- **Challengers trained only on recent labels were worse** (the two "log only" columns: 0.670 and
-  0.681 May-Dec): 21 or 84 days of traffic is less than the champion's 76 days plus the season;
+  24-30); September's won.
+- **Challengers trained only on recent labels were worse** (the two "log only" columns: 0.673 and
+  0.675 May-Dec): 28 or 84 days of traffic is less than the champion's 76 days plus the season;
   the shipped default adds the original Jan-Mar window to the last 28 labelled days. That default
   was chosen on this same year (2013 is all the data there is).
 - TARGETS asks for realised AUC within 0.03 of the serving model's own validation AUC in every
-  month from May on: met in 6 of 8 months with the policy on. September (0.662) and October
-  (0.646) miss against 0.714: the late rate falls to 14-17 % and ranking gets harder, and the one
-  retrain that could have served October was withheld on September's false data alarm.
+  month from May on: met in 7 of 8 months with the policy on. September (0.662 against 0.714)
+  misses: the late rate falls to 14 % and ranking gets harder. October to December are met against
+  the September challenger's own validation AUC, 0.610 (its 7 holdout days): a low bar, not a
+  sign that the model is good.
 """
 
 

@@ -17,8 +17,13 @@ change that keeps the shape (°F -> °C) can pass them. These checks carry those
   minus the same share in the reference;
 - `stuck_run_ratio`: the longest run of one identical reading at one site (airport) over
   consecutive hours in the window, over the longest run in the reference (at least a day). A frozen sensor
-  repeats its reading -- even its usual one (visibility 10 miles, precipitation 0) -- for longer
-  than the weather ever did. Only for fields read once per site-hour (weather);
+  repeats its reading for longer than the weather ever did. Only for fields read once per site-hour
+  (weather). A run at the field's resting value (the reference's modal reading, when most site-hours
+  read it: precipitation 0, visibility 10 miles) counts only its corroborated hours, those in which
+  another site read something else: a dry spell reads 0 at every airport at once and is weather; a
+  sensor frozen at 0 while it rains at the other airports is not. The reference's longest run is
+  counted the same way. Consequence, stated not hidden: a resting value frozen at every site at once
+  (the whole feed of one field) is, by this field alone, a drought or a clear spell;
 - `duplicate_share`: share of the window's records that repeat an earlier record exactly
   (every contract field equal: the same prediction input sent again).
 
@@ -43,6 +48,7 @@ QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
 ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
 MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
+RESTING_SHARE = 0.5  # a reading on most of the reference's site-hours is the field's resting value
 MAX_GAP_HOURS = 8  # longer than the night without departures (about 00:00-05:00 local)
 SITE = "origin"  # weather is read once per (site, hour): the key of the stuck-run check
 
@@ -64,6 +70,9 @@ class FieldReference:
     zero_share: float = 0.0  # share of non-missing values equal to 0
     nonzero_quantiles: tuple[float, ...] = ()  # at QUANTILES, of the non-zero values
     max_run_hours: float | None = None  # longest identical reading at one site (None: not a site-hour field)
+    # The field's resting value (None: it has none, or the reference predates it and its
+    # max_run_hours counted every hour of a run: such a reference keeps being judged that way).
+    resting_value: float | None = None
 
 
 def utc_times(values: pd.Series) -> pd.Series:
@@ -75,7 +84,7 @@ def utc_times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True)
 
 
-def _site_hours(frame: pd.DataFrame, name: str, time: str, site: str) -> pd.DataFrame | None:
+def site_readings(frame: pd.DataFrame, name: str, time: str, site: str) -> pd.DataFrame | None:
     """One row per (site, hour) with the field's reading, or None when the field is not read once
     per site-hour (more than 1 % of the site-hours carry several values: a per-flight field)."""
     if time not in frame or site not in frame or name not in frame:
@@ -89,13 +98,27 @@ def _site_hours(frame: pd.DataFrame, name: str, time: str, site: str) -> pd.Data
     return df.drop_duplicates(["site", "hour"])
 
 
-def longest_run_hours(site_hours: pd.DataFrame) -> tuple[float, str, object]:
+def _others_off(sh: pd.DataFrame, resting: float) -> np.ndarray:
+    """Per row of `sh` (site, hour, v): True when another site read something other than `resting`
+    (and not missing) in the same hour."""
+    v = pd.to_numeric(pd.Series(sh["v"].to_numpy()), errors="coerce").to_numpy(dtype="float64")
+    off = ~np.isnan(v) & ~np.isclose(v, resting, rtol=0.0, atol=1e-9)
+    per_hour = pd.Series(off.astype("int64")).groupby(sh["hour"].to_numpy()).transform("sum").to_numpy()
+    return np.asarray(per_hour - off > 0)
+
+
+def longest_run_hours(site_hours: pd.DataFrame, resting: float | None = None) -> tuple[float, str, object]:
     """(hours, site, value) of the longest run of one identical non-missing reading at a site over
     its consecutive observed hours; a missing reading breaks a run, and so does a gap of more than
     MAX_GAP_HOURS with no traffic (a window of scattered days is not one run). Shorter gaps (the
-    night, when no flight leaves) between two equal readings count: the sensor stayed on that value."""
+    night, when no flight leaves) between two equal readings count: the sensor stayed on that value.
+
+    With `resting` (the field's resting value), a run at that value counts only its corroborated
+    hours: the observed hours of the run in which another site read a different, non-missing value."""
     best: tuple[float, str, object] = (0.0, "", None)
-    for site, g in site_hours.sort_values(["site", "hour"]).groupby("site", sort=False):
+    sh = site_hours.sort_values(["site", "hour"]).reset_index(drop=True)
+    corroborated = _others_off(sh, resting) if resting is not None else None
+    for site, g in sh.groupby("site", sort=False):
         v = g["v"].to_numpy()
         h = g["hour"].to_numpy()
         same = np.zeros(len(v), dtype=bool)
@@ -104,10 +127,24 @@ def longest_run_hours(site_hours: pd.DataFrame) -> tuple[float, str, object]:
         starts = np.flatnonzero(~same)
         ends = np.append(starts[1:] - 1, len(v) - 1)
         hours = np.where(pd.notna(v[starts]), h[ends] - h[starts] + 1, 0)
+        if corroborated is not None and len(v):
+            first = pd.to_numeric(pd.Series(v[starts]), errors="coerce").to_numpy(dtype="float64")
+            at_rest = np.isclose(first, float(resting), rtol=0.0, atol=1e-9)  # type: ignore[arg-type]
+            cum = np.concatenate([[0], np.cumsum(corroborated[g.index.to_numpy()])])
+            hours = np.where(at_rest, cum[ends + 1] - cum[starts], hours)
         k = int(np.argmax(hours)) if hours.size else 0
         if hours.size and float(hours[k]) > best[0]:
             best = (float(hours[k]), str(site), v[starts[k]])
     return best
+
+
+def resting_value(site_hours: pd.DataFrame) -> float | None:
+    """The reading on more than RESTING_SHARE of the non-missing site-hours, if there is one."""
+    v = pd.to_numeric(site_hours["v"], errors="coerce").dropna()
+    if v.empty:
+        return None
+    shares = v.value_counts(normalize=True)
+    return float(shares.index[0]) if float(shares.iloc[0]) > RESTING_SHARE else None
 
 
 def reference_for(
@@ -132,10 +169,12 @@ def reference_for(
         qs = tuple(float(q) for q in np.quantile(v, QUANTILES)) if v.size else ()
         nz = v[v != 0]
         distinct = np.unique(v)
-        run = None
+        run, rest = None, None
         if time is not None and site is not None:
-            sh = _site_hours(frame, name, time, site)
-            run = longest_run_hours(sh)[0] if sh is not None else None
+            sh = site_readings(frame, name, time, site)
+            if sh is not None:
+                rest = resting_value(sh)
+                run = longest_run_hours(sh, rest)[0]
         return FieldReference(
             name,
             kind,
@@ -149,6 +188,7 @@ def reference_for(
             zero_share=float(np.mean(v == 0)) if v.size else 0.0,
             nonzero_quantiles=tuple(float(q) for q in np.quantile(nz, QUANTILES)) if nz.size else (),
             max_run_hours=run,
+            resting_value=rest,
         )
     return FieldReference(name, kind, miss, categories=frozenset(str(c) for c in present.unique()), top_share=top)
 
@@ -359,15 +399,17 @@ class QualityAccumulator:
         if not parts or not ref.max_run_hours:
             return None
         sh = pd.concat(parts, ignore_index=True).drop_duplicates(["site", "hour"])
-        hours, site, value = longest_run_hours(sh)
+        hours, site, value = longest_run_hours(sh, ref.resting_value)
         # A run within one day is ordinary for any field (a calm night, a gust reported twice):
         # the ratio is against at least a day, so the signal speaks of multi-day freezes.
         base = max(ref.max_run_hours, MIN_RUN_HOURS)
+        at_rest = ref.resting_value is not None and bool(value == ref.resting_value)
+        how = " while another airport read otherwise" if at_rest else ""
         return Signal(
             "stuck_run_ratio",
             ref.name,
             hours / base,
-            f"{hours:g} h of one reading ({value}) at {site} vs at most {ref.max_run_hours:g} h in the reference",
+            f"{hours:g} h of one reading ({value}) at {site}{how} vs at most {ref.max_run_hours:g} h in the reference",
         )
 
     def signals(self) -> list[Signal]:
@@ -436,6 +478,7 @@ def references_from_mapping(doc: Mapping[str, Mapping[str, Any]]) -> list[FieldR
                 zero_share=float(d.get("zero_share", 0.0)),
                 nonzero_quantiles=tuple(d.get("nonzero_quantiles") or ()),
                 max_run_hours=d.get("max_run_hours"),
+                resting_value=d.get("resting_value"),  # absent: a model trained before it (every hour counts)
             )
         )
     return out

@@ -17,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 Fault = Callable[[pd.DataFrame], pd.DataFrame]
-STUCK = ("stuck_value_share", "stuck_run_ratio")  # either names a frozen reading
+STUCK = ("stuck_value_share", "stuck_value_share_vs_null", "stuck_run_ratio")  # each names a frozen reading
 
 
 def faults() -> dict[str, tuple[Fault, tuple[tuple[str, ...], str | None] | None]]:
     def scale(col: str, k: float) -> Fault:
         return lambda w: w.assign(**{col: w[col] * k})
+
+    def at_ewr(col: str, v: float) -> Fault:
+        return lambda w: w.assign(**{col: w[col].where(w["origin"] != "EWR", v)})
 
     return {
         "none": (lambda w: w, None),
@@ -38,8 +41,12 @@ def faults() -> dict[str, tuple[Fault, tuple[tuple[str, ...], str | None] | None
         ),
         "dead pressure sensor": (lambda w: w.assign(pressure=np.nan), (("missing_rate_increase",), "pressure")),
         "humid frozen at median": (lambda w: w.assign(humid=float(w["humid"].median())), (STUCK, "humid")),
+        # at every airport at once: a resting value frozen everywhere reads as a clear or dry spell
         "visib frozen at 10": (lambda w: w.assign(visib=10.0), (STUCK, "visib")),
         "precip frozen at 0": (lambda w: w.assign(precip=0.0), (STUCK, "precip")),
+        # at one airport while the others keep reporting (the run counts the hours they disagree)
+        "visib frozen at 10 at EWR": (at_ewr("visib", 10.0), (STUCK, "visib")),
+        "precip frozen at 0 at EWR": (at_ewr("precip", 0.0), (STUCK, "precip")),
     }
 
 

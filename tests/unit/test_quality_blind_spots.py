@@ -3,6 +3,8 @@ refused traffic that never reached the log."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +12,14 @@ import pytest
 from data_contracts.contract import REJECTED_BY_EVENT, REJECTED_RECORDS, unit_conversions
 from monitoring.monitor import WindowSignals, judge
 from monitoring.performance import window_performance
-from monitoring.policy import load_policy
-from monitoring.quality import QualityAccumulator, longest_run_hours, quality_signals, reference_for
+from monitoring.policy import evaluate_signals, load_policy
+from monitoring.quality import (
+    QualityAccumulator,
+    longest_run_hours,
+    quality_signals,
+    reference_for,
+    references_from_mapping,
+)
 from monitoring.skew import SkewReport
 
 KNOT = 1.150779  # the 2013 feed reports wind in knots, converted to mph: a grid of 1.15 mph
@@ -117,25 +125,114 @@ def test_the_same_records_sent_five_times_is_a_duplicate_share_of_four_fifths(we
     assert value(acc.signals(), "duplicate_share", None) == pytest.approx(0.8)
 
 
-def test_a_reading_frozen_at_its_usual_value_for_days_is_a_stuck_run(weather):
+def stuck_rule():
+    return next(r for r in load_policy().rules if r.signal == "stuck_run_ratio")
+
+
+def last_days(weather):
+    _, frame, days = weather
+    return frame[(days >= pd.Timestamp("2013-01-15", tz="UTC"))].reset_index(drop=True)
+
+
+def test_precipitation_rests_at_zero_and_its_reference_run_counts_only_corroborated_hours(weather):
     refs, frame, days = weather
     [precip] = [r for r in refs if r.name == "precip"]
-    assert precip.max_run_hours and precip.max_run_hours < 5 * 24  # it rains every few days
-    weeks = frame[(days >= pd.Timestamp("2013-01-15", tz="UTC"))].reset_index(drop=True)  # 15 days
-    clean = value(quality_signals(refs, weeks), "stuck_run_ratio", "precip")
-    frozen = value(quality_signals(refs, weeks.assign(precip=0.0)), "stuck_run_ratio", "precip")
-    policy = load_policy()
-    rule = next(r for r in policy.rules if r.signal == "stuck_run_ratio")
-    assert clean < rule.critical < frozen and frozen > 2 * clean
-    # the most common value's share alone barely moves: precipitation is 0 most hours anyway
-    assert value(quality_signals(refs, weeks.assign(precip=0.0)), "stuck_value_share", "precip") < 0.3
+    [wind] = [r for r in refs if r.name == "wind_speed"]
+    assert precip.resting_value == 0.0 and wind.resting_value is None  # wind has no value it rests at
+    ref = frame[days < pd.Timestamp("2013-01-15", tz="UTC")]
+    raw = reference_for(ref, "precip", "numeric", "inches", site=None)  # no site: no run check at all
+    assert raw.max_run_hours is None
+    sh = ref.drop_duplicates(["origin", "time_hour"])
+    every_hour = longest_run_hours(
+        pd.DataFrame({"site": sh["origin"], "hour": sh["time_hour"].astype("int64") // 3_600_000_000_000, "v": sh["precip"]})
+    )[0]
+    # a dry run at one site counts only the hours it rained elsewhere: far fewer than its length
+    assert precip.max_run_hours is not None and 0 < precip.max_run_hours < every_hour
     # a per-flight field (destination) is not read per site-hour: no run check for it
     assert reference_for(frame, "sched_dep_time", "numeric").max_run_hours is None
+
+
+def test_a_dry_spell_at_every_airport_is_weather_not_a_frozen_sensor(weather):
+    refs = weather[0]
+    dry = last_days(weather).assign(precip=0.0)  # 16 days without rain at all three airports
+    rule = stuck_rule()
+    assert value(quality_signals(refs, dry), "stuck_run_ratio", "precip") < rule.warning
+    reasons = evaluate_signals(quality_signals(refs, dry), load_policy().rules)
+    assert not [r for r in reasons if r.signal == "stuck_run_ratio"]
+
+
+def test_one_airport_frozen_at_zero_while_the_others_rain_is_a_stuck_run(weather):
+    refs = weather[0]
+    weeks = last_days(weather)
+    frozen = weeks.assign(precip=weeks["precip"].where(weeks["origin"] != "EWR", 0.0))
+    rule = stuck_rule()
+    clean = value(quality_signals(refs, weeks), "stuck_run_ratio", "precip")
+    stuck = value(quality_signals(refs, frozen), "stuck_run_ratio", "precip")
+    assert clean < rule.warning and rule.critical < stuck
+    why = next(s.detail for s in quality_signals(refs, frozen) if s.signal == "stuck_run_ratio" and s.feature == "precip")
+    assert "at EWR while another airport read otherwise" in why
+    # the most common value's share alone barely moves: precipitation is 0 most hours anyway
+    assert value(quality_signals(refs, frozen), "stuck_value_share", "precip") < 0.1
+    # streamed in chunks, the same run is found
+    acc = QualityAccumulator(refs)
+    for start in range(0, len(frozen), 5000):
+        acc.add(frozen.iloc[start : start + 5000])
+    assert value(acc.signals(), "stuck_run_ratio", "precip") == pytest.approx(stuck)
+
+
+def test_a_continuous_field_frozen_counts_every_hour_even_at_every_airport(weather):
+    refs = weather[0]
+    rule = stuck_rule()
+    four_days = last_days(weather)
+    four_days = four_days[four_days["time_hour"] < pd.Timestamp("2013-01-19", tz="UTC")].reset_index(drop=True)
+    assert value(quality_signals(refs, four_days), "stuck_run_ratio", "wind_speed") < rule.warning
+    one = four_days.assign(wind_speed=four_days["wind_speed"].where(four_days["origin"] != "JFK", 9.2))
+    every = four_days.assign(wind_speed=9.2)  # the whole feed frozen: identical readings at all sites
+    for frozen in (one, every):
+        assert value(quality_signals(refs, frozen), "stuck_run_ratio", "wind_speed") >= 4.0 > rule.critical  # 96 h / 24 h
+
+
+def test_a_reference_stored_before_resting_values_keeps_counting_every_hour(weather):
+    """A model trained before the change stored the raw longest run and no resting value: it is
+    judged as it was (its denominator counted every hour) until it is retrained."""
+    refs, frame, days = weather
+    [precip] = [r for r in refs if r.name == "precip"]
+    ref = frame[days < pd.Timestamp("2013-01-15", tz="UTC")]
+    sh = ref.drop_duplicates(["origin", "time_hour"])
+    raw = longest_run_hours(
+        pd.DataFrame({"site": sh["origin"], "hour": sh["time_hour"].astype("int64") // 3_600_000_000_000, "v": sh["precip"]})
+    )[0]
+    doc = {k: v for k, v in asdict(precip).items() if k != "resting_value"}
+    doc["max_run_hours"] = raw
+    [old] = references_from_mapping({"precip": doc})
+    assert old.resting_value is None
+    dry = last_days(weather).assign(precip=0.0)
+    ratio = value(quality_signals([old], dry), "stuck_run_ratio", "precip")
+    assert ratio == pytest.approx(dry["time_hour"].nunique() / max(raw, 24.0)) and ratio > stuck_rule().critical
+    # stored with the new counting, the value round-trips
+    [new] = references_from_mapping({"precip": asdict(precip)})
+    assert new.resting_value == 0.0 and new.max_run_hours == precip.max_run_hours
 
 
 def test_longest_run_breaks_on_missing_and_counts_hours():
     sh = pd.DataFrame({"site": ["A"] * 6, "hour": [0, 1, 2, 5, 6, 7], "v": [1.0, 1.0, 1.0, 1.0, np.nan, 1.0]})
     assert longest_run_hours(sh)[:2] == (6.0, "A")  # hours 0..5, the night gap (3, 4) included
+
+
+def test_a_run_at_the_resting_value_counts_the_hours_another_site_read_otherwise():
+    sh = pd.DataFrame(
+        {
+            "site": ["A"] * 6 + ["B"] * 6 + ["C"] * 3,
+            "hour": [0, 1, 2, 3, 4, 5] * 2 + [1, 2, 9],
+            "v": [0.0] * 6 + [0.0, 0.1, 0.2, 0.0, np.nan, 0.0] + [0.3, 0.0, 0.4],
+        }
+    )
+    # A read 0 for 6 h; B rained at hours 1-2, C at hour 1 (and at hour 9, outside A's run)
+    assert longest_run_hours(sh, resting=0.0)[:3] == (2.0, "A", 0.0)
+    assert longest_run_hours(sh)[:2] == (6.0, "A")  # counting every hour, as before
+    # a run at any other value counts every hour
+    sh.loc[sh["site"] == "A", "v"] = 0.5
+    assert longest_run_hours(sh, resting=0.0)[:3] == (6.0, "A", 0.5)
 
 
 def signals(rows, sigs=()):
