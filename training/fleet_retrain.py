@@ -6,6 +6,9 @@ Per model (`retrain_segment`), the single model's path (training.retrain) on the
     |<--- fit --->|<-- validation (7 days) -->|                    |
                                                                   end (latest labelled day)
 
+- windows: 28 + 7 days by default; a segment whose held-back days hold fewer than `min_holdout`
+  labelled rows, or whose training days fewer than `min_labels`, widens them (doubling, up to 28
+  and 84 days: `widen_windows`), so a small route retrains on a longer span instead of never;
 - rows: the prediction log's labelled rows of the segment (the route's traffic, whichever model
   served it; for the global model every route without its own champion), drill rows excluded
   (`training.promote.labelled_log`, the same reader the single model uses);
@@ -66,6 +69,10 @@ class FleetRetrainConfig:
     holdout_days: int = 7
     min_labels: int = 300  # labelled fit + validation rows of the segment
     min_holdout: int = 100  # labelled rows of the held-back days
+    # A small route's 28 + 7 days rarely hold those rows: its windows widen (doubling) up to these
+    # spans until they do, as the fleet monitor judges a small route on a longer span.
+    max_train_days: int = 84
+    max_holdout_days: int = 28
     with_original: bool = True
     seed: int = 0
     end: date | None = None  # last labelled local day; default the latest in the log
@@ -81,6 +88,32 @@ class FleetRetrainConfig:
             with_original=settings.retrain_with_original,
         )
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def spans(base: int, most: int) -> list[int]:
+    """`base`, doubling, up to `most` (inclusive): the window lengths a small segment tries."""
+    out = [base]
+    while out[-1] < most:
+        out.append(min(out[-1] * 2, most))
+    return out
+
+
+def widen_windows(config: FleetRetrainConfig, end: date, per_day: Mapping[date, int]) -> tuple[int, int]:
+    """(holdout_days, train_days): the shortest held-back span holding `min_holdout` labelled rows,
+    then the shortest training span before it holding `min_labels` (each the longest tried when
+    none does; the refusal then names it). `per_day`: the segment's labelled rows per local day."""
+
+    def rows(lo: date, hi: date) -> int:
+        return sum(n for d, n in per_day.items() if lo <= d <= hi)
+
+    def window(train_days: int, holdout_days: int, part: str) -> tuple[date, date]:
+        return RetrainConfig(train_days=train_days, holdout_days=holdout_days).windows(end)[part]
+
+    hold = spans(config.holdout_days, max(config.max_holdout_days, config.holdout_days))
+    holdout_days = next((h for h in hold if rows(*window(config.train_days, h, "holdout")) >= config.min_holdout), hold[-1])
+    train = spans(config.train_days, max(config.max_train_days, config.train_days))
+    train_days = next((t for t in train if rows(*window(t, holdout_days, "train")) >= config.min_labels), train[-1])
+    return holdout_days, train_days
 
 
 @dataclass(frozen=True)
@@ -151,9 +184,15 @@ def retrain_segment(
     end = config.end or latest_labelled_day(store, contract)
     if end is None:
         return refuse(["no labelled predictions in the log yet"])
-    win = RetrainConfig(train_days=config.train_days, holdout_days=config.holdout_days).windows(end)
-    data = labelled_log(store, contract, win["train"][0], end)
+    widest = RetrainConfig(
+        train_days=max(config.max_train_days, config.train_days), holdout_days=max(config.max_holdout_days, config.holdout_days)
+    ).windows(end)
+    data = labelled_log(store, contract, widest["train"][0], end)
     data = data[_segment_mask(spec, data, segment, own).to_numpy()] if len(data) else data
+    per_day = local_dates(data, contract).value_counts().to_dict() if len(data) else {}
+    holdout_days, train_days = widen_windows(config, end, per_day)
+    win = RetrainConfig(train_days=train_days, holdout_days=holdout_days).windows(end)
+    data = select_window(data, contract, win["train"][0], end) if len(data) else data
     fit = select_window(data, contract, *win["fit"])
     val = select_window(data, contract, *win["validation"])
     holdout = select_window(data, contract, *win["holdout"])

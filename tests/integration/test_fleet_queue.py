@@ -85,7 +85,8 @@ def test_refusals_say_why_and_leave_the_champion(small_fleet, contract, flights,
     big = dataclasses.replace(FAST, min_labels=100_000)
     r = retrain_segment(contract, registry, store, runs, spec, big, GateConfig(), **kw)
     assert r.status == "refused" and r.reasons[0].startswith("not enough labelled rows to train on"), r.reasons
-    strict = dataclasses.replace(FAST, min_holdout=100_000)
+    # (held-back span pinned to 7 days: widened to 28 it would leave April's first days too few to train on)
+    strict = dataclasses.replace(FAST, min_holdout=100_000, max_holdout_days=7)
     r = retrain_segment(contract, registry, store, runs, spec, strict, GateConfig(), **kw)
     assert r.status == "refused" and r.reasons[0].startswith("not enough labelled rows to judge on"), r.reasons
     assert registry.alias_version(name, "champion") == before

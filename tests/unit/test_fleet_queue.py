@@ -188,3 +188,25 @@ def test_a_lock_is_exclusive_released_by_its_holder_only_and_expires(tmp_path) -
     assert store.locks("routes") == {"m": "cycle-3"}
     store.unlock("routes", "m", "cycle-3")
     assert store.locks("routes") == {}
+
+
+def test_a_small_segments_retrain_windows_widen_until_they_hold_enough_labels() -> None:
+    """A big route keeps 28 + 7 days; a small one doubles its held-back span, then its training
+    span, up to 28 and 84 days; one too small even then gets the widest (and is refused by name)."""
+    from datetime import date, timedelta
+
+    from training.fleet_retrain import spans, widen_windows
+
+    assert spans(7, 28) == [7, 14, 28] and spans(28, 84) == [28, 56, 84] and spans(7, 7) == [7]
+    end = date(2013, 10, 31)
+    config = FleetRetrainConfig(min_labels=300, min_holdout=100)
+
+    def daily(n: int) -> dict[date, int]:
+        return {end - timedelta(days=i): n for i in range(120)}
+
+    assert widen_windows(config, end, daily(20)) == (7, 28)  # 140 held back, 560 to train on
+    assert widen_windows(config, end, daily(8)) == (14, 56)  # 112 in 14 days; 224 in 28 < 300 <= 448
+    assert widen_windows(config, end, daily(2)) == (28, 84)  # never enough: the widest, refused by name
+    # only the segment's own days count: no rows before the last week means no wider training span helps
+    recent = {end - timedelta(days=i): 50 for i in range(7)}
+    assert widen_windows(config, end, recent) == (7, 84)
