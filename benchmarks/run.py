@@ -299,8 +299,14 @@ def main() -> None:
             row["p50_ratio"] = row["driftlight"]["p50_ms"] / row["bare"]["p50_ms"]
             http_rows.append(row)
         out["http"] = http_rows
-        bare8 = next(r for r in http_rows if r["concurrency"] == 8)["bare"]["p50_ms"] * 1000
-        out["overhead"] = {"driftlight_own_us": overhead_us, "bare_p50_us_at_c8": bare8, "share_of_bare_p50": overhead_us / bare8}
+        # The target is driftlight's own overhead against its own p50 (the issue's "≤ 15 % of its
+        # p50"), taken at concurrency 1, where the p50 is smallest and the share largest.
+        own1 = next(r for r in http_rows if r["concurrency"] == 1)["driftlight"]["p50_ms"] * 1000
+        out["overhead"] = {
+            "driftlight_own_us": overhead_us,
+            "driftlight_p50_us_at_c1": own1,
+            "share_of_driftlight_p50": overhead_us / own1,
+        }
 
         # -- 3. prediction log ----------------------------------------------------------------
         from benchmarks import bench_predlog
@@ -366,11 +372,14 @@ def report(out: dict[str, Any]) -> str:
             f" — target >= {want}x: {verdict(r['rps_ratio'] >= want)}"
         )
     ov = out["overhead"]
+    # runs before 2026-12-01 stored the share of the bare endpoint's p50 (the wrong denominator)
+    own1 = ov.get("driftlight_p50_us_at_c1") or out["http"][0]["driftlight"]["p50_ms"] * 1000
+    share = ov["driftlight_own_us"] / own1
     lines += [
         "",
         f"driftlight's own overhead (validation + log row + enqueue + metrics + JSON): {ov['driftlight_own_us']:.1f} µs "
-        f"= {ov['share_of_bare_p50']:.1%} of the bare endpoint's p50 at c=8"
-        f" — target ≤ 15 %: {verdict(ov['share_of_bare_p50'] <= 0.15)}",
+        f"= {share:.1%} of driftlight's own p50 at c=1 ({own1 / 1000:.2f} ms)"
+        f" — target ≤ 15 %: {verdict(share <= 0.15)}",
         f"per-record validation {ip['stage_validation']:.1f} µs — target ≤ 50 µs: {verdict(ip['stage_validation'] <= 50)}",
         f"cold start of `driftlight serve` to /ready (1 worker): {out['http'][0]['driftlight']['ready_s']:.2f} s",
         "",
