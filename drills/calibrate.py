@@ -323,24 +323,34 @@ def run_faults(s: Setup, seed: int = 0) -> dict:
             rng = np.random.default_rng(seed)
             st: Counter[str] = Counter()
             tops: Counter[str] = Counter()
-            hits = 0
-            judged = 0
+            hits = judged = changed = changed_hits = 0
             for _, days in ws_list:
                 raw = raw_window(s, days)
                 if case.fault is None:
                     verdict, _ = judge_schema_change(s, raw)
+                    moved = True
                 else:
-                    verdict, _ = judge_raw(s, case.fault(raw, rng))
+                    faulty = case.fault(raw, rng)
+                    # A fault can leave a window's data as it was (inches -> mm on a dry day: 0 is 0
+                    # in every unit): no monitor can see it there. Counted apart, never dropped.
+                    moved = not faulty.equals(raw)
+                    verdict, _ = judge_raw(s, faulty)
                 st[verdict.status] += 1
                 tops[top_reason(verdict)] += 1
                 if verdict.status != "not_enough_data":
                     judged += 1
-                    hits += _hit(case, verdict)
+                    hit = _hit(case, verdict)
+                    hits += hit
+                    changed += moved
+                    changed_hits += hit and moved
             out.setdefault(case.name, {"kind": case.kind, "expected": list(case.expected)})[cadence] = {
                 "statuses": dict(st),
                 "windows": len(ws_list),
                 "success": hits / judged if judged else float("nan"),
                 "top": tops.most_common(1)[0][0] if tops else "-",
+                "judged": judged,
+                "changed": changed,
+                "success_changed": changed_hits / changed if changed else float("nan"),
             }
     return out
 
@@ -570,9 +580,27 @@ def run(
     return res
 
 
+def _nongreen(rows: list[dict]) -> str:
+    n, _gr, ye, re_, ne = _counts(rows)
+    judged = n - ne
+    return f"{ye + re_} of {judged} judged non-green ({(ye + re_) / max(judged, 1):.1%}), {re_} red"
+
+
 def _counts(rows: list[dict]) -> tuple[int, int, int, int, int]:
     st = Counter(r["status"] for r in rows)
     return len(rows), st["green"], st["yellow"], st["red"], st["not_enough_data"]
+
+
+def untouched_windows(faults: dict) -> list[str]:
+    """Per fault and cadence where it left some judged windows exactly as they were: how many, and
+    the success rate on the windows it did change (the rate above keeps every window)."""
+    return [
+        f"{name}: {c} d {d[c]['judged'] - d[c]['changed']} of {d[c]['judged']} windows unchanged, "
+        f"success on the {d[c]['changed']} it changed {d[c]['success_changed']:.0%}"
+        for name, d in faults.items()
+        for c in (1, 7, 28)
+        if "changed" in d.get(c, {}) and d[c]["changed"] < d[c]["judged"]
+    ]
 
 
 def markdown(res: dict) -> str:
@@ -645,6 +673,8 @@ def markdown(res: dict) -> str:
         why = ", ".join(f"{k} ({v})" for k, v in tops.most_common(4)) or "-"
         rate, red = (ye + re_) / max(judged, 1), re_ / max(judged, 1)
         L.append(f"| {g} | {judged} of {n} | {gr} | {ye} | {re_} | {rate:.1%} | {red:.1%} | {why} |")
+    pooled = [(nd[f"validation {c} d"] + nd[f"control {c} d"], c) for c in (1, 7)]
+    L += [""] + [f"Every no-drift {c}-day window, validation and control together: {_nongreen(rows)}." for rows, c in pooled]
     if "null_coverage" in res:
         L += [
             "",
@@ -697,6 +727,13 @@ def markdown(res: dict) -> str:
             st = x["statuses"]
             cells.append(f"{st.get('green', 0)} / {st.get('yellow', 0)} / {st.get('red', 0)} → {x['success']:.0%} ({x['top']})")
         L.append(f"| {name} | {d['kind']} | {', '.join(d['expected'])} | " + " | ".join(cells) + " |")
+    untouched = untouched_windows(res["faults"])
+    if untouched:
+        L += [
+            "",
+            "Windows a fault left exactly as they were (the injected data equals the real data, so no",
+            "monitor can see it; they stay in the success rates above): " + "; ".join(untouched) + ".",
+        ]
     if "power" in res:
         L += [
             "",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from drills.calibrate import load_results, setup
@@ -27,3 +29,22 @@ def test_saved_results_read_back_with_numeric_keys(tmp_path):
     back = load_results(path)
     assert back == res
     assert back["power"]["temp"][1]["tried"][0.5] == 0.08
+
+
+def test_a_fault_that_leaves_a_window_unchanged_is_counted_apart_and_named():
+    from drills.calibrate import FAULTS, untouched_windows
+
+    mm = next(c for c in FAULTS if c.name == "precip inches -> mm")
+    rng = np.random.default_rng(0)
+    dry = pd.DataFrame({"precip": [0.0, 0.0, np.nan], "temp": [40.0, 41.0, 42.0]})
+    wet = dry.assign(precip=[0.0, 0.02, np.nan])
+    assert mm.fault(dry, rng).equals(dry)  # 0 in every unit: nothing a monitor could see
+    assert not mm.fault(wet, rng).equals(wet)
+    faults = {
+        "precip inches -> mm": {
+            1: {"judged": 38, "changed": 12, "success_changed": 11 / 12},
+            7: {"judged": 21, "changed": 21, "success_changed": 0.9},
+        },
+        "F -> C (temp)": {1: {"judged": 38, "changed": 38, "success_changed": 1.0}},
+    }
+    assert untouched_windows(faults) == ["precip inches -> mm: 1 d 26 of 38 windows unchanged, success on the 12 it changed 92%"]
