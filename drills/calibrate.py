@@ -134,7 +134,14 @@ FAULTS: tuple[Case, ...] = (
     ),
     Case("dead field (pressure all null)", "data_broken", nan_spike("pressure", 1.01), ("missing_rate_increase",)),
     Case("new carrier (20 %)", "data_broken", _assign("carrier", "ZZ", 0.2), ("unseen_category_rate",)),
-    Case("stuck sensor (humid)", "data_broken", lambda w, r: w.assign(humid=float(w["humid"].median())), ("stuck_value",)),
+    # Two signals say "stuck": the share of one reading (stuck_value_share*) and the longest run of
+    # one reading at an airport (stuck_run_ratio); over 28 days the run is the larger excess.
+    Case(
+        "stuck sensor (humid)",
+        "data_broken",
+        lambda w, r: w.assign(humid=float(w["humid"].median())),
+        ("stuck_value", "stuck_run_ratio"),
+    ),
     Case(
         "every record 5 times",
         "data_broken",
@@ -348,6 +355,7 @@ def run_faults(s: Setup, seed: int = 0) -> dict:
                 "windows": len(ws_list),
                 "success": hits / judged if judged else float("nan"),
                 "top": tops.most_common(1)[0][0] if tops else "-",
+                "tops": dict(tops.most_common()),
                 "judged": judged,
                 "changed": changed,
                 "success_changed": changed_hits / changed if changed else float("nan"),

@@ -326,10 +326,14 @@ def test_slowloris_connections_are_closed_and_the_server_keeps_answering(live: s
     idle = socket.create_connection((host, int(port)), timeout=5)  # sends nothing at all
     socks.append(idle)
     assert httpx.get(f"{live}/health", timeout=5).status_code == 200
+    # What is tested is that the server closes them (a server without a header timeout holds them
+    # for ever), not how fast: the slack covers a busy 2-core machine (one of 51 was still open at
+    # 7 s once at load ~30), and stays far below any keep-forever behaviour.
+    deadline = HEADER_TIMEOUT + 13
     t0 = time.monotonic()
     closed = 0
     for s in socks:
-        s.settimeout(max(0.1, HEADER_TIMEOUT + 5 - (time.monotonic() - t0)))
+        s.settimeout(max(0.1, deadline - (time.monotonic() - t0)))
         try:
             s.sendall(b"X-Slow: 1\r\n")
             closed += s.recv(1) == b""
@@ -340,7 +344,7 @@ def test_slowloris_connections_are_closed_and_the_server_keeps_answering(live: s
         finally:
             s.close()
     assert closed == len(socks), f"only {closed} of {len(socks)} slow connections were closed"
-    assert time.monotonic() - t0 < HEADER_TIMEOUT + 5
+    assert time.monotonic() - t0 < deadline
     assert httpx.get(f"{live}/health", timeout=5).status_code == 200
 
 
