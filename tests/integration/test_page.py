@@ -454,6 +454,23 @@ def test_the_browser_itself_sends_nothing_off_the_machine(tmp_path):
     assert off_machine(trace) == []
 
 
+def test_a_capped_reason_names_the_threshold_it_crossed():
+    """July's heat: 8 > the critical 5, held at warning (no harm). The page said "above the warning
+    threshold 5" (the warning threshold is 3); it names the critical one and says it was held."""
+    from monitoring.policy import load_policy
+    from service.page import plain_reason
+
+    capped = {
+        "signal": "beyond_reference_rate_vs_null", "feature": "temp", "value": 8.0, "threshold": 5.0,
+        "severity": "warning", "question": "world_moved",
+        "message": "beyond_reference_rate_vs_null of temp = 8 > critical threshold 5 (...) (world moved; no evidence of harm)",
+    }  # fmt: skip
+    text = plain_reason(capped, load_policy())
+    assert "above the critical threshold 5 (held at warning: the world moved, no evidence of harm)" in text
+    plain = {**capped, "value": 3.5, "threshold": 3.0, "message": "... = 3.5 > warning threshold 3 (...)"}
+    assert plain_reason(plain, load_policy()).endswith("above the warning threshold 3")
+
+
 def test_fallback_periods_come_from_the_log(tmp_path):
     import sqlalchemy as sa
 
