@@ -2,7 +2,8 @@
 
     nice -n 10 python -m drills.fleet_year --home COPY [--segments N] [--budget K]
 
-`COPY` is a copy of a home that `driftlight fleet train` wrote (the replay registers challengers
+`COPY` is a copy of a home that `driftlight fleet train` wrote, made by `python -m scripts.copy_home HOME COPY`
+(a plain `cp -a` still reads the original's artifacts; the replay registers challengers
 and moves aliases, so never point it at the home that serves). Challengers go to a separate MLflow
 experiment (`fleet-year`) whose artifacts live under COPY. For each month M:
 
