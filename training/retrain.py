@@ -125,9 +125,11 @@ def retrain(
         echo("refused: " + "; ".join(reasons))
         return RetrainOutcome("refused", reasons, champion, seconds=round(time.perf_counter() - t0, 1), **kw)
 
+    if champion is None:
+        return refuse([f"no {model_name}@{CHAMPION} to challenge: run `driftlight train` first"])
     end = config.end or latest_labelled_day(store, contract)
     if end is None:
-        return refuse(["no labelled predictions in the log yet"])
+        return refuse([f"no labelled predictions in the log yet: {NEEDS_TRAFFIC}"])
     win = config.windows(end)
     echo(f"reading labelled traffic {win['train'][0]}..{end} from the prediction log ...")
     data = labelled_log(store, contract, win["train"][0], end)
@@ -200,6 +202,9 @@ def last_attempt(runs: RunStore, model_name: str) -> datetime | None:
     """When (by the caller's clock) the latest retrain attempt was decided."""
     events = [e for e in runs.events(("promoted", "refused", "failed")) if e["model_name"] == model_name]
     return events[-1]["at"].replace(tzinfo=UTC) if events else None
+
+
+NEEDS_TRAFFIC = "serve traffic (`driftlight serve`, `driftlight replay`) and send its labels to /feedback first"
 
 
 def fit_line(rows: Mapping[str, int], fit_window: tuple[date, date]) -> str:

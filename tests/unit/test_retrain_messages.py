@@ -26,3 +26,25 @@ def test_the_cooldown_says_when_the_next_retrain_may_run():
     assert why.startswith("cooldown: the last retrain was decided at 2026-12-01 10:06 UTC, less than 24 h")
     assert "DRIFTLIGHT_RETRAIN_COOLDOWN_HOURS" in why and "after 2026-12-02 10:06 UTC" in why
     assert "driftlight retrain" in why and "day," not in why
+
+
+def test_retrain_on_an_untrained_or_unserved_home_says_what_to_run(tmp_path, contract):
+    """`driftlight retrain` on a fresh home failed with sqlite's "no such table: predictions"."""
+    from core.logstore import log_store_from_settings
+    from core.registry import InMemoryRegistry
+    from core.runs import RunStore
+    from core.settings import Settings
+    from training.gate import GateConfig
+    from training.retrain import RetrainConfig, retrain
+
+    settings = Settings(home=tmp_path)
+    store, runs = log_store_from_settings(settings, contract), RunStore(settings.resolved_log_store_url)
+    registry = InMemoryRegistry()
+    args = (contract, registry, store, runs, RetrainConfig(), GateConfig())
+    out = retrain(*args, model_name="flights-late")
+    assert out.status == "refused" and out.reasons == ["no flights-late@champion to challenge: run `driftlight train` first"]
+    registry.register("flights-late", object(), params={}, metrics={}, artifacts={})
+    registry.set_alias("flights-late", "champion", "1")
+    out = retrain(*args, model_name="flights-late")  # trained, never served: the log has no table yet
+    assert out.status == "refused" and out.reasons[0].startswith("no labelled predictions in the log yet: serve traffic")
+    assert "driftlight replay" in out.reasons[0] and "/feedback" in out.reasons[0]
