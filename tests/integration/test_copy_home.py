@@ -62,7 +62,7 @@ def log_in(home: Path) -> str:
     from core.registry import registry_from_settings
 
     s = Settings(home=home)
-    client = MlflowClient(tracking_uri=s.resolved_tracking_uri)
+    client = MlflowClient(tracking_uri=s.resolved_tracking_uri, registry_uri=s.resolved_tracking_uri)
     run = client.create_run(registry_from_settings(s)._experiment_id())
     (home / "new.txt").write_text("v2", encoding="utf-8")
     client.log_artifact(run.info.run_id, str(home / "new.txt"))
@@ -102,7 +102,8 @@ def test_copy_home_points_the_copy_at_its_own_artifacts(original, tmp_path):
     uri = log_in(copy)
     assert uri.startswith(dst + "/") and not list((original / "mlartifacts").rglob("new.txt"))
     # What was registered before the copy is read from the copy.
-    client = MlflowClient(tracking_uri=Settings(home=copy).resolved_tracking_uri)
+    uri = Settings(home=copy).resolved_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the process-wide registry another test set
     version = client.get_model_version("flights-late", "1")
     shutil.rmtree(original)
     local = Path(client.download_artifacts(version.run_id, "driftlight", str(tmp_path)))
