@@ -213,6 +213,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per model load otherwise
 
     from core.fleet import GLOBAL, FleetRunStore, champion_versions, load_refs, segment_of_model
     from core.fleet_monitor import run_fleet
