@@ -493,8 +493,11 @@ class LogStore:
         return None if lo is None else (_as_utc(lo), _as_utc(hi))
 
     def labelled_event_range(self) -> tuple[datetime, datetime] | None:
-        """(earliest, latest) event time among predictions that have a label, UTC; None if none."""
+        """(earliest, latest) event time among predictions that have a label, UTC; None if none
+        (also before the service first created the log: a trained home that has served nothing)."""
         p, lab = self.predictions, self.labels
+        if not inspect(self.engine).has_table(p.name):
+            return None
         q = select(func.min(p.c.event_time), func.max(p.c.event_time)).select_from(
             p.join(lab, lab.c.prediction_id == p.c.prediction_id)
         )

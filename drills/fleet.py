@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -449,6 +450,10 @@ def power_table(rows: Sequence[Mapping[str, Any]], buckets: Sequence[int] = (0, 
 
 
 def main() -> None:
+    # An entry point, like the CLI: MLflow reads these at import (telemetry would try the network;
+    # without the second, every model load drew a progress bar: 305 of them on stderr per run).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from core.registry import registry_from_settings
     from core.settings import Settings
     from data_contracts.contract import load_contract

@@ -2,7 +2,8 @@
 
     nice -n 10 python -m drills.fleet_year --home COPY [--segments N] [--budget K]
 
-`COPY` is a copy of a home that `driftlight fleet train` wrote (the replay registers challengers
+`COPY` is a copy of a home that `driftlight fleet train` wrote, made by `python -m scripts.copy_home HOME COPY`
+(a plain `cp -a` still reads the original's artifacts; the replay registers challengers
 and moves aliases, so never point it at the home that serves). Challengers go to a separate MLflow
 experiment (`fleet-year`) whose artifacts live under COPY. For each month M:
 
@@ -212,6 +213,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per model load otherwise
 
     from core.fleet import GLOBAL, FleetRunStore, champion_versions, load_refs, segment_of_model
     from core.fleet_monitor import run_fleet

@@ -17,6 +17,16 @@ from urllib.parse import urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
+# The route guard in `shoot` refuses the page's own requests; it cannot see the browser's. Chromium
+# resolves accounts.google.com and other hosts at start whatever the page asks (seen with strace:
+# ~36 DNS queries to the machine's resolver per shot). With this rule every host name but the
+# loopback resolves to nothing, so no query leaves the machine (tests/integration/test_page.py).
+OFFLINE_ARGS = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",)
+
+
+def launch_offline(pw):  # type: ignore[no-untyped-def]
+    """Debian's Chromium (or DRIFTLIGHT_CHROMIUM), headless, unable to resolve any host but the loopback."""
+    return pw.chromium.launch(executable_path=os.environ.get("DRIFTLIGHT_CHROMIUM", CHROMIUM), args=list(OFFLINE_ARGS))
 
 
 def free_port() -> int:
@@ -31,7 +41,7 @@ def shoot(url: str, out: Path, width: int = 1280, open_field: str | None = "temp
 
     refused: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=os.environ.get("DRIFTLIGHT_CHROMIUM", CHROMIUM))
+        browser = launch_offline(pw)
         try:
             ctx = browser.new_context(viewport={"width": width, "height": 900}, device_scale_factor=1)
 

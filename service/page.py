@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -127,16 +128,28 @@ def rule_for(policy: PolicySettings, signal: str, feature: str | None) -> Rule |
     return next((r for r in policy.rules if r.matches(s)), None)
 
 
+# The policy's message names the threshold the value crossed ("... > critical threshold 5 (...)").
+CROSSED = re.compile(r"[<>] (critical|warning) threshold")
+
+
 def plain_reason(r: Mapping[str, Any], policy: PolicySettings) -> str:
-    """One reason in plain language: what moved, by how much, against which threshold."""
+    """One reason in plain language: what moved, by how much, against which threshold.
+
+    A moved world alone is held at warning (`monitoring.policy.cap_world_moved`) but keeps the
+    critical threshold it crossed: the sentence names that threshold and says it was held."""
     signal, feat = str(r.get("signal", "")), r.get("feature")
     rule = rule_for(policy, signal, feat)
     words = SIGNAL_WORDS.get(signal, signal.replace("_", " "))
     side = "below" if rule is not None and rule.direction == "below" else "above"
     who = f"{feat}: " if feat else ""
-    return (
-        f"{who}{words} — {signal} {_num(r.get('value'))}, {side} the {r.get('severity', '')} threshold {_num(r.get('threshold'))}"
-    )
+    severity = str(r.get("severity", ""))
+    m = CROSSED.search(str(r.get("message", "")))
+    crossed = m.group(1) if m else severity
+    held = ""
+    if crossed != severity:
+        why = ": the world moved, no evidence of harm" if r.get("question") == "world_moved" else ""
+        held = f" (held at {severity}{why})"
+    return f"{who}{words} — {signal} {_num(r.get('value'))}, {side} the {crossed} threshold {_num(r.get('threshold'))}{held}"
 
 
 def signals_of(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:

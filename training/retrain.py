@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -125,9 +125,11 @@ def retrain(
         echo("refused: " + "; ".join(reasons))
         return RetrainOutcome("refused", reasons, champion, seconds=round(time.perf_counter() - t0, 1), **kw)
 
+    if champion is None:
+        return refuse([f"no {model_name}@{CHAMPION} to challenge: run `driftlight train` first"])
     end = config.end or latest_labelled_day(store, contract)
     if end is None:
-        return refuse(["no labelled predictions in the log yet"])
+        return refuse([f"no labelled predictions in the log yet: {NEEDS_TRAFFIC}"])
     win = config.windows(end)
     echo(f"reading labelled traffic {win['train'][0]}..{end} from the prediction log ...")
     data = labelled_log(store, contract, win["train"][0], end)
@@ -162,7 +164,7 @@ def retrain(
         check_contract(contract, pd.concat([fit, val, holdout], ignore_index=True))
     except ContractViolation as exc:
         return refuse([f"the labelled window breaks the contract: {str(exc).splitlines()[0]}"], windows=windows, rows=rows)
-    echo(f"fitting a challenger on {len(fit)} rows ({win['fit'][0]}..{win['fit'][1]}), validating on {len(val)} ...")
+    echo(fit_line(rows, win["fit"]))
     tc = TrainConfig(start=win["train"][0], end=win["train"][1], validation_days=VALIDATION_DAYS, seed=config.seed)
     out = fit_bundle(contract, fit, val, tc)
     out.bundle.metadata["retrain"] = {"windows": windows, "rows": rows, "with_original": config.with_original}  # type: ignore[index]
@@ -202,6 +204,28 @@ def last_attempt(runs: RunStore, model_name: str) -> datetime | None:
     return events[-1]["at"].replace(tzinfo=UTC) if events else None
 
 
+NEEDS_TRAFFIC = "serve traffic (`driftlight serve`, `driftlight replay`) and send its labels to /feedback first"
+
+
+def fit_line(rows: Mapping[str, int], fit_window: tuple[date, date]) -> str:
+    """The progress line for the fit: how many rows from where. With the original Jan-Mar window
+    added (the default), the count says so; the log's dates alone would not explain it."""
+    log, original = rows["fit"], rows.get("fit_original", 0)
+    where = f"{log} from the log's {fit_window[0]}..{fit_window[1]}"
+    if original:
+        where += f" + {original} of the original {DEFAULT_START}..{DEFAULT_END} window"
+    return f"fitting a challenger on {log + original} rows ({where}), validating on {rows['validation']} ..."
+
+
+def cooldown_reason(last: datetime, now: datetime, cooldown: timedelta) -> str:
+    """Why pending requests were not retrained, and when the next one may run (times in UTC)."""
+    return (
+        f"cooldown: the last retrain was decided at {last:%Y-%m-%d %H:%M} UTC, less than"
+        f" {cooldown.total_seconds() / 3600:g} h (DRIFTLIGHT_RETRAIN_COOLDOWN_HOURS) before {now:%Y-%m-%d %H:%M} UTC;"
+        f" the next may start after {last + cooldown:%Y-%m-%d %H:%M} UTC (`driftlight retrain` runs one now)"
+    )
+
+
 def handle_pending(
     contract: Contract,
     registry: Registry,
@@ -222,9 +246,7 @@ def handle_pending(
         return RetrainOutcome("nothing_to_do", ["no pending retrain request"])
     last = last_attempt(runs, model_name)
     if last is not None and now - last < cooldown:
-        why = [
-            f"cooldown: the last retrain was decided at {last:%Y-%m-%d %H:%M}, less than {cooldown} before {now:%Y-%m-%d %H:%M}"
-        ]
+        why = [cooldown_reason(last, now, cooldown)]
         runs.set_retrain_state(pending, "cooldown")
         runs.record_event(
             "cooldown", model_name=model_name, from_version=None, to_version=None, reasons=why, request_id=pending[0], at=now

@@ -249,8 +249,10 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         missing("playwright is not installed: pip install playwright (pinned in pyproject's dev extra)")
+    from scripts.screenshot import OFFLINE_ARGS
+
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM)
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=list(OFFLINE_ARGS))
         yield b
         b.close()
 
@@ -377,6 +379,97 @@ def test_in_a_browser_the_fleet_section_renders_and_can_be_shot(browser, tmp_pat
     finally:
         w.close()
         site.stop()
+
+
+LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|"::ffff:127\.')
+STRACE_CONNECT = re.compile(r"^\d+\s+connect\(\d+<(\w+):.*?(sa_family=AF_INET6?, .*)$")
+STRACE_SEND = re.compile(r"^\d+\s+(?:sendto|sendmsg|sendmmsg)\(.*?(sa_family=AF_INET6?, .*)$")
+
+
+def off_machine(trace: str) -> list[str]:
+    """Attempts to reach another machine in an `strace -f -yy -e trace=connect,sendto,sendmsg,sendmmsg`
+    log: a TCP connect or a datagram sent to a non-loopback address, or anything to port 53 (DNS).
+    A UDP connect with nothing sent is a route lookup (Chromium's IPv6 probe of 2001:4860:4860::8888):
+    no packet leaves, so it is not counted."""
+    seen = []
+    for line in trace.splitlines():
+        if m := STRACE_CONNECT.match(line):
+            if not LOOPBACK.search(m[2]) and (not m[1].startswith("UDP") or "htons(53)" in m[2]):
+                seen.append(line)
+        elif (m := STRACE_SEND.match(line)) and not LOOPBACK.search(m[1]):
+            seen.append(line)
+    return seen
+
+
+def test_off_machine_reads_strace():
+    trace = "\n".join(
+        [
+            "7 connect(21<UDPv6:[1]>, {sa_family=AF_INET6, sin6_port=htons(443), "
+            'inet_pton(AF_INET6, "2001:4860:4860::8888", &a)}, 28) = 0',
+            '7 connect(22<TCP:[2]>, {sa_family=AF_INET, sin_port=htons(8000), sin_addr=inet_addr("127.0.0.1")}, 16) = 0',
+            "7 connect(23<UDP:[3]>, {sa_family=AF_INET, sin_port=htons(53), "
+            'sin_addr=inet_addr("10.0.0.53")}, 16 <unfinished ...>',
+            "8 connect(5<TCPv6:[4]>, {sa_family=AF_INET6, sin6_port=htons(443), "
+            'inet_pton(AF_INET6, "2a00::1", &a)}, 28) = -1 EINPROGRESS',
+            '9 sendto(4<UDP:[5]>, "x", 1, 0, {sa_family=AF_INET, sin_port=htons(123), sin_addr=inet_addr("10.0.0.9")}, 16) = 1',
+            '9 sendto(6<UDP:[6]>, "x", 1, 0, {sa_family=AF_INET, sin_port=htons(9), sin_addr=inet_addr("127.0.0.1")}, 16) = 1',
+            '9 connect(7<UNIX:[7]>, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT',
+        ]
+    )
+    assert [line.split()[1][:10] for line in off_machine(trace)] == ["connect(23", "connect(5<", "sendto(4<U"]
+
+
+@pytest.mark.browser
+def test_the_browser_itself_sends_nothing_off_the_machine(tmp_path):
+    """The route guard only sees the page's requests; Chromium's own (sign-in, updates) need the launch
+    flags. `scripts.screenshot` shoots a live page under strace: no DNS query, no connection out."""
+    import shutil
+    import subprocess
+    import sys
+
+    from core.registry import InMemoryRegistry
+    from core.settings import Settings
+
+    strace = shutil.which("strace")
+    if strace is None or not Path(CHROMIUM).exists():
+        missing = pytest.fail if os.environ.get("CI") else pytest.skip  # .ci/run installs both
+        missing("needs strace and Chromium (apt-get install strace chromium)")
+    s = Settings(home=tmp_path, reload_interval=0)
+    site = serve(create_app(s, registry=InMemoryRegistry()), s)
+    log = tmp_path / "strace.log"
+    code = "import sys, pathlib; from scripts.screenshot import shoot; print(shoot(sys.argv[1], pathlib.Path(sys.argv[2])))"
+    try:
+        cmd = [strace, "-f", "-qq", "-yy", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o", str(log)]
+        run = subprocess.run(
+            [*cmd, sys.executable, "-c", code, site.url + "/", str(tmp_path / "page.png")],
+            capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+    finally:
+        site.stop()
+    if run.returncode != 0 and "ptrace" in run.stderr:
+        pytest.skip(f"strace cannot trace here: {run.stderr.strip()[:200]}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"  # the page asked for nothing off the machine
+    trace = log.read_text()
+    assert "127.0.0.1" in trace  # the trace did see the browser talk to the site
+    assert off_machine(trace) == []
+
+
+def test_a_capped_reason_names_the_threshold_it_crossed():
+    """July's heat: 8 > the critical 5, held at warning (no harm). The page said "above the warning
+    threshold 5" (the warning threshold is 3); it names the critical one and says it was held."""
+    from monitoring.policy import load_policy
+    from service.page import plain_reason
+
+    capped = {
+        "signal": "beyond_reference_rate_vs_null", "feature": "temp", "value": 8.0, "threshold": 5.0,
+        "severity": "warning", "question": "world_moved",
+        "message": "beyond_reference_rate_vs_null of temp = 8 > critical threshold 5 (...) (world moved; no evidence of harm)",
+    }  # fmt: skip
+    text = plain_reason(capped, load_policy())
+    assert "above the critical threshold 5 (held at warning: the world moved, no evidence of harm)" in text
+    plain = {**capped, "value": 3.5, "threshold": 3.0, "message": "... = 3.5 > warning threshold 3 (...)"}
+    assert plain_reason(plain, load_policy()).endswith("above the warning threshold 3")
 
 
 def test_fallback_periods_come_from_the_log(tmp_path):
