@@ -40,6 +40,7 @@ from monitoring.performance import (
     estimate_prior_half_width,
     expected_auc_interval,
     online_estimate_interval,
+    rank_scores,
     recent_estimate_error,
     shifted,
     window_performance,
@@ -277,12 +278,13 @@ class WindowAccumulator:
         y = np.concatenate([x[1] for x in self._perf]) if self._perf else np.array([])
         lag = np.concatenate([x[2] for x in self._perf]) if self._perf else np.array([])
         groups = np.concatenate([x[3] for x in self._perf]) if self._perf else np.array([], dtype="int64")
-        perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag)
+        ranked = rank_scores(p, groups)  # one sort of the window's scores for all three below
+        perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag, ranked=ranked)
         span = len(self.local_days)
         ref_auc, ref_sd = ctx.reference_auc(span)
         intervals: dict[str, Any] = {}
         if perf.labelled >= min_labels and not math.isnan(perf.roc_auc):
-            ci = auc_block_bootstrap(p, y, groups)
+            ci = auc_block_bootstrap(p, y, groups, ranked=ranked)
             intervals["roc_auc"] = ci.as_dict()
             sig.append(model_hurt_signal("roc_auc_drop", ref_auc, widen(ci, ref_sd), f"{perf.labelled} labels"))
             sig.append(
@@ -303,7 +305,7 @@ class WindowAccumulator:
             )
         estimate: dict[str, Any] = {}
         if not math.isnan(perf.expected_roc_auc) and perf.rows >= 2:
-            sampling = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
+            sampling = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd, ranked=ranked)
             prior = estimate_prior_half_width(sampling, ctx.estimate_wobble(span))
             # corrected by the recent errors of earlier windows only; the interval centres on the
             # corrected estimate and adapts to the errors the corrected estimate made

@@ -179,3 +179,69 @@ def test_the_bound_at_the_real_limit_is_far_below_an_interval():
     ci = auc_block_bootstrap(p, y, g, n_boot=50)
     assert bound < 3e-5 < (ci.high - ci.low) / 10
     assert abs(float(_binned_aucs(pos, size[:, None] - pos)[0]) - ci.estimate) <= bound
+
+
+# --- one sort of the window's scores, shared (issue 15) ---------------------------------------------
+
+
+def expected_auc_definition(p):
+    """`expected_auc` as written before the shared sort (np.unique + searchsorted for the runs)."""
+    p = p[np.isfinite(p)]
+    s = p[np.argsort(p, kind="mergesort")]
+    neg = 1.0 - s
+    uniq, start = np.unique(s, return_index=True)
+    neg_cum = np.concatenate([[0.0], np.cumsum(neg)])
+    group_end = np.append(start[1:], s.size)
+    below = neg_cum[start]
+    tied_neg = neg_cum[group_end] - neg_cum[start]
+    idx = np.searchsorted(uniq, s)
+    num = np.sum(s * (below[idx] + 0.5 * (tied_neg[idx] - neg)))
+    den = s.sum() * neg.sum() - np.sum(s * neg)
+    return float(num / den)
+
+
+def ranked_window(n, k, decimals, seed, nan_scores=0):
+    p, y, g = window(n, k, decimals=decimals, seed=seed)
+    g = g * 7919 + 10**12  # block labels need not be dense codes
+    if nan_scores:  # rows without a finite score: never ranked (here unlabelled, as the log has them)
+        bad = np.random.default_rng(seed).choice(n, nan_scores, replace=False)
+        p[bad], y[bad] = np.nan, np.nan
+    return p, y, g
+
+
+SHARED = [*CASES, (40_000, 800, None, 0.4)]  # the last: above EXACT_RUNS, the float32 draws
+
+
+@pytest.mark.parametrize(("n", "k", "decimals", "sd"), SHARED)
+@pytest.mark.parametrize("nan_scores", [0, 17])
+def test_one_shared_sort_gives_the_same_results_bit_for_bit(n, k, decimals, sd, nan_scores):
+    p, y, g = ranked_window(n, k, decimals, seed=n + nan_scores, nan_scores=nan_scores)
+    lag = np.random.default_rng(1).random(n) * 1e5
+    r = performance.rank_scores(p, g)
+    perf, shared = performance.window_performance, {"ranked": r}
+    assert str(perf(p, y, 0.3, label_lag_s=lag, **shared)) == str(perf(p, y, 0.3, label_lag_s=lag))
+    assert auc_block_bootstrap(p, y, g, n_boot=30, **shared) == auc_block_bootstrap(p, y, g, n_boot=30)
+    for seed in (0, 5):
+        assert expected_auc_interval(p, g, block_sd=sd, n_boot=30, seed=seed, **shared) == expected_auc_interval(
+            p, g, block_sd=sd, n_boot=30, seed=seed
+        )
+    assert expected_auc(p) == expected_auc_definition(p)
+
+
+def test_a_subset_of_the_shared_sort_is_what_sorting_the_subset_gives():
+    p, y, g = ranked_window(20_000, 600, 3, seed=2)
+    y[np.isin(g, np.unique(g)[::7])] = np.nan  # some blocks have no label yet
+    r = performance.rank_scores(p, g)
+    keep = ~np.isnan(y[r.order])
+    _, s, starts, ends, codes, k = _prepare(p[~np.isnan(y)], g[~np.isnan(y)])
+    got = r.subset(keep)
+    for a, b in zip(got, (s, starts, ends, codes, k), strict=True):
+        assert np.array_equal(a, b)
+    assert got[4] < r.k  # the subset lost some blocks: the codes were renumbered
+
+
+def test_the_shared_sort_of_another_window_is_refused():
+    p, y, g = window(1_000, 30)
+    other = performance.rank_scores(p[:-1], g[:-1])
+    with pytest.raises(ValueError, match="rank this window's own"):
+        auc_block_bootstrap(p, y, g, ranked=other)
