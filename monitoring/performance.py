@@ -14,6 +14,8 @@ they mean (the model is confidently wrong) is invisible to it; only real labels 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -324,6 +326,7 @@ def expected_auc_interval(
     level: float = 0.9,
     seed: int = 0,
     ranked: RankedScores | None = None,
+    threads: int | None = None,
 ) -> Interval:
     """The label-free estimate (`expected_auc`) with the interval of the AUC the window would show
     if the model were calibrated: labels drawn Bernoulli(p) with a shared logit shock N(0, block_sd)
@@ -337,8 +340,12 @@ def expected_auc_interval(
     up to float32 rounding of q (~1e-7; a 1M-row window's expected positives move by < 0.1 against
     a standard deviation of ~400), with no exp or division per row, at about half the cost. It is
     a different random stream, so its ends agree with the float64 definition in distribution, not
-    bit for bit (tests/unit/test_bootstrap_batched.py compares them over many seeds). `ranked`:
-    `rank_scores(probability, groups)`, when the caller has it (the same result)."""
+    bit for bit (tests/unit/test_bootstrap_batched.py compares them over many seeds): each batch of
+    `_REPLICATES_AT_ONCE` replicates draws from its own child of `np.random.SeedSequence(seed)`, and
+    the batches run on `threads` threads (default `replicate_threads()`; numpy releases the GIL
+    while it fills and compares these arrays), each placed by its index: the result is the same
+    for any thread count. `ranked`: `rank_scores(probability, groups)`, when the caller has it
+    (the same result)."""
     p = np.asarray(probability, dtype="float64")
     if ranked is not None:
         ranked.check(p.size)
@@ -353,16 +360,20 @@ def expected_auc_interval(
     logit = np.log(clipped / (1 - clipped))
     bstarts = _score_bins(starts, s.size)
     size = np.diff(np.r_[bstarts, s.size]).astype("float64")
-    rng = np.random.default_rng(seed)
+    batches = [min(_REPLICATES_AT_ONCE, n_boot - a) for a in range(0, n_boot, _REPLICATES_AT_ONCE)]
     if bstarts.size == starts.size:
+        rng = np.random.default_rng(seed)  # one stream through every batch, in order (the definition's)
         draw = partial(_draw_exact, rng, logit, codes, k, block_sd, bstarts)
+        aucs = [_binned_aucs(pos, size[:, None] - pos) for pos in map(draw, batches)]
     else:  # odds <= 1e6 after the clip: no overflow in float32
-        draw = partial(_draw_float32, rng, np.exp(logit).astype(np.float32), codes, k, block_sd, bstarts)
-    aucs = []
-    for a in range(0, n_boot, _REPLICATES_AT_ONCE):
-        b = min(_REPLICATES_AT_ONCE, n_boot - a)
-        pos = draw(b)
-        aucs.append(_binned_aucs(pos, size[:, None] - pos))
+        odds = np.exp(logit).astype(np.float32)
+        streams = np.random.SeedSequence(seed).spawn(len(batches))
+
+        def batch(i: int) -> np.ndarray:
+            pos = _draw_float32(np.random.default_rng(streams[i]), odds, codes, k, block_sd, bstarts, batches[i])
+            return _binned_aucs(pos, size[:, None] - pos)
+
+        aucs = _in_threads(batch, len(batches), replicate_threads() if threads is None else threads)
     boots = np.concatenate(aucs) if aucs else np.array([])
     boots = boots[~np.isnan(boots)]
     # With a shared shock the calibrated AUC is lower than the shock-free expectation (outcomes
@@ -372,6 +383,26 @@ def expected_auc_interval(
         return Interval(est, math.nan, math.nan, level, k)
     lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
     return Interval(est, float(lo), float(hi), level, k)
+
+
+MAX_REPLICATE_THREADS = 4  # the float32 draws are memory-bound: more threads than this gain little
+
+
+def replicate_threads() -> int:
+    """Threads for the expected-AUC replicates above `EXACT_RUNS`: the CPUs this process may run
+    on (`os.sched_getaffinity`, else `os.cpu_count()`), at most `MAX_REPLICATE_THREADS`."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_REPLICATE_THREADS, cpus))
+
+
+def _in_threads(fn: Callable[[int], np.ndarray], n: int, threads: int) -> list[np.ndarray]:
+    """[fn(0), ..., fn(n - 1)] computed on up to `threads` threads, in index order."""
+    if threads <= 1 or n <= 1:
+        return [fn(i) for i in range(n)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(threads, n), thread_name_prefix="driftlight-replicates") as pool:
+        return list(pool.map(fn, range(n)))
 
 
 def _draw_exact(
@@ -387,14 +418,14 @@ def _draw_exact(
     for j in range(b):
         if fixed_q is None:
             # 1 / (1 + exp(-(logit + shock))) in place, bit for bit: -(l + z) == -l - z exactly
-            np.take(rng.normal(0.0, block_sd, size=k), codes, out=q)
+            np.take(rng.normal(0.0, block_sd, size=k), codes, out=q, mode="clip")  # (see _draw_float32)
             np.subtract(neg_logit, q, out=q)
             np.exp(q, out=q)
             q += 1.0
             np.divide(1.0, q, out=q)
         rng.random(out=u)
         np.less(u, q if fixed_q is None else fixed_q, out=y)
-        pos[:, j] = np.add.reduceat(y, bstarts, dtype="float64")
+        pos[:, j] = np.add.reduceat(y, bstarts, dtype=np.int64)  # counts: exact in any dtype, int is faster
     return pos
 
 
@@ -412,7 +443,8 @@ def _draw_float32(
         if block_sd > 0:
             # capped so that t stays finite (odds <= 1e6): q is then 1 - 1e-30, as good as 1
             shock = np.minimum(np.exp(rng.normal(0.0, block_sd, size=k)), 1e30).astype(np.float32)
-            np.take(shock, codes, out=t)
+            # mode="clip": codes are in range, so the same values; "raise" would buffer `out`
+            np.take(shock, codes, out=t, mode="clip")
             t *= odds
         else:
             t[:] = odds
@@ -420,7 +452,7 @@ def _draw_float32(
         np.add(t, 1.0, out=a)
         a *= u
         np.less(a, t, out=y)
-        pos[:, j] = np.add.reduceat(y, bstarts, dtype="float64")
+        pos[:, j] = np.add.reduceat(y, bstarts, dtype=np.int64)  # counts: exact in any dtype, int is faster
     return pos
 
 

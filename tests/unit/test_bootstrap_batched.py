@@ -245,3 +245,30 @@ def test_the_shared_sort_of_another_window_is_refused():
     other = performance.rank_scores(p[:-1], g[:-1])
     with pytest.raises(ValueError, match="rank this window's own"):
         auc_block_bootstrap(p, y, g, ranked=other)
+
+
+# --- the float32 replicates on several threads (issue 15) -------------------------------------------
+
+
+@pytest.mark.parametrize("sd", [0.0, 0.6])
+def test_float32_replicates_do_not_depend_on_the_thread_count(sd, monkeypatch):
+    """Each batch of replicates has its own child stream and its own slot: 1, 2 or 3 threads (and
+    a last, partial batch) give the same interval, bit for bit."""
+    monkeypatch.setattr(performance, "EXACT_RUNS", 2048)  # the merged-bin (float32) path, on a small window
+    p, _, g = window(20_000, 500, seed=4)
+    got = [expected_auc_interval(p, g, block_sd=sd, n_boot=85, seed=3, threads=t) for t in (1, 2, 3)]
+    assert got[0] == got[1] == got[2]
+    assert math.isfinite(got[0].low) and got[0].low < got[0].high
+    # a different seed is a different stream (the test above could not pass with one fixed draw)
+    assert expected_auc_interval(p, g, block_sd=sd, n_boot=85, seed=4, threads=2) != got[0]
+
+
+def test_the_exact_path_stays_one_stream_whatever_the_threads():
+    p, _, g = window(5_000, 300, seed=8)
+    want = rowwise_expected_interval(p, g, block_sd=0.4, n_boot=60, seed=2).as_dict()
+    for t in (1, 2, 4):
+        assert expected_auc_interval(p, g, block_sd=0.4, n_boot=60, seed=2, threads=t).as_dict() == want
+
+
+def test_the_default_thread_count_is_capped():
+    assert 1 <= performance.replicate_threads() <= performance.MAX_REPLICATE_THREADS
