@@ -211,10 +211,23 @@ class WindowAccumulator:
             d.date()
             for d in utc_times(chunk["event_time"]).dt.tz_convert(self.contract.timezone).dt.normalize().unique()
         )
-        keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
+        self._add_to_sample(chunk)
+
+    def _add_to_sample(self, chunk: pd.DataFrame) -> None:
+        """Keep the `report_rows` rows with the smallest random keys seen so far. Once the sample is
+        full, a row whose key is above its largest key can never enter it: only the others (a few
+        per cent of a chunk late in a big window) are copied and merged (the same rows, in the
+        same order, as merging the whole chunk)."""
+        keys = self._rng.random(len(chunk))
+        if self._sample is not None and len(self._sample) >= self._report_rows:
+            take = np.flatnonzero(keys <= self._sample["_key"].max())
+            if not take.size:
+                return
+            chunk, keys = chunk.iloc[take], keys[take]
+        keyed = chunk[self.fields].assign(_key=keys)
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
         if len(self._sample) > self._report_rows:
-            self._sample = self._sample.nsmallest(self._report_rows, "_key")
+            self._sample = self._sample.nsmallest(self._report_rows, "_key").reset_index(drop=True)
 
     def _count_arrivals(self, chunk: pd.DataFrame) -> None:
         if self.segment_field is None:
