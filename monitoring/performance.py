@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
@@ -110,7 +111,9 @@ def window_performance(
     if ranked is not None and ranked.finite.all():  # (a NaN score among labelled rows: as before)
         ys = y[ranked.order]
         keep = ~np.isnan(ys)
-        rank_y, rank_p = ys[keep].astype(int), ranked.s[keep]
+        # descending: sklearn sorts descending by flipping, then a stable ascending sort, which
+        # finds ascending input already sorted
+        rank_y, rank_p = ys[keep].astype(int)[::-1], ranked.s[keep][::-1]
     if ranked is None:
         expected = expected_auc(p)
     else:
@@ -155,8 +158,16 @@ def _prepare(p: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def group_codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense integer codes 0..k-1 of any hashable group labels."""
-    uniq, codes = np.unique(np.asarray(groups), return_inverse=True)
+    """Dense integer codes 0..k-1 of any hashable group labels, in the order of the labels."""
+    groups = np.asarray(groups)
+    if groups.dtype.kind in "iub":
+        # Integer labels (the monitor's airport-hour hashes): hash them, then sort only the k
+        # distinct ones; the same codes as np.unique(return_inverse=True), at about half the cost.
+        first, uniq = pd.factorize(groups)
+        rank = np.empty(uniq.size, dtype="int64")
+        rank[np.argsort(uniq, kind="stable")] = np.arange(uniq.size)
+        return rank[first], int(uniq.size)
+    uniq, codes = np.unique(groups, return_inverse=True)
     return codes.astype("int64"), int(uniq.size)
 
 

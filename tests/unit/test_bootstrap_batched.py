@@ -272,3 +272,19 @@ def test_the_exact_path_stays_one_stream_whatever_the_threads():
 
 def test_the_default_thread_count_is_capped():
     assert 1 <= performance.replicate_threads() <= performance.MAX_REPLICATE_THREADS
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        np.random.default_rng(0).integers(-(2**62), 2**62, 5_000) // 10**15,  # negative and large, repeated
+        np.random.default_rng(1).integers(0, 2**64 - 1, 3_000, dtype=np.uint64, endpoint=True) % 97 + 2**63,
+        np.random.default_rng(2).integers(0, 30, 4_000).astype(np.int32),
+        np.random.default_rng(3).random(1_000) < 0.3,
+        np.array(["b", "a", "c", "a"], dtype=object),  # not integers: np.unique's path
+    ],
+)
+def test_group_codes_are_np_uniques_inverse(groups):
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    codes, k = performance.group_codes(groups)
+    assert k == uniq.size and codes.dtype == np.int64 and np.array_equal(codes, inverse)
