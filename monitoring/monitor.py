@@ -232,13 +232,26 @@ class WindowAccumulator:
     def _count_arrivals(self, chunk: pd.DataFrame) -> None:
         if self.segment_field is None:
             return
-        hour = utc_times(chunk["event_time"]).dt.floor("h")
-        seg = chunk[self.segment_field].astype("string").fillna("") if self.segment_field in chunk else ""
-        counts = pd.DataFrame({"h": hour, "s": seg}).groupby(["h", "s"]).size()
-        # Each index level converted once (not one Timestamp per group): the same keys and counts.
-        hours = pd.DatetimeIndex(counts.index.get_level_values("h")).to_pydatetime()
-        segs = counts.index.get_level_values("s").astype(str)
-        for h, s, n in zip(hours, segs, counts.to_numpy().tolist(), strict=True):
+        # What groupby(["h", "s"]).size() over (UTC hour, segment as a string, NA -> "") counts, in
+        # its sorted order, from integer keys: the hours as int64, the segment's distinct values
+        # converted and ranked once (not one string per row).
+        hour = utc_times(chunk["event_time"]).dt.tz_localize(None).to_numpy().astype("datetime64[h]")
+        dated = ~np.isnat(hour)  # rows without an event time are in no hour (groupby drops them)
+        if self.segment_field in chunk:
+            raw, distinct = pd.factorize(chunk[self.segment_field])  # NA -> -1
+            names = np.append(pd.array(distinct, dtype="string").fillna("").to_numpy(dtype=object), "")
+        else:
+            raw, names = np.full(len(chunk), -1), np.array([""], dtype=object)
+        named, uniq = pd.factorize(names)  # two raw values may print alike ("1" and 1)
+        order = np.argsort(uniq.astype(str), kind="stable")
+        rank = np.empty(len(uniq), dtype="int64")
+        rank[order] = np.arange(len(uniq))
+        seg_rank = rank[named][raw]  # raw -1 picks the last name: NA -> ""
+        k = len(uniq)
+        keys, counts = np.unique(hour[dated].astype("int64") * k + seg_rank[dated], return_counts=True)
+        hours = pd.DatetimeIndex((keys // k).astype("datetime64[h]"), tz="UTC").to_pydatetime()
+        segs = uniq[order][keys % k]
+        for h, s, n in zip(hours, segs, counts.tolist(), strict=True):
             key = (h, s)
             self.arrivals[key] = self.arrivals.get(key, 0) + n
 
