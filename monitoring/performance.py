@@ -310,14 +310,15 @@ def auc_block_bootstrap(
     have = ~np.isnan(y) & np.isfinite(p)
     if ranked is not None:
         ranked.check(p.size)
-    p, y = p[have], y[have]
-    if p.size < 2 or len(np.unique(y)) < 2:
+    yh = y[have]
+    if yh.size < 2 or not yh.min() < yh.max():  # fewer than 2 rows, or 1 distinct label
         return Interval(math.nan, math.nan, math.nan, level, 0)
     if ranked is None:
-        order, s, starts, ends, codes, k = _prepare(p, np.asarray(groups)[have])
-        ys = y[order]
+        order, s, starts, ends, codes, k = _prepare(p[have], np.asarray(groups)[have])
+        ys = yh[order]
     else:
-        ys = np.asarray(label, dtype="float64")[ranked.finite][ranked.order]
+        del yh
+        ys = (y if ranked.finite.all() else y[ranked.finite])[ranked.order]
         keep = ~np.isnan(ys)
         s, starts, ends, codes, k = ranked.subset(keep)
         ys = ys[keep]
