@@ -243,6 +243,9 @@ class Interval:
 # window of up to 32,768 rows) each bin is one run and the replicates are exact.
 EXACT_RUNS = 1 << 15
 _REPLICATES_AT_ONCE = 25  # replicates computed together (memory: bins x 25 floats per matrix)
+# The float32 replicates' batch (one child stream each): smaller, as two run at once (32,768 bins
+# x 10 replicates: ~2.6 MB per matrix, 4 matrices per batch).
+_FLOAT32_BATCH = 10
 
 
 def _score_bins(starts: np.ndarray, n: int, max_bins: int | None = None) -> np.ndarray:
@@ -368,7 +371,7 @@ def expected_auc_interval(
     a standard deviation of ~400), with no exp or division per row, at about half the cost. It is
     a different random stream, so its ends agree with the float64 definition in distribution, not
     bit for bit (tests/unit/test_bootstrap_batched.py compares them over many seeds): each batch of
-    `_REPLICATES_AT_ONCE` replicates draws from its own child of `np.random.SeedSequence(seed)`, and
+    `_FLOAT32_BATCH` replicates draws from its own child of `np.random.SeedSequence(seed)`, and
     the batches run on `threads` threads (default `replicate_threads()`; numpy releases the GIL
     while it fills and compares these arrays), each placed by its index: the result is the same
     for any thread count. `ranked`: `rank_scores(probability, groups)`, when the caller has it
@@ -387,13 +390,14 @@ def expected_auc_interval(
     logit = np.log(clipped / (1 - clipped))
     bstarts = _score_bins(starts, s.size)
     size = np.diff(np.r_[bstarts, s.size]).astype("float64")
-    batches = [min(_REPLICATES_AT_ONCE, n_boot - a) for a in range(0, n_boot, _REPLICATES_AT_ONCE)]
     if bstarts.size == starts.size:
         rng = np.random.default_rng(seed)  # one stream through every batch, in order (the definition's)
         draw = partial(_draw_exact, rng, logit, codes, k, block_sd, bstarts)
+        batches = [min(_REPLICATES_AT_ONCE, n_boot - a) for a in range(0, n_boot, _REPLICATES_AT_ONCE)]
         aucs = [_binned_aucs(pos, size[:, None] - pos) for pos in map(draw, batches)]
     else:  # odds <= 1e6 after the clip: no overflow in float32
         odds = np.exp(logit).astype(np.float32)
+        batches = [min(_FLOAT32_BATCH, n_boot - a) for a in range(0, n_boot, _FLOAT32_BATCH)]
         streams = np.random.SeedSequence(seed).spawn(len(batches))
 
         def batch(i: int) -> np.ndarray:
