@@ -221,7 +221,9 @@ def rank_scores(probability: np.ndarray, groups: np.ndarray) -> RankedScores:
     """Sort a window's finite scores once (`probability` (n,), block labels `groups` (n,))."""
     p = np.asarray(probability, dtype="float64")
     finite = np.isfinite(p)
-    p, g = p[finite], np.asarray(groups)[finite]
+    g = np.asarray(groups)
+    if not finite.all():  # (no copies when every score is finite: the usual window)
+        p, g = p[finite], g[finite]
     order, s, starts, ends, codes, k = _prepare(p, g)
     return RankedScores(finite, order, s, starts, ends, codes, k)
 
