@@ -40,6 +40,7 @@ from monitoring.performance import (
     estimate_prior_half_width,
     expected_auc_interval,
     online_estimate_interval,
+    rank_scores,
     recent_estimate_error,
     shifted,
     window_performance,
@@ -210,21 +211,47 @@ class WindowAccumulator:
             d.date()
             for d in utc_times(chunk["event_time"]).dt.tz_convert(self.contract.timezone).dt.normalize().unique()
         )
-        keyed = chunk[self.fields].assign(_key=self._rng.random(len(chunk)))
+        self._add_to_sample(chunk)
+
+    def _add_to_sample(self, chunk: pd.DataFrame) -> None:
+        """Keep the `report_rows` rows with the smallest random keys seen so far. Once the sample is
+        full, a row whose key is above its largest key can never enter it: only the others (a few
+        per cent of a chunk late in a big window) are copied and merged (the same rows, in the
+        same order, as merging the whole chunk)."""
+        keys = self._rng.random(len(chunk))
+        if self._sample is not None and len(self._sample) >= self._report_rows:
+            take = np.flatnonzero(keys <= self._sample["_key"].max())
+            if not take.size:
+                return
+            chunk, keys = chunk.iloc[take], keys[take]
+        keyed = chunk[self.fields].assign(_key=keys)
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
         if len(self._sample) > self._report_rows:
-            self._sample = self._sample.nsmallest(self._report_rows, "_key")
+            self._sample = self._sample.nsmallest(self._report_rows, "_key").reset_index(drop=True)
 
     def _count_arrivals(self, chunk: pd.DataFrame) -> None:
         if self.segment_field is None:
             return
-        hour = utc_times(chunk["event_time"]).dt.floor("h")
-        seg = chunk[self.segment_field].astype("string").fillna("") if self.segment_field in chunk else ""
-        counts = pd.DataFrame({"h": hour, "s": seg}).groupby(["h", "s"]).size()
-        # Each index level converted once (not one Timestamp per group): the same keys and counts.
-        hours = pd.DatetimeIndex(counts.index.get_level_values("h")).to_pydatetime()
-        segs = counts.index.get_level_values("s").astype(str)
-        for h, s, n in zip(hours, segs, counts.to_numpy().tolist(), strict=True):
+        # What groupby(["h", "s"]).size() over (UTC hour, segment as a string, NA -> "") counts, in
+        # its sorted order, from integer keys: the hours as int64, the segment's distinct values
+        # converted and ranked once (not one string per row).
+        hour = utc_times(chunk["event_time"]).dt.tz_localize(None).to_numpy().astype("datetime64[h]")
+        dated = ~np.isnat(hour)  # rows without an event time are in no hour (groupby drops them)
+        if self.segment_field in chunk:
+            raw, distinct = pd.factorize(chunk[self.segment_field])  # NA -> -1
+            names = np.append(pd.array(distinct, dtype="string").fillna("").to_numpy(dtype=object), "")
+        else:
+            raw, names = np.full(len(chunk), -1), np.array([""], dtype=object)
+        named, uniq = pd.factorize(names)  # two raw values may print alike ("1" and 1)
+        order = np.argsort(uniq.astype(str), kind="stable")
+        rank = np.empty(len(uniq), dtype="int64")
+        rank[order] = np.arange(len(uniq))
+        seg_rank = rank[named][raw]  # raw -1 picks the last name: NA -> ""
+        k = len(uniq)
+        keys, counts = np.unique(hour[dated].astype("int64") * k + seg_rank[dated], return_counts=True)
+        hours = pd.DatetimeIndex((keys // k).astype("datetime64[h]"), tz="UTC").to_pydatetime()
+        segs = uniq[order][keys % k]
+        for h, s, n in zip(hours, segs, counts.tolist(), strict=True):
             key = (h, s)
             self.arrivals[key] = self.arrivals.get(key, 0) + n
 
@@ -277,12 +304,13 @@ class WindowAccumulator:
         y = np.concatenate([x[1] for x in self._perf]) if self._perf else np.array([])
         lag = np.concatenate([x[2] for x in self._perf]) if self._perf else np.array([])
         groups = np.concatenate([x[3] for x in self._perf]) if self._perf else np.array([], dtype="int64")
-        perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag)
+        ranked = rank_scores(p, groups)  # one sort of the window's scores for all three below
+        perf = window_performance(p, y, float(ctx.metadata.get("threshold", 0.5)), label_lag_s=lag, ranked=ranked)
         span = len(self.local_days)
         ref_auc, ref_sd = ctx.reference_auc(span)
         intervals: dict[str, Any] = {}
         if perf.labelled >= min_labels and not math.isnan(perf.roc_auc):
-            ci = auc_block_bootstrap(p, y, groups)
+            ci = auc_block_bootstrap(p, y, groups, ranked=ranked)
             intervals["roc_auc"] = ci.as_dict()
             sig.append(model_hurt_signal("roc_auc_drop", ref_auc, widen(ci, ref_sd), f"{perf.labelled} labels"))
             sig.append(
@@ -303,7 +331,7 @@ class WindowAccumulator:
             )
         estimate: dict[str, Any] = {}
         if not math.isnan(perf.expected_roc_auc) and perf.rows >= 2:
-            sampling = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd)
+            sampling = expected_auc_interval(p, groups, block_sd=ctx.block_logit_sd, ranked=ranked)
             prior = estimate_prior_half_width(sampling, ctx.estimate_wobble(span))
             # corrected by the recent errors of earlier windows only; the interval centres on the
             # corrected estimate and adapts to the errors the corrected estimate made

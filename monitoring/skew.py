@@ -66,26 +66,36 @@ def row_level_skew(
     inputs = window[list(input_columns)] if rows is None else window.loc[rows, list(input_columns)]
     recomputed = transformer.transform(inputs)
     out = []
-    ids = window[id_column].to_numpy() if id_column in window else np.arange(len(window))
-    if rows is not None:
-        ids = ids[rows]
+    # Row i of the comparison is row where[i] of the window (ids are looked up for examples only).
+    where = np.arange(len(window)) if rows is None else np.flatnonzero(rows)
+    ids = window.get(id_column)
     for j, name in enumerate(names):
         col = f"f_{name}"
         if col not in window:
             continue
-        served = pd.to_numeric(window[col], errors="coerce").to_numpy(dtype="float64")
+        served_col = window[col]
+        served = (
+            served_col.to_numpy()
+            if served_col.dtype == np.float64
+            else pd.to_numeric(served_col, errors="coerce").to_numpy(dtype="float64")
+        )
         if rows is not None:
             served = served[rows]
         again = recomputed[:, j]
-        # Equal values are close: only the rest (usually none) go through np.isclose's slower test.
+        # Equal values match; of the rest (usually only NaN against NaN, which match too) only the
+        # pairs that are not both NaN go through np.isclose's slower test.
         differ = np.flatnonzero(served != again)
         a, b = served[differ], again[differ]
-        bad = np.zeros(n_rows, dtype=bool)
-        bad[differ] = ~(np.isclose(a, b, rtol=rtol, atol=0.0) | (np.isnan(a) & np.isnan(b)))
-        n_bad = int(bad.sum())
+        keep = ~(np.isnan(a) & np.isnan(b))
+        differ, a, b = differ[keep], a[keep], b[keep]
+        bad = differ[~np.isclose(a, b, rtol=rtol, atol=0.0)]
         examples = tuple(
-            {"prediction_id": str(ids[i]), "served": float(served[i]), "recomputed": float(again[i])}
-            for i in np.flatnonzero(bad)[:max_examples]
+            {
+                "prediction_id": str(ids.iloc[where[i]]) if ids is not None else str(where[i]),
+                "served": float(served[i]),
+                "recomputed": float(again[i]),
+            }
+            for i in bad[:max_examples]
         )
-        out.append(FeatureSkew(name, n_rows, n_bad, n_bad / n_rows, examples))
+        out.append(FeatureSkew(name, n_rows, int(bad.size), bad.size / n_rows, examples))
     return SkewReport(n_rows, tuple(out))

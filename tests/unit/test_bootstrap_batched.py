@@ -179,3 +179,129 @@ def test_the_bound_at_the_real_limit_is_far_below_an_interval():
     ci = auc_block_bootstrap(p, y, g, n_boot=50)
     assert bound < 3e-5 < (ci.high - ci.low) / 10
     assert abs(float(_binned_aucs(pos, size[:, None] - pos)[0]) - ci.estimate) <= bound
+
+
+# --- one sort of the window's scores, shared (issue 15) ---------------------------------------------
+
+
+def expected_auc_definition(p):
+    """`expected_auc` as written before the shared sort (np.unique + searchsorted for the runs)."""
+    p = p[np.isfinite(p)]
+    s = p[np.argsort(p, kind="mergesort")]
+    neg = 1.0 - s
+    uniq, start = np.unique(s, return_index=True)
+    neg_cum = np.concatenate([[0.0], np.cumsum(neg)])
+    group_end = np.append(start[1:], s.size)
+    below = neg_cum[start]
+    tied_neg = neg_cum[group_end] - neg_cum[start]
+    idx = np.searchsorted(uniq, s)
+    num = np.sum(s * (below[idx] + 0.5 * (tied_neg[idx] - neg)))
+    den = s.sum() * neg.sum() - np.sum(s * neg)
+    return float(num / den)
+
+
+def ranked_window(n, k, decimals, seed, nan_scores=0):
+    p, y, g = window(n, k, decimals=decimals, seed=seed)
+    g = g * 7919 + 10**12  # block labels need not be dense codes
+    if nan_scores:  # rows without a finite score: never ranked (here unlabelled, as the log has them)
+        bad = np.random.default_rng(seed).choice(n, nan_scores, replace=False)
+        p[bad], y[bad] = np.nan, np.nan
+    return p, y, g
+
+
+SHARED = [*CASES, (40_000, 800, None, 0.4)]  # the last: above EXACT_RUNS, the float32 draws
+
+
+@pytest.mark.parametrize(("n", "k", "decimals", "sd"), SHARED)
+@pytest.mark.parametrize("nan_scores", [0, 17])
+def test_one_shared_sort_gives_the_same_results_bit_for_bit(n, k, decimals, sd, nan_scores):
+    p, y, g = ranked_window(n, k, decimals, seed=n + nan_scores, nan_scores=nan_scores)
+    lag = np.random.default_rng(1).random(n) * 1e5
+    r = performance.rank_scores(p, g)
+    perf, shared = performance.window_performance, {"ranked": r}
+    assert str(perf(p, y, 0.3, label_lag_s=lag, **shared)) == str(perf(p, y, 0.3, label_lag_s=lag))
+    assert auc_block_bootstrap(p, y, g, n_boot=30, **shared) == auc_block_bootstrap(p, y, g, n_boot=30)
+    for seed in (0, 5):
+        assert expected_auc_interval(p, g, block_sd=sd, n_boot=30, seed=seed, **shared) == expected_auc_interval(
+            p, g, block_sd=sd, n_boot=30, seed=seed
+        )
+    assert expected_auc(p) == expected_auc_definition(p)
+
+
+def test_a_subset_of_the_shared_sort_is_what_sorting_the_subset_gives():
+    p, y, g = ranked_window(20_000, 600, 3, seed=2)
+    y[np.isin(g, np.unique(g)[::7])] = np.nan  # some blocks have no label yet
+    r = performance.rank_scores(p, g)
+    keep = ~np.isnan(y[r.order])
+    _, s, starts, ends, codes, k = _prepare(p[~np.isnan(y)], g[~np.isnan(y)])
+    got = r.subset(keep)
+    for a, b in zip(got, (s, starts, ends, codes, k), strict=True):
+        assert np.array_equal(a, b)
+    assert got[4] < r.k  # the subset lost some blocks: the codes were renumbered
+
+
+def test_the_shared_sort_of_another_window_is_refused():
+    p, y, g = window(1_000, 30)
+    other = performance.rank_scores(p[:-1], g[:-1])
+    with pytest.raises(ValueError, match="rank this window's own"):
+        auc_block_bootstrap(p, y, g, ranked=other)
+
+
+# --- the float32 replicates on several threads (issue 15) -------------------------------------------
+
+
+@pytest.mark.parametrize("sd", [0.0, 0.6])
+def test_float32_replicates_do_not_depend_on_the_thread_count(sd, monkeypatch):
+    """Each batch of replicates has its own child stream and its own slot: 1, 2 or 3 threads (and
+    a last, partial batch) give the same interval, bit for bit."""
+    monkeypatch.setattr(performance, "EXACT_RUNS", 2048)  # the merged-bin (float32) path, on a small window
+    p, _, g = window(20_000, 500, seed=4)
+    got = [expected_auc_interval(p, g, block_sd=sd, n_boot=85, seed=3, threads=t) for t in (1, 2, 3)]
+    assert got[0] == got[1] == got[2]
+    assert math.isfinite(got[0].low) and got[0].low < got[0].high
+    # a different seed is a different stream (the test above could not pass with one fixed draw)
+    assert expected_auc_interval(p, g, block_sd=sd, n_boot=85, seed=4, threads=2) != got[0]
+
+
+def test_the_exact_path_stays_one_stream_whatever_the_threads():
+    p, _, g = window(5_000, 300, seed=8)
+    want = rowwise_expected_interval(p, g, block_sd=0.4, n_boot=60, seed=2).as_dict()
+    for t in (1, 2, 4):
+        assert expected_auc_interval(p, g, block_sd=0.4, n_boot=60, seed=2, threads=t).as_dict() == want
+
+
+def test_the_default_thread_count_is_capped():
+    assert 1 <= performance.replicate_threads() <= performance.MAX_REPLICATE_THREADS
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        np.random.default_rng(0).integers(-(2**62), 2**62, 5_000) // 10**15,  # negative and large, repeated
+        np.random.default_rng(1).integers(0, 2**64 - 1, 3_000, dtype=np.uint64, endpoint=True) % 97 + 2**63,
+        np.random.default_rng(2).integers(0, 30, 4_000).astype(np.int32),
+        np.random.default_rng(3).random(1_000) < 0.3,
+        np.array(["b", "a", "c", "a"], dtype=object),  # not integers: np.unique's path
+    ],
+)
+def test_group_codes_are_np_uniques_inverse(groups):
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    codes, k = performance.group_codes(groups)
+    assert k == uniq.size and codes.dtype == np.int64 and np.array_equal(codes, inverse)
+
+
+@pytest.mark.parametrize("decimals", [None, 3])
+def test_window_performance_is_sklearn_on_the_labelled_rows_in_log_order(decimals):
+    """With the shared sort and int8 labels, the same numbers, bit for bit, as sklearn's metrics over
+    the labelled rows in the log's order with int64 labels (what window_performance computed before)."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    p, y, g = window(20_000, 300, decimals=decimals, seed=1)
+    have = ~np.isnan(y)
+    yl, pl = y[have].astype(int), p[have]
+    for ranked in (None, performance.rank_scores(p, g)):
+        perf = performance.window_performance(p, y, 0.3, ranked=ranked)
+        assert perf.roc_auc == roc_auc_score(yl, pl) and perf.pr_auc == average_precision_score(yl, pl)
+        assert perf.brier == brier_score_loss(yl, pl)
+        assert perf.calibration_gap == float(pl.mean() - yl.mean()) and perf.label_rate == float(yl.mean())
+        assert perf.expected_roc_auc == expected_auc_definition(p)

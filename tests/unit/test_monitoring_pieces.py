@@ -127,3 +127,42 @@ def test_row_level_skew_counts_exactly_what_isclose_counts():
     want = ~(np.isclose(served, raw, rtol=1e-9, atol=0.0) | (np.isnan(served) & np.isnan(raw)))
     assert f.mismatches == int(want.sum()) and 0 < f.mismatches < 150
     assert [e["prediction_id"] for e in f.examples] == [f"id{i}" for i in np.flatnonzero(want)[:3]]
+
+
+def test_row_level_skew_names_rows_by_window_position_without_ids():
+    class Identity:
+        def get_feature_names_out(self):
+            return np.array(["x"])
+
+        def transform(self, frame):
+            return frame[["raw"]].to_numpy(dtype="float64")
+
+    raw = np.arange(20, dtype="float64")
+    served = raw.copy()
+    served[[3, 4, 9, 15]] += 1.0
+    window = pd.DataFrame({"raw": raw, "f_x": pd.array(served, dtype="Float64")})  # not float64: coerced
+    mask = np.arange(20) != 4
+    [f] = row_level_skew(Identity(), window, ["raw"], rows=mask).features
+    assert (f.rows, f.mismatches) == (19, 3)
+    assert [e["prediction_id"] for e in f.examples] == ["3", "9", "15"]
+    assert f.examples[1] == {"prediction_id": "9", "served": 10.0, "recomputed": 9.0}
+
+
+def test_report_sample_is_the_rows_with_the_smallest_keys_of_the_whole_window():
+    """The report sample merges only the rows that can still enter it (issue 15): the same rows, in
+    the same order, as keeping the `report_rows` smallest keys of the whole window at once."""
+    from monitoring.monitor import WindowAccumulator
+
+    acc = WindowAccumulator.__new__(WindowAccumulator)
+    acc.fields, acc._report_rows, acc._sample, acc._rng = ["a", "b"], 50, None, np.random.default_rng(3)
+    rng = np.random.default_rng(0)
+    chunks = [
+        pd.DataFrame({"a": rng.normal(size=n), "b": [f"r{i}" for i in range(n)], "other": 1})
+        for n in (30, 40, 200, 1, 60, 500, 3)
+    ]
+    for chunk in chunks:
+        acc._add_to_sample(chunk)
+    keys = np.random.default_rng(3)
+    whole = pd.concat([c[["a", "b"]].assign(_key=keys.random(len(c))) for c in chunks], ignore_index=True)
+    want = whole.nsmallest(50, "_key").drop(columns="_key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(acc.report_sample, want)

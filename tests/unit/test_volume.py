@@ -185,3 +185,49 @@ def test_arrival_counts_are_keyed_per_utc_hour_and_segment():
     acc2.segment_field, acc2.arrivals = "origin", {}
     acc2._count_arrivals(chunk.assign(event_time=t.strftime("%Y-%m-%d %H:%M:%S")))
     assert acc2.arrivals == acc.arrivals | {(h10, "JFK"): 2}
+
+
+def _arrivals_by_groupby(chunks, segment_field):
+    """The definition `_count_arrivals` had before issue 15's integer keys: a groupby per chunk."""
+    import pandas as pd
+
+    from monitoring.quality import utc_times
+
+    out: dict = {}
+    for chunk in chunks:
+        hour = utc_times(chunk["event_time"]).dt.floor("h")
+        seg = chunk[segment_field].astype("string").fillna("") if segment_field in chunk else ""
+        counts = pd.DataFrame({"h": hour, "s": seg}).groupby(["h", "s"]).size()
+        for (h, s), n in counts.items():
+            out[(h.to_pydatetime(), str(s))] = out.get((h.to_pydatetime(), str(s)), 0) + int(n)
+    return out
+
+
+def test_arrival_counts_match_the_groupby_definition_key_for_key_and_in_order():
+    import numpy as np
+    import pandas as pd
+
+    from monitoring.monitor import WindowAccumulator
+
+    rng = np.random.default_rng(0)
+    n = 3_000
+    t = pd.Series(pd.to_datetime("1969-12-30", utc=True) + pd.to_timedelta(rng.integers(0, 5 * 86_400, n), unit="s"))
+    t[rng.random(n) < 0.05] = pd.NaT  # no event time: in no hour
+    values = np.array(["JFK", "LGA", "", None, np.nan, 1, "1", "EWR"], dtype=object)
+    seg = values[rng.integers(0, values.size, n)]
+    frames = [
+        pd.DataFrame({"event_time": t, "origin": seg}),  # object: NA, "", 1 and "1" (both print "1")
+        pd.DataFrame({"event_time": t, "origin": pd.array(seg.astype(str), dtype="string")}),
+        pd.DataFrame({"event_time": t, "origin": pd.Categorical(["b", "a", None] * (n // 3))}),
+        pd.DataFrame({"event_time": t}),  # no segment column: every row in segment ""
+        pd.DataFrame({"event_time": t.dt.strftime("%Y-%m-%d %H:%M:%S"), "origin": seg}),  # naive ISO strings
+    ]
+    for frame in frames:
+        chunks = [frame.iloc[:1000], frame.iloc[1000:1001], frame.iloc[1001:]]
+        acc = WindowAccumulator.__new__(WindowAccumulator)
+        acc.segment_field, acc.arrivals = "origin", {}
+        for chunk in chunks:
+            acc._count_arrivals(chunk)
+        want = _arrivals_by_groupby(chunks, "origin")
+        assert list(acc.arrivals.items()) == list(want.items())
+        assert all(type(k[1]) is str and k[0].utcoffset() is not None for k in acc.arrivals)
