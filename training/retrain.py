@@ -125,11 +125,12 @@ def retrain(
         echo("refused: " + "; ".join(reasons))
         return RetrainOutcome("refused", reasons, champion, seconds=round(time.perf_counter() - t0, 1), **kw)
 
-    if champion is None:
-        return refuse([f"no {model_name}@{CHAMPION} to challenge: run `driftlight train` first"])
     end = config.end or latest_labelled_day(store, contract)
     if end is None:
-        return refuse([f"no labelled predictions in the log yet: {NEEDS_TRAFFIC}"])
+        # Only the next step differs: a home with no champion has nothing to serve yet. (A log with
+        # labels but no champion alias still retrains: the gate's sanity checks decide alone.)
+        first = f"run `driftlight train` first (there is no {model_name}@{CHAMPION}), then " if champion is None else ""
+        return refuse([f"no labelled predictions in the log yet: {first}{NEEDS_TRAFFIC}"])
     win = config.windows(end)
     echo(f"reading labelled traffic {win['train'][0]}..{end} from the prediction log ...")
     data = labelled_log(store, contract, win["train"][0], end)

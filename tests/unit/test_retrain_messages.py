@@ -42,7 +42,10 @@ def test_retrain_on_an_untrained_or_unserved_home_says_what_to_run(tmp_path, con
     registry = InMemoryRegistry()
     args = (contract, registry, store, runs, RetrainConfig(), GateConfig())
     out = retrain(*args, model_name="flights-late")
-    assert out.status == "refused" and out.reasons == ["no flights-late@champion to challenge: run `driftlight train` first"]
+    assert out.status == "refused" and out.reasons == [
+        "no labelled predictions in the log yet: run `driftlight train` first (there is no flights-late@champion),"
+        " then serve traffic (`driftlight serve`, `driftlight replay`) and send its labels to /feedback first"
+    ]
     registry.register("flights-late", object(), params={}, metrics={}, artifacts={})
     registry.set_alias("flights-late", "champion", "1")
     out = retrain(*args, model_name="flights-late")  # trained, never served: the log has no table yet
