@@ -22,6 +22,7 @@ from core.archive import ArchivedDay, ArchivedLog, LogArchive
 from core.fleet_queue import Decision
 from core.ids import drill_mask
 from core.logstore import log_store_from_settings
+from core.readahead import read_ahead
 from core.registry import registry_from_settings
 from core.reports import reference_frame_from_profile
 from core.runs import RunStore
@@ -300,17 +301,21 @@ def run_window(
     request_retrain: bool = True,
     drill: str | None = None,
     keep_reports: int = 0,
+    read_ahead_chunks: int = 1,
 ) -> MonitorResult:
     """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
     hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
     a retrain. Without `drill`, drill traffic (drill ids) is left out: the real light; with it, the
-    run is the named drill's, judged on the traffic `store` yields and the drill's door refusals."""
+    run is the named drill's, judged on the traffic `store` yields and the drill's door refusals.
+    `read_ahead_chunks`: chunks read ahead of the judge in a thread (`core.readahead`; 0: none)."""
     acc = WindowAccumulator(ctx, contract)
     names = getattr(store, "column_names", None)  # the log store or its archive; a drill's view reads all
     cols = {"columns": [c for c in names if c not in NOT_READ_BY_MONITOR]} if isinstance(names, list) else {}
-    for chunk in store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols):
-        if drill is None:
-            chunk = chunk[~drill_mask(chunk["prediction_id"]).to_numpy()]
+    chunks = store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols)
+    if drill is None:
+        chunks = (c[~drill_mask(c["prediction_id"]).to_numpy()] for c in chunks)
+    # The next chunk is read (and its drill rows dropped) in a thread while this one is judged.
+    for chunk in read_ahead(chunks, read_ahead_chunks):
         acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
     # The label-free estimate's past errors on this model's earlier windows of the same span (labels
     # in by now): they widen its interval. Only windows that ended before this one starts.
