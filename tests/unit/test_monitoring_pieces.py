@@ -166,3 +166,27 @@ def test_report_sample_is_the_rows_with_the_smallest_keys_of_the_whole_window():
     whole = pd.concat([c[["a", "b"]].assign(_key=keys.random(len(c))) for c in chunks], ignore_index=True)
     want = whole.nsmallest(50, "_key").drop(columns="_key").reset_index(drop=True)
     pd.testing.assert_frame_equal(acc.report_sample, want)
+
+
+def test_performance_columns_are_the_chunks_in_order_and_stay_whole_for_a_second_finish():
+    """The judge makes each performance column whole once and lets its chunks go (issue 15: peak
+    memory): the same values, in chunk order, on every call, and a chunk added later still counts."""
+    from monitoring.monitor import WindowAccumulator
+
+    acc = WindowAccumulator.__new__(WindowAccumulator)
+    acc._perf = []
+    assert [c.dtype.name for c in acc._performance_columns()] == ["float64", "float64", "float64", "int64"]
+    assert all(c.size == 0 for c in acc._performance_columns())
+    rng = np.random.default_rng(0)
+    chunks = [(rng.random(n), rng.integers(0, 2, n).astype("float64"), rng.random(n), rng.integers(0, 9, n)) for n in (5, 1, 7)]
+    acc._perf = list(chunks)
+    first = acc._performance_columns()
+    for got, i in zip(first, range(4), strict=True):
+        np.testing.assert_array_equal(got, np.concatenate([c[i] for c in chunks]))
+    again = acc._performance_columns()
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    late = (np.array([0.5]), np.array([1.0]), np.array([2.0]), np.array([4]))
+    acc._perf.append(late)
+    assert [c.size for c in acc._performance_columns()] == [14] * 4
+    assert acc._performance_columns()[0][-1] == 0.5
