@@ -47,9 +47,6 @@ TRUSTED_TYPES = [
 ]
 # What the model needs at inference, stated (MLflow's inference would take seconds and list test tools).
 PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "numpy==2.4.6", "pandas==2.3.3", "skops==0.16.0", "treelite==4.8.1"]
-# Exit code of `driftlight promote|rollback` when the challenger gate refuses the change (the admin
-# endpoints map it to a 409 with the gate's reasons; any other non-zero code is an error).
-GATE_REFUSED_EXIT = 3
 # The one serialization driftlight writes (and therefore the only one it loads).
 SERIALIZATION_FORMAT = "skops"
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from core.exit_codes import ExitCode
 from core.settings import Settings
 
 
@@ -19,4 +20,4 @@ def settings_from_options(**overrides: Any) -> Settings:
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]) or "settings"
             typer.echo(f"invalid setting DRIFTLIGHT_{name.upper()}: {err['msg']} (got {err.get('input')!r})", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
