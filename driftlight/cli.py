@@ -51,6 +51,24 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+@app.callback()
+def _process(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="let the libraries (MLflow, alembic, ...) write their INFO lines to stderr: DRIFTLIGHT_LOG_LEVEL=INFO",
+        ),
+    ] = False,
+) -> None:
+    """driftlight: a late-flight model, served, logged and watched."""
+    if verbose:
+        # Read by the command's Settings, and inherited by the processes it starts (serve's workers,
+        # a spawned retrain, the admin API's promote): -v means the same level all the way down.
+        os.environ["DRIFTLIGHT_LOG_LEVEL"] = "INFO"
+
+
 def missing_extra_message(command: str, extra: str, missing: list[str]) -> str:
     """What to tell the person who ran `command` in an install without `extra`."""
     return (
