@@ -47,9 +47,6 @@ TRUSTED_TYPES = [
 ]
 # What the model needs at inference, stated (MLflow's inference would take seconds and list test tools).
 PIP_REQUIREMENTS = ["scikit-learn==1.9.1", "numpy==2.4.6", "pandas==2.3.3", "skops==0.16.0", "treelite==4.8.1"]
-# Exit code of `driftlight promote|rollback` when the challenger gate refuses the change (the admin
-# endpoints map it to a 409 with the gate's reasons; any other non-zero code is an error).
-GATE_REFUSED_EXIT = 3
 # The one serialization driftlight writes (and therefore the only one it loads).
 SERIALIZATION_FORMAT = "skops"
 
@@ -181,6 +178,45 @@ class InMemoryRegistry:
             ]
 
 
+class _LevelledPrints:
+    """MLflow's print stream (`eprint`), passing text on only while the `mlflow` logger is at INFO or
+    below; its on/off switch (`mlflow.utils.logging_utils.disable_logging`) still applies."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._inner.enabled)
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._inner.enabled = value
+
+    def write(self, text: str) -> int:
+        if logging.getLogger("mlflow").isEnabledFor(logging.INFO):
+            self._inner.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+
+def _mlflow_prints_follow_its_level() -> None:
+    """Make MLflow's prints obey the `mlflow` logger's level (MLFLOW_LOGGING_LEVEL; the CLI sets it from
+    DRIFTLIGHT_LOG_LEVEL, WARNING by default).
+
+    Some of its INFO-grade lines ("Successfully registered model 'x'.", "Created version '1' of model
+    'x'.") are printed by `eprint` to the module's stream, around the logger, so no level silenced
+    them. `eprint` looks that stream up at each call: wrap it. Its logging handlers keep the stream
+    object they were built with, so warnings are untouched. (Flipping the stream's own switch
+    instead does not hold: MLflow switches it back on after some of its imports.) Idempotent."""
+    from mlflow.utils import logging_utils
+
+    if not isinstance(logging_utils.MLFLOW_LOGGING_STREAM, _LevelledPrints):
+        logging_utils.MLFLOW_LOGGING_STREAM = _LevelledPrints(logging_utils.MLFLOW_LOGGING_STREAM)  # type: ignore[assignment]
+
+
 class MlflowRegistry:
     """`Registry` over an MLflow tracking server or local store (`sqlite:///…` + artifact folder)."""
 
@@ -191,6 +227,7 @@ class MlflowRegistry:
         import mlflow
         from mlflow import MlflowClient
 
+        _mlflow_prints_follow_its_level()
         self._mlflow = mlflow
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Usable only in the dev profile: it makes prediction ids verifiable across workers on one machine.
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
 
     profile: Literal["dev", "prod"] = Field("dev", description="prod refuses dev defaults for secrets")
     home: Path = Field(Path(".driftlight"), description="folder for the embedded stores, artifacts, reports")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="what the libraries (MLflow, alembic, urllib3, httpx...) may write to a command's stderr: WARNING "
+        "keeps a cron mail to driftlight's own lines and real warnings; INFO (`driftlight -v`) brings MLflow's back",
+    )
 
     # MLflow and the model
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db")
@@ -141,6 +146,11 @@ class Settings(BaseSettings):
     fleet_retrain_min_holdout: int = Field(
         100, ge=20, description="fleet: labelled rows of the segment's held-back days the gate needs to judge"
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _secrets_in_prod(self) -> Settings:

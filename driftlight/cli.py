@@ -18,10 +18,15 @@ from typing import Annotated, Any
 
 import typer
 
-from core.registry import GATE_REFUSED_EXIT
+from core.exit_codes import ExitCode, help_table
 from driftlight.options import settings_from_options as _settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="driftlight: a late-flight model, served, logged and watched.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="driftlight: a late-flight model, served, logged and watched.",
+    epilog=help_table(),
+)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="folder for the embedded stores (DRIFTLIGHT_HOME)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -44,7 +49,24 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "spark": ("pyspark",),
 }
-MISSING_EXTRA_EXIT = 3
+
+
+@app.callback()
+def _process(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="let the libraries (MLflow, alembic, ...) write their INFO lines to stderr: DRIFTLIGHT_LOG_LEVEL=INFO",
+        ),
+    ] = False,
+) -> None:
+    """driftlight: a late-flight model, served, logged and watched."""
+    if verbose:
+        # Read by the command's Settings, and inherited by the processes it starts (serve's workers,
+        # a spawned retrain, the admin API's promote): -v means the same level all the way down.
+        os.environ["DRIFTLIGHT_LOG_LEVEL"] = "INFO"
 
 
 def missing_extra_message(command: str, extra: str, missing: list[str]) -> str:
@@ -64,7 +86,7 @@ def _needs(extra: str, command: str) -> None:
     missing = [m for m in EXTRA_MODULES[extra] if find_spec(m) is None]
     if missing:
         typer.echo(missing_extra_message(command, extra, missing), err=True)
-        raise typer.Exit(MISSING_EXTRA_EXIT)
+        raise typer.Exit(ExitCode.MISSING_EXTRA)
 
 
 def _extra_of(module: str | None) -> str | None:
@@ -81,7 +103,7 @@ def _parse_date(value: str, option: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         typer.echo(f"{option}: expected a date YYYY-MM-DD, got {value!r}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 @app.command()
@@ -129,10 +151,10 @@ def train(
         )
     except ContractViolation as exc:
         typer.echo(f"training stopped: the data breaks the contract\n{exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     except ValueError as exc:
         typer.echo(f"training stopped: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     m, b = result.model_metrics, result.baseline_metrics
     text = (
         f"{result.model_name} v{result.version} trained on {result.window[0]}..{result.window[1]} "
@@ -207,10 +229,10 @@ def replay(
         httpx.get(f"{url}/health", timeout=5.0)
     except httpx.ConnectError:
         typer.echo(f"replay: connection refused at {url}: start `driftlight serve`, or use --url to point at the API", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     except httpx.HTTPError as exc:
         typer.echo(f"replay: {url} does not answer ({type(exc).__name__}): use --url to point at the API", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     contract = load_contract()
     lo, hi = _parse_date(start, "--from"), _parse_date(end, "--to")
     frame = select_window(load_flights(), contract, lo, hi)
@@ -236,7 +258,7 @@ def replay(
         f"{res.seconds} s",
     )
     if res.failed_requests or res.rejected:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _seconds(value: str, option: str) -> float:
@@ -247,7 +269,7 @@ def _seconds(value: str, option: str) -> float:
         return float(value)
     except (ValueError, IndexError):
         typer.echo(f"{option}: expected a duration such as 60s, 15m, 1h; got {value!r}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 @app.command()
@@ -268,7 +290,11 @@ def monitor(
     html: Annotated[bool, typer.Option("--html/--no-html", help="write Evidently's HTML report beside the JSON summary")] = True,
     policy: Annotated[Path | None, typer.Option(help="policy YAML (default: monitoring/policy.yaml)")] = None,
     retrain: Annotated[
-        bool, typer.Option("--retrain/--no-retrain", help="a red verdict starts `driftlight retrain --pending` (own process)")
+        bool,
+        typer.Option(
+            "--retrain/--no-retrain",
+            help="a red verdict starts `driftlight retrain --pending` (own process); a single run then exits with its code",
+        ),
     ] = False,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -287,10 +313,10 @@ def monitor(
         mon = Monitor(settings, policy)
     except SQLAlchemyError as exc:
         typer.echo(f"monitor: {store_error_message(settings.resolved_log_store_url, exc)}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     except (LookupError, ValueError, OSError) as exc:
         typer.echo(f"monitor: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     if every is not None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         loop(
@@ -305,16 +331,16 @@ def monitor(
         return
     if start is None or end is None:
         typer.echo("monitor: give --from and --to (local days), or --every for the loop", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     if by != "event_time" and by != "served_at":
         typer.echo(f"monitor: --by must be event_time or served_at, got {by!r}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     clock: WindowBy = "served_at" if by == "served_at" else "event_time"
     try:
         res = mon.run_days(_parse_date(start, "--from"), _parse_date(end, "--to"), html=html, by=clock)
     except SQLAlchemyError as exc:
         typer.echo(f"monitor: {store_error_message(settings.resolved_log_store_url, exc)}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     v = res.verdict
     lines = [f"{v.status.upper()} for {start}..{end}: {res.rows} rows, {res.performance.labelled} labelled"]
     lines += [f"  - [{r.severity}] {r.message}" for r in v.top_reasons(8)]
@@ -360,12 +386,23 @@ def archive(
         days = arch.archive(force=force)
     except SQLAlchemyError as exc:
         typer.echo(f"archive: {store_error_message(settings.resolved_log_store_url, exc)}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     finally:
         store.dispose()
     rows = sum(d.rows for d in days)
     data = {"archive": str(arch.root), "days": [{"day": d.day.isoformat(), "rows": d.rows} for d in days], "rows": rows}
     _out(data, as_json, f"archived {len(days)} day(s), {rows} rows, to {arch.root}" if days else f"{arch.root}: up to date")
+
+
+# `driftlight retrain`'s outcome -> its exit code (README "Exit codes"): a cron job or an Airflow task
+# sees "no challenger was promoted" apart from "it broke"; a cooldown or no request is nothing to do.
+RETRAIN_EXIT = {
+    "promoted": ExitCode.OK,
+    "nothing_to_do": ExitCode.OK,
+    "cooldown": ExitCode.OK,
+    "refused": ExitCode.REFUSED,
+    "failed": ExitCode.FAILED,
+}
 
 
 def _spawn_retrain() -> int:
@@ -392,7 +429,11 @@ def retrain(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a challenger on recent labelled traffic, gate it against the champion, promote if it wins."""
+    """Train a challenger on recent labelled traffic, gate it against the champion, promote if it wins.
+
+    Exits 0 when promoted or there is nothing to do (no pending request, cooldown), 4 when no challenger
+    was promoted (the gate refused it, too few labels), 1 when the retrain failed.
+    """
     _needs("monitor", "retrain")
     from datetime import UTC, datetime, timedelta
 
@@ -435,8 +476,10 @@ def retrain(
                 reasons=[f"{type(exc).__name__}: {exc}"],
             )
         typer.echo(f"retrain failed: {type(exc).__name__}: {exc} (the champion is unchanged)", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     _out(out.as_dict(), as_json, f"retrain: {out.status.upper()}\n" + "\n".join(f"  - {r}" for r in out.reasons))
+    if (code := RETRAIN_EXIT[out.status]) != ExitCode.OK:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -447,7 +490,10 @@ def promote(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Promote VERSION to champion through the challenger gate (or with --force)."""
+    """Promote VERSION to champion through the challenger gate (or with --force).
+
+    Exits 0 when promoted, 4 when the gate refuses it, 2 for a version that is not registered.
+    """
     _lifecycle("promote", home, as_json, version=version, force=force, reason=reason)
 
 
@@ -492,13 +538,13 @@ def _lifecycle(action: str, home: Path | None, as_json: bool, **kw: Any) -> None
             )
     except lifecycle.LifecycleError as exc:
         typer.echo(f"{action}: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     text = f"{out['action'].upper()}: {settings.model_name} champion v{out['from_version']} -> " + (
         f"v{out['to_version']}" if out["action"] != "refused" else f"stays (v{out['to_version']} refused)"
     )
     _out(out, as_json, text + "".join(f"\n  - {r}" for r in out["reasons"]))
     if out["action"] == "refused":
-        raise typer.Exit(GATE_REFUSED_EXIT)
+        raise typer.Exit(ExitCode.REFUSED)
 
 
 @app.command()
@@ -524,7 +570,7 @@ def drill(
         return
     if name not in BY_NAME:
         typer.echo(f"drill: unknown drill {name!r}; known: {', '.join(BY_NAME)}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     _needs("monitor", "drill")  # the list above works in the API's install; running a drill does not
     import httpx
 
@@ -537,7 +583,7 @@ def drill(
         mon = Monitor(settings)
     except (LookupError, ValueError, OSError) as exc:
         typer.echo(f"drill: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
             http.get("/ready").raise_for_status()
@@ -547,11 +593,11 @@ def drill(
             )  # fmt: skip
     except httpx.HTTPError as exc:
         typer.echo(f"drill: the API at {url} is not ready: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     if as_json:
         typer.echo(json.dumps(res.as_dict(), indent=2, default=str))
     if not res.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def run_rows(runs: list[dict[str, Any]], reports_dir: Path, base_url: str, timezone: str) -> list[dict[str, Any]]:
@@ -659,14 +705,14 @@ def demo(
     # or in a replay against whatever else answers there.
     if why := port_taken(settings.host, settings.port):
         typer.echo(f"demo: {why} (--port N)", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     summary = run_demo(
         settings, _parse_date(start, "--from"), _parse_date(end, "--to"), echo=(lambda m: None) if as_json else typer.echo
     )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     if not summary["ok"]:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     if keep_serving:
         serve_again(settings.model_copy(update={"reload_interval": 1.0}), echo=typer.echo)
 
@@ -702,7 +748,7 @@ def main() -> None:
             raise
         command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-"))
         typer.echo(missing_extra_message(command or "", extra, [str(exc.name)]), err=True)
-        raise SystemExit(MISSING_EXTRA_EXIT) from None
+        raise SystemExit(int(ExitCode.MISSING_EXTRA)) from None
 
 
 if __name__ == "__main__":

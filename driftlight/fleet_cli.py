@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from core.exit_codes import ExitCode
 from core.settings import Settings
 from driftlight.options import settings_from_options as _settings
 
@@ -36,7 +37,7 @@ def _spec(settings: Settings, path: Path | None) -> Any:
         return load_fleet(path or settings.fleet_file, load_contract())
     except (OSError, ValueError) as exc:
         typer.echo(f"fleet file: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 @app.command()
@@ -116,7 +117,11 @@ def monitor(
     by: Annotated[str, typer.Option(help="which clock cuts the days: event_time or served_at")] = "event_time",
     top: Annotated[int, typer.Option(help="verdicts to print")] = 15,
     retrain_: Annotated[
-        bool, typer.Option("--retrain", help="then run one retrain cycle (the queue's K best red models; see `fleet retrain`)")
+        bool,
+        typer.Option(
+            "--retrain",
+            help="then run one retrain cycle (the queue's K best red models; see `fleet retrain`) and exit with its code",
+        ),
     ] = False,
     budget: BudgetOpt = None,
     fleet: FleetOpt = None,
@@ -135,15 +140,15 @@ def monitor(
 
     if engine not in ("local", "spark"):
         typer.echo(f"--engine: expected local or spark, got {engine!r}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     if by not in ("event_time", "served_at"):
         typer.echo(f"--by: expected event_time or served_at, got {by!r}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     try:
         d = date.fromisoformat(day)
     except ValueError:
         typer.echo(f"--day: expected a date YYYY-MM-DD, got {day!r}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     settings = _settings(home=home)
     spec = _spec(settings, fleet)
     contract = load_contract()
@@ -151,7 +156,7 @@ def monitor(
         refs = load_refs(registry_from_settings(settings), spec, settings.home / "fleet-cache", contract)
     except LookupError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     store = log_store_from_settings(settings, contract)
     counter = None
     session = None
@@ -173,11 +178,15 @@ def monitor(
             stop_session(session)
     doc = res.as_dict()
     text = _print_run(doc, top) + f"\n  read {res.rows_read} rows; count {res.seconds['count']} s, judge {res.seconds['judge']} s"
+    code = ExitCode.OK  # the light is not an exit code; a retrain cycle's outcome is
     if retrain_:
         cycle = _cycle(settings, spec, budget=budget, dry_run=False, as_json=as_json)
         doc = {**doc, "retrain_cycle": cycle}
         text += "\n" + _print_cycle(cycle)
+        code = cycle_exit(cycle)
     _out(doc, as_json, text)
+    if code != ExitCode.OK:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -195,7 +204,7 @@ def status(
     latest = FleetRunStore(settings.resolved_log_store_url).latest(spec.name)
     if latest is None:
         typer.echo("no fleet run yet: run `driftlight fleet monitor --day YYYY-MM-DD`", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     from core.fleet_queue import queue_summary
 
     queue = queue_summary(settings.resolved_log_store_url, spec.name)
@@ -233,6 +242,15 @@ def _print_cycle(c: dict[str, Any]) -> str:
     return "\n".join([head, *[f"  {d['action']:<11} {d['segment']:<9} {d['reason'][:140]}" for d in c["decisions"]]])
 
 
+def cycle_exit(cycle: dict[str, Any]) -> ExitCode:
+    """A retrain cycle's exit code (README "Exit codes"): 1 if a model's retrain crashed, else 4 if a
+    retrained model was refused (the gate, too few labels), else 0 (all promoted, or none was due;
+    a model over the budget stays queued and is not a refusal)."""
+    if cycle.get("failed"):
+        return ExitCode.FAILED
+    return ExitCode.REFUSED if cycle["refused"] else ExitCode.OK
+
+
 def _cycle(settings: Settings, spec: Any, *, budget: int | None, dry_run: bool, as_json: bool) -> dict[str, Any]:
     from core.fleet import FleetRunStore
     from core.fleet_queue import QueueStore
@@ -249,7 +267,7 @@ def _cycle(settings: Settings, spec: Any, *, budget: int | None, dry_run: bool, 
     latest = FleetRunStore(url).latest(spec.name)
     if latest is None:
         typer.echo("no fleet run yet: run `driftlight fleet monitor --day YYYY-MM-DD` first", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     policy = load_policy()
     res = run_cycle(
         contract, registry_from_settings(settings), log_store_from_settings(settings, contract), RunStore(url),
@@ -271,11 +289,17 @@ def retrain(
     as_json: JsonOpt = False,
 ) -> None:
     """One retrain cycle on the latest fleet run: queue red models, notify yellow owners, retrain the
-    K best (expected gain x traffic) through the gate, promote the winners."""
+    K best (expected gain x traffic) through the gate, promote the winners.
+
+    Exits 0 when every retrained model was promoted (or none was due), 4 when one was refused, 1 when
+    one's retrain crashed (its champion unchanged); the JSON says which.
+    """
     settings = _settings(home=home)
     spec = _spec(settings, fleet)
     cycle = _cycle(settings, spec, budget=budget, dry_run=dry_run, as_json=as_json)
     _out(cycle, as_json, _print_cycle(cycle))
+    if (code := cycle_exit(cycle)) != ExitCode.OK:
+        raise typer.Exit(code)
 
 
 def _out(data: Any, as_json: bool, text: str) -> None:

@@ -28,7 +28,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -95,11 +95,30 @@ CONCEPTS: dict[str, tuple[str, LabelFault]] = {
 }
 
 
-class FleetTraffic:
-    """The fleet's champions loaded in process, serving frames of flights into a log store."""
+def serial_ids(start: int = 1) -> Iterator[str]:
+    """Prediction ids start, start + 1, ... as 32 hex digits (never a drill id: core.ids marks those
+    at digit 12, which stays 0 here).
 
-    def __init__(self, registry: Registry, spec: FleetSpec, contract: Contract, store: LogStore) -> None:
+    For a drill that must give the same answer twice: the log is read back ordered by (event time,
+    prediction id), and the flights of one hour share their event time, so uuid4 ids handed them back
+    in a new order each run; `concept_power`'s seeded label shuffle, applied by position, then gave
+    different flights each label (two runs on one fleet found 0 and 1 of 30 shuffled routes red).
+    With these ids the log holds each hour's flights in the order they were served, run after run.
+    Unique within one iterator: give one `FleetTraffic` per store, or one iterator to all of them."""
+    return (f"{n:032x}" for n in itertools.count(start))
+
+
+class FleetTraffic:
+    """The fleet's champions loaded in process, serving frames of flights into a log store.
+
+    `ids`: where prediction ids come from (default a uuid4 each, as the service's are random);
+    `serial_ids()` makes the log, and everything read from it, the same on every run."""
+
+    def __init__(
+        self, registry: Registry, spec: FleetSpec, contract: Contract, store: LogStore, *, ids: Iterator[str] | None = None
+    ) -> None:
         self.spec, self.contract, self.store = spec, contract, store
+        self._ids = ids
         versions = champion_versions(registry, spec)
         self.router = FleetRouter(spec)
         self.router.reload(registry)
@@ -155,7 +174,7 @@ class FleetTraffic:
         rows, lab = [], []
         for i, rec in enumerate(sc.records):
             name, version, thr = sc.per_row[i]
-            pid = uuid.uuid4().hex
+            pid = next(self._ids) if self._ids is not None else uuid.uuid4().hex
             p, x = sc.probabilities[i], sc.features[i]
             rows.append(
                 {"prediction_id": pid, "served_at": now, "event_time": rec["time_hour"], "model_name": name,
@@ -369,6 +388,25 @@ def concept_drills(
     }  # fmt: skip
 
 
+def concept_labels(
+    logged: pd.DataFrame, seg: pd.Series, faulty: Sequence[str], inject: LabelFault, rng: np.random.Generator,
+    received_at: datetime,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The labels `inject` gives the `faulty` routes' rows of `logged` (labelled rows of the log, as
+    `iter_predictions` orders them; `seg`: each row's route), route by route in `faulty`'s order, as
+    label rows for `LogStore.upsert_labels`. A shuffle moves labels by position: the same log order
+    (`serial_ids`) and the same `rng` state give the same labels to the same flights."""
+    out: list[dict[str, Any]] = []
+    for s in faulty:
+        mine = logged[(seg == s).to_numpy()]
+        y = inject(mine["label"].astype("float64"), rng)
+        out += [
+            {"prediction_id": p, "label": int(v), "received_at": received_at}
+            for p, v in zip(mine["prediction_id"], y, strict=True)
+        ]
+    return out
+
+
 def concept_power(
     traffic: FleetTraffic, refs: Mapping[str, ModelRef], frame: pd.DataFrame, spec: FleetSpec, policy: PolicySettings,
     day: date, candidates: Sequence[str], k: int, draws: int, rng: np.random.Generator, workdir: Path,
@@ -407,13 +445,7 @@ def concept_power(
             with closing(sqlite3.connect(base)) as src, closing(sqlite3.connect(db)) as dst:
                 src.backup(dst)  # the log is in WAL mode: a file copy would miss what the WAL holds
             store = LogStore(f"sqlite:///{db}", traffic.contract, names)
-            lab = []
-            for s in faulty:
-                mine = logged[(seg == s).to_numpy()]
-                y = inject(mine["label"].astype("float64"), rng)
-                pids = mine["prediction_id"]
-                lab += [{"prediction_id": p, "label": int(v), "received_at": later} for p, v in zip(pids, y, strict=True)]
-            store.upsert_labels(lab)
+            store.upsert_labels(concept_labels(logged, seg, faulty, inject, rng, later))
             counts, _ = count_local(refs, store, lo, hi, tz)
             store.engine.dispose()
             for c in cadences:
@@ -486,7 +518,7 @@ def main() -> None:
     db.unlink(missing_ok=True)
     store = LogStore(f"sqlite:///{db}", contract, names)
     store.create_schema()
-    traffic = FleetTraffic(registry, spec, contract, store)
+    traffic = FleetTraffic(registry, spec, contract, store, ids=serial_ids())  # the same log on every run
     out["load_seconds"] = round(time.perf_counter() - t0, 1)
     frame = on_days(contract, data, control)
     traffic.serve(frame)

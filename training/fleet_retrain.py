@@ -126,6 +126,7 @@ class SegmentRetrain:
     rows: dict[str, int] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    failed: bool = False  # refused because the retrain crashed (not the gate's or the data's verdict)
 
     def holdout_auc(self, side: str) -> float:
         return float(((self.evidence.get(side) or {}).get("metrics") or {}).get("roc_auc", float("nan")))
@@ -296,6 +297,7 @@ class CycleResult:
             "decisions": [d.as_dict() for d in self.decisions],
             "promoted": sum(r.status == PROMOTED for r in self.retrains),
             "refused": sum(r.status == REFUSED for r in self.retrains),
+            "failed": sum(r.failed for r in self.retrains),  # of the refused: crashed
         }
 
 
@@ -375,7 +377,8 @@ def run_cycle(
                 )  # fmt: skip
             except Exception as exc:  # the alias moves last: a crash leaves the champion serving
                 log.exception("fleet retrain of %s failed", i.model_name)
-                r = SegmentRetrain(i.model_name, REFUSED, [f"retrain failed: {type(exc).__name__}: {exc}"], i.version)
+                crash = [f"retrain failed: {type(exc).__name__}: {exc}"]
+                r = SegmentRetrain(i.model_name, REFUSED, crash, i.version, failed=True)
                 runs.record_event(
                     "failed", model_name=i.model_name, from_version=i.version, to_version=None, reasons=r.reasons, at=at
                 )

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from core.registry import GATE_REFUSED_EXIT
+from core.exit_codes import ExitCode
 from service.context import ServiceContext
 from service.errors import ErrorOut, error_response, item
 from service.schemas import PromoteIn, RollbackIn
@@ -108,7 +108,7 @@ def router(ctx: ServiceContext) -> APIRouter:
             text=True,
             timeout=600,
         )
-        if proc.returncode not in (0, GATE_REFUSED_EXIT):
+        if proc.returncode not in (ExitCode.OK, ExitCode.REFUSED):  # refused: a 409 with the gate's reasons
             stderr = proc.stderr.strip()
             detail = item(args[0], "invalid_value", "a change the registry allows", " ".join(args[1:]) or None, stderr[-500:])
             return error_response(409, "lifecycle_refused", (stderr.splitlines() or ["failed"])[-1][:500], [detail])

@@ -9,7 +9,7 @@ this to about a minute; `python -m drills.fleet` runs the same drills on the ful
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,16 @@ from core.logstore import LogStore
 from core.registry import InMemoryRegistry
 from data_contracts.fleet import load_fleet
 from data_contracts.windows import on_days
-from drills.fleet import CONCEPTS, FleetTraffic, concept_drill, fault_drill, own_segments
+from drills.fleet import (
+    CONCEPTS,
+    FleetTraffic,
+    concept_drill,
+    concept_labels,
+    fault_drill,
+    own_segments,
+    segments,
+    serial_ids,
+)
 from features.pipeline import build_features
 from monitoring.policy import load_policy
 from training.fleet import train_fleet
@@ -164,3 +173,33 @@ def test_the_concept_faults_change_labels_only_as_named() -> None:
     assert shuffled.sum() == y.sum() and (shuffled != y).mean() > 0.2  # the rate kept, the rows moved
     half = CONCEPTS["concept-permuted-half"][1](y, np.random.default_rng(0))
     assert half.sum() == y.sum() and 0 < (half != y).mean() < (shuffled != y).mean()
+
+
+def test_the_shuffled_labels_of_concept_power_are_the_same_run_after_run(small_fleet, contract, flights, tmp_path) -> None:
+    """docs/fleet.md: two runs of `python -m drills.fleet` on one fleet found 0 and 1 of 30 shuffled
+    routes red. The log is read back by (event time, prediction id), and one hour's flights share their
+    event time: with uuid4 ids they came back in a new order each run, and the seeded shuffle gave the
+    flights other labels. Served with `serial_ids()`, as the drill now is, two runs label every flight
+    alike (compared by what the ROC AUC sees: hour, model, probability and label; not by id)."""
+    spec, registry, _, _, control = small_fleet
+    frame = on_days(contract, flights, control[-7:])
+    faulty = own_segments(registry, spec)[:2]
+    shuffle = CONCEPTS["concept-permuted"][1]
+    runs = []
+    for run in ("first", "second"):
+        traffic = FleetTraffic(registry, spec, contract, store_for(tmp_path, contract, run), ids=serial_ids())
+        traffic.serve(frame)
+        logged = pd.concat(list(traffic.store.iter_predictions(None, None, chunksize=100_000)), ignore_index=True)
+        logged = logged[logged["label"].notna()].reset_index(drop=True)
+        lab = concept_labels(logged, segments(spec, logged), faulty, shuffle, np.random.default_rng(0), datetime.now(UTC))
+        row = logged.set_index("prediction_id")
+        runs.append(
+            sorted(
+                (str(row.at[r["prediction_id"], "event_time"]), row.at[r["prediction_id"], "model_name"],
+                 float(row.at[r["prediction_id"], "probability"]), r["label"], int(row.at[r["prediction_id"], "label"]))
+                for r in lab
+            )
+        )  # fmt: skip
+    first, second = runs
+    assert len(first) > 200 and sum(new != old for *_, new, old in first) > 20  # the shuffle moved labels
+    assert first == second

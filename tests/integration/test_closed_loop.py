@@ -13,6 +13,7 @@ This module trains its own champion: promotion moves aliases, which other tests 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,9 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from core.exit_codes import ExitCode
 from core.logstore import LogStore
 from core.monitor_job import Monitor
 from core.registry import registry_from_settings
@@ -33,6 +36,7 @@ from core.runs import RunStore
 from core.server_process import stop_server, wait_ready
 from core.settings import Settings
 from data_contracts.windows import select_window
+from driftlight.cli import app as cli_app
 from drills.calibrate import log_frame
 from features.pipeline import build_features
 from tests.integration.test_server import free_port, metric
@@ -93,7 +97,7 @@ def loop(tmp_path_factory, contract, flights):
     return settings, registry, store, RunStore(settings.resolved_log_store_url), result.version
 
 
-def test_gate_refuses_a_worse_challenger_and_the_champion_stays(loop, contract, flights, tmp_path):
+def test_gate_refuses_a_worse_challenger_and_the_champion_stays(loop, contract, flights, tmp_path, monkeypatch):
     settings, registry, _, _, _ = loop
     champion = registry.alias_version(settings.model_name, CHAMPION)
     # A log whose June labels are noise (a broken label join) but whose July labels are true.
@@ -116,6 +120,14 @@ def test_gate_refuses_a_worse_challenger_and_the_champion_stays(loop, contract, 
     assert event["to_version"] == out.challenger_version and event["evidence"]["challenger"]["metrics"]["roc_auc"] < 0.6
     tags = {v.version: v.tags for v in registry.versions(settings.model_name)}[out.challenger_version]
     assert tags["gate_decision"] == "refused" and "primary_roc_auc" in tags["gate_reasons"]
+    # `driftlight promote` of that challenger goes through the same gate (on July 1-7, true labels) and
+    # exits 4, not the missing extra's 3 (README "Exit codes"). On the noisy log: a refusal in the
+    # shared run store would put the tests below in cooldown.
+    monkeypatch.setenv("DRIFTLIGHT_LOG_STORE_URL", url)
+    r = CliRunner().invoke(cli_app, ["promote", out.challenger_version, "--home", str(settings.home), "--json"])
+    assert r.exit_code == ExitCode.REFUSED == 4, r.output
+    assert json.loads(r.stdout)["action"] == "refused"
+    assert registry.alias_version(settings.model_name, CHAMPION) == champion
 
 
 def test_too_few_labels_are_refused_with_the_reason(loop, contract, tmp_path):
