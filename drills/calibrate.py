@@ -588,10 +588,22 @@ def run(
     return res
 
 
-def _nongreen(rows: list[dict]) -> str:
+def _nongreen(rows: list[dict], *, interval: bool = False) -> str:
     n, _gr, ye, re_, ne = _counts(rows)
     judged = n - ne
-    return f"{ye + re_} of {judged} judged non-green ({(ye + re_) / max(judged, 1):.1%}), {re_} red"
+    ci = f", 95 % interval {rate_interval(ye + re_, judged)}" if interval else ""
+    return f"{ye + re_} of {judged} judged non-green ({(ye + re_) / max(judged, 1):.1%}{ci}), {re_} red"
+
+
+def rate_interval(k: int, n: int, level: float = 0.95) -> str:
+    """The exact (Clopper-Pearson) interval of a rate seen as `k` of `n` independent windows, as
+    "lo-hi %": how much a false-alarm rate measured on a few dozen days can say."""
+    if n <= 0:
+        return "-"
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return f"{100 * ci.low:.1f}-{100 * ci.high:.1f} %"
 
 
 def _counts(rows: list[dict]) -> tuple[int, int, int, int, int]:
@@ -670,8 +682,8 @@ def markdown(res: dict) -> str:
     L += [
         "## Held-out control days: false alarms",
         "",
-        "| windows | judged | green | yellow | red | non-green rate | red rate | reasons first |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| windows | judged | green | yellow | red | non-green rate | 95 % interval | red rate | reasons first |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for g in ("control 1 d", "control 7 d", "control 28 d", "control random 2,000 rows"):
         rows = nd[g]
@@ -680,9 +692,21 @@ def markdown(res: dict) -> str:
         tops = Counter(r["top"] for r in rows if r["status"] in ("yellow", "red"))
         why = ", ".join(f"{k} ({v})" for k, v in tops.most_common(4)) or "-"
         rate, red = (ye + re_) / max(judged, 1), re_ / max(judged, 1)
-        L.append(f"| {g} | {judged} of {n} | {gr} | {ye} | {re_} | {rate:.1%} | {red:.1%} | {why} |")
+        # 1-day windows are distinct days; the 7-day ones slide by a day (they share 6 of 7 days) and
+        # the random-row ones share days: not independent windows, so no binomial interval for them
+        ci = rate_interval(ye + re_, judged) if g == "control 1 d" else "-"
+        L.append(f"| {g} | {judged} of {n} | {gr} | {ye} | {re_} | {rate:.1%} | {ci} | {red:.1%} | {why} |")
     pooled = [(nd[f"validation {c} d"] + nd[f"control {c} d"], c) for c in (1, 7)]
-    L += [""] + [f"Every no-drift {c}-day window, validation and control together: {_nongreen(rows)}." for rows, c in pooled]
+    L += [""] + [
+        f"Every no-drift {c}-day window, validation and control together: {_nongreen(rows, interval=c == 1)}."
+        for rows, c in pooled
+    ]
+    L += [
+        "",
+        "The interval is exact (Clopper-Pearson) for independent days: a rate measured on a few dozen",
+        "days cannot tell 5 % from 8 % (1-day windows only: 7-day windows slide by one day and share",
+        "six of their seven days, so counting them as independent would overstate what they show).",
+    ]
     if "null_coverage" in res:
         L += [
             "",

@@ -48,3 +48,15 @@ def test_a_fault_that_leaves_a_window_unchanged_is_counted_apart_and_named():
         "F -> C (temp)": {1: {"judged": 38, "changed": 38, "success_changed": 1.0}},
     }
     assert untouched_windows(faults) == ["precip inches -> mm: 1 d 26 of 38 windows unchanged, success on the 12 it changed 92%"]
+
+
+def test_a_false_alarm_rate_comes_with_its_exact_interval():
+    """2 of 24 control days is 8.3 %, and the exact 95 % interval says how little 24 days can tell:
+    it holds both 5 % and 20 % (the bounds are the Beta quantiles of Clopper-Pearson: beta.ppf(0.025, 2,
+    23) = 0.0103, beta.ppf(0.975, 3, 22) = 0.2700)."""
+    from drills.calibrate import rate_interval
+
+    assert rate_interval(2, 24) == "1.0-27.0 %"
+    assert rate_interval(0, 14) == "0.0-23.2 %"  # no alarm in 14 days still allows 23 %
+    assert rate_interval(24, 24).endswith("-100.0 %")
+    assert rate_interval(0, 0) == "-"
