@@ -7,7 +7,12 @@ and speaks SQLite (the embedded default) and PostgreSQL (`postgresql+psycopg://`
   (named exactly like the field) and one `f_<feature>` column per served feature (Zinkevich #29:
   log the features the model actually saw, so training/serving skew can be measured).
 - `labels`: one row per prediction id, the latest known outcome. No foreign key on purpose: a label
-  can arrive before its prediction row has been flushed by the batched writer.
+  can arrive before its prediction row has been flushed by the batched writer. `seq` (indexed) is
+  the label write sequence: every insert and every effective correction sets a new, larger value,
+  and the values any snapshot holds are a prefix of all values (SQLite computes it under its write
+  lock; PostgreSQL takes nextval under an advisory lock held to commit), so "seq > watermark" is
+  exactly the label writes a reader has not seen (the Parquet archive's label overlay).
+  `create_schema` adds the column to a labels table created before it.
 
 - `log_quarantine`: the dead-letter table. A row the store cannot hold (an event time that overflows
   in UTC, NUL in a text field, a missing key) is kept here whole, as escaped JSON, with the reason,
@@ -341,7 +346,7 @@ class LogStore:
             # write (committed, or earlier in this transaction) and takes a larger value. A snapshot
             # (a reader's) therefore holds exactly the writes with seq <= its largest seq.
             seq: Any = select(func.coalesce(func.max(lab.c.seq), 0) + 1).scalar_subquery()
-            ins = sqlite.insert(lab).values(seq=seq)
+            ins: Any = sqlite.insert(lab).values(seq=seq)
         else:
             # Allocated in the order of the label lock `upsert_labels` takes (see there).
             ins = postgresql.insert(lab).values(seq=self.label_sequence.next_value())
