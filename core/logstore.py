@@ -7,7 +7,12 @@ and speaks SQLite (the embedded default) and PostgreSQL (`postgresql+psycopg://`
   (named exactly like the field) and one `f_<feature>` column per served feature (Zinkevich #29:
   log the features the model actually saw, so training/serving skew can be measured).
 - `labels`: one row per prediction id, the latest known outcome. No foreign key on purpose: a label
-  can arrive before its prediction row has been flushed by the batched writer.
+  can arrive before its prediction row has been flushed by the batched writer. `seq` (indexed) is
+  the label write sequence: every insert and every effective correction sets a new, larger value,
+  and the values any snapshot holds are a prefix of all values (SQLite computes it under its write
+  lock; PostgreSQL takes nextval under an advisory lock held to commit), so "seq > watermark" is
+  exactly the label writes a reader has not seen (the Parquet archive's label overlay).
+  `create_schema` adds the column to a labels table created before it.
 
 - `log_quarantine`: the dead-letter table. A row the store cannot hold (an event time that overflows
   in UTC, NUL in a text field, a missing key) is kept here whole, as escaped JSON, with the reason,
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -51,9 +57,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import Sequence as SqlSequence
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateSequence, CreateTable
 
 from data_contracts.contract import Contract, FieldSpec
 
@@ -79,6 +86,9 @@ MAX_IDENTIFIER_LENGTH = 63
 QUARANTINE_TABLE = "log_quarantine"
 # Any constant works: it only has to be the same in every process that creates the schema.
 _SCHEMA_LOCK_KEY = 0x647269667431  # "drift1"
+# Held by every label write transaction on PostgreSQL (see `upsert_labels`); distinct from the above.
+_LABEL_LOCK_KEY = 0x6C6162656C73  # "labels"
+LABEL_SEQUENCE = "label_write_seq"
 
 
 class InvalidRowError(ValueError):
@@ -237,7 +247,14 @@ class LogStore:
             Column("prediction_id", String(ID_LENGTH), primary_key=True),
             Column("label", Integer(), nullable=False),
             Column("received_at", DateTime(), nullable=False),
+            # The label write sequence: every insert and every effective correction sets a new, larger
+            # value (`upsert_labels`), so "labels changed since X" is one index range. Nullable: a table
+            # migrated from before it, or a row written by an older writer, may lack one.
+            Column("seq", BigInteger()),
+            Index("ix_labels_seq", "seq"),
         )
+        # PostgreSQL's source of `seq` (SQLite computes it inside the write statement instead).
+        self.label_sequence = SqlSequence(LABEL_SEQUENCE, metadata=self.metadata)
         self.quarantine_table = Table(
             QUARANTINE_TABLE,
             self.metadata,
@@ -260,6 +277,7 @@ class LogStore:
         self._insert_predictions = self._build_prediction_insert()
         self._insert_predictions_sql = self._compile_positional(self._insert_predictions, self.predictions)
         self._upsert_labels = self._build_label_upsert()
+        self._label_seq_column = False  # True once the labels table is known to have `seq`
 
     # -- construction --------------------------------------------------------------------------
     def _check_names(self) -> None:
@@ -321,13 +339,24 @@ class LogStore:
         return ins.on_conflict_do_nothing(index_elements=["prediction_id"])
 
     def _build_label_upsert(self) -> Any:
-        ins = (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(self.labels)
+        lab = self.labels
+        if self.dialect == "sqlite":
+            # Computed per row of the executemany, inside the write statement: SQLite lets one writer
+            # hold the database's write lock until it commits, so each row sees every earlier label
+            # write (committed, or earlier in this transaction) and takes a larger value. A snapshot
+            # (a reader's) therefore holds exactly the writes with seq <= its largest seq.
+            seq: Any = select(func.coalesce(func.max(lab.c.seq), 0) + 1).scalar_subquery()
+            ins: Any = sqlite.insert(lab).values(seq=seq)
+        else:
+            # Allocated in the order of the label lock `upsert_labels` takes (see there).
+            ins = postgresql.insert(lab).values(seq=self.label_sequence.next_value())
         # The latest received_at wins: a correction replaces the label, a replayed older label (a
-        # retried batch, a spool file recovered late) does not undo a correction.
+        # retried batch, a spool file recovered late) does not undo a correction. Only a row the
+        # where-clause lets through gets the new seq: an ignored replay keeps its old one.
         return ins.on_conflict_do_update(
             index_elements=["prediction_id"],
-            set_={"label": ins.excluded.label, "received_at": ins.excluded.received_at},
-            where=ins.excluded.received_at >= self.labels.c.received_at,
+            set_={"label": ins.excluded.label, "received_at": ins.excluded.received_at, "seq": ins.excluded.seq},
+            where=ins.excluded.received_at >= lab.c.received_at,
         )
 
     # -- schema ---------------------------------------------------------------------------------
@@ -338,16 +367,43 @@ class LogStore:
         """
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog;
                 # serialise schema creation across processes for this transaction.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                conn.execute(CreateSequence(self.label_sequence, if_not_exists=True))
+            else:
+                # Python's sqlite3 runs DDL outside any transaction; take the write lock explicitly,
+                # so two workers cannot both see an old labels table and both migrate it.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             for table in self.metadata.sorted_tables:
                 conn.execute(CreateTable(table, if_not_exists=True))
+            self._migrate_label_seq(conn)
+            for table in self.metadata.sorted_tables:
                 for index in sorted(table.indexes, key=lambda i: str(i.name)):
                     conn.execute(CreateIndex(index, if_not_exists=True))
+            conn.commit()
         self._check_columns()
+
+    def _migrate_label_seq(self, conn: Any) -> None:
+        """Give `labels` its `seq` column if it predates it, and a seq to every row without one.
+
+        Runs inside `create_schema`'s transaction (PostgreSQL: under the schema lock; SQLite: holding
+        the write lock), so concurrent workers migrate once. Rows without a seq (all of them after
+        the ALTER, or rows an older writer inserted since) get distinct values above every seq
+        already given, so none of them can hide below a watermark a reader has already taken.
+        Other missing columns are left to `_check_columns` to refuse, as before.
+        """
+        if "seq" not in {c["name"] for c in inspect(conn).get_columns(self.labels.name)}:
+            conn.exec_driver_sql("ALTER TABLE labels ADD COLUMN seq BIGINT")
+        if self.dialect == "postgresql":
+            # The label lock too: these seqs must commit in order with concurrent label writers'.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LABEL_LOCK_KEY})
+            conn.exec_driver_sql(f"UPDATE labels SET seq = nextval('{LABEL_SEQUENCE}') WHERE seq IS NULL")
+        else:
+            top = conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM labels").scalar_one()
+            conn.exec_driver_sql("UPDATE labels SET seq = ? + rowid WHERE seq IS NULL", (int(top),))
 
     def _check_columns(self) -> None:
         insp = inspect(self.engine)
@@ -437,6 +493,14 @@ class LogStore:
             if prev is None or p["received_at"] >= prev["received_at"]:
                 latest[p["prediction_id"]] = p
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Concurrent transactions can commit sequence values out of order (101 visible while
+                # 100 is not yet), and a reader taking "the largest seq it sees" as its watermark
+                # would then never look for 100. Label writers hold this lock from before their
+                # nextval until their commit, so they allocate and commit in one order; PostgreSQL
+                # makes a commit visible before it releases the transaction's locks (xact.c,
+                # CommitTransaction), so the seqs any snapshot sees are a prefix of all seqs.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LABEL_LOCK_KEY})
             result = conn.execution_options(preserve_rowcount=True).execute(self._upsert_labels, list(latest.values()))
             return max(result.rowcount, 0)
 
@@ -622,14 +686,74 @@ class LogStore:
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
 
-    def labels_table(self, since: datetime | None = None, *, reader: Literal["auto", "arrow", "sqlalchemy"] = "auto") -> Any:
-        """The current labels as an Arrow table: `prediction_id` (string), `label` (int64),
-        `received_at` (timestamp[us, UTC]), those with `received_at >= since` (None = all).
+    def has_label_seq(self) -> bool:
+        """True if the labels table has its write sequence column (`create_schema` adds it)."""
+        if not self._label_seq_column:  # only ever added: a True is kept, a False is asked again
+            self._label_seq_column = "seq" in {c["name"] for c in inspect(self.engine).get_columns(self.labels.name)}
+        return self._label_seq_column
 
-        The Parquet archive keeps predictions only and joins labels through this at read time, so a
-        label (or a correction) that arrives after a day was archived is never missed. Same reader
-        rules as `iter_predictions`: ADBC where it is safe, else the DB-API cursor (tuples, but of
-        three narrow columns, and the filter runs inside the database).
+    def label_seq_complete(self) -> bool:
+        """True if every label row has its write sequence number (`seq`): the table has the column
+        and no row lacks a value (a writer older than the column inserts rows without one, and
+        corrects rows without bumping theirs). Only then can "labels with seq > watermark" stand
+        for "labels changed since"."""
+        if not self.has_label_seq():
+            return False
+        q = select(self.labels.c.prediction_id).where(self.labels.c.seq.is_(None)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is None
+
+    def event_day_labels(self, start: datetime, end: datetime) -> tuple[Any, int]:
+        """The labels of the predictions with `start <= event_time < end` (aware datetimes), and the
+        label watermark, both read by one statement.
+
+        Returns (Arrow table `prediction_id`, `label` (int64, null = no label yet), `received_at`
+        (timestamp[us, UTC]); one row per prediction, in no particular order), watermark: the
+        largest label `seq` in the whole table as the same statement saw it (0 for no rows). One
+        statement is one snapshot on both dialects, and the seqs a snapshot holds are a prefix of
+        all seqs (`upsert_labels`), so the table holds every label write with seq <= watermark and
+        any later write has a larger seq.
+        """
+        p, lab = self.predictions, self.labels
+        every = lab.alias("every_label")  # the whole table, not the joined row
+        top = select(func.coalesce(func.max(every.c.seq), 0)).scalar_subquery().label("watermark")
+        stmt = (
+            select(p.c.prediction_id, lab.c.label, lab.c.received_at, top)
+            .select_from(p.outerjoin(lab, lab.c.prediction_id == p.c.prediction_id))
+            .where(p.c.event_time >= to_utc_naive(start), p.c.event_time < to_utc_naive(end))
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:  # no rows, no labels to vouch for: 0 is the watermark that claims nothing
+            return _labels_arrow([], [], []), 0
+        ids, labels, received, marks = (list(c) for c in zip(*rows, strict=True))
+        return _labels_arrow(ids, labels, received), int(marks[0])
+
+    def label_changes(self, after_seq: int) -> list[tuple[datetime, int]]:
+        """(event_time (aware UTC), seq) of each prediction whose label has `seq > after_seq`: what
+        changed since a watermark, from the seq index (usually few rows)."""
+        p, lab = self.predictions, self.labels
+        q = select(p.c.event_time, lab.c.seq).select_from(lab.join(p, p.c.prediction_id == lab.c.prediction_id))
+        with self.engine.connect() as conn:
+            return [(_as_utc(t), int(s)) for t, s in conn.execute(q.where(lab.c.seq > after_seq))]
+
+    def labels_table(
+        self,
+        since: datetime | None = None,
+        *,
+        after_seq: int | None = None,
+        reader: Literal["auto", "arrow", "sqlalchemy"] = "auto",
+    ) -> Any:
+        """The current labels as an Arrow table: `prediction_id` (string), `label` (int64),
+        `received_at` (timestamp[us, UTC]), those with `received_at >= since` (None = all) and
+        `seq > after_seq` or no seq (None = all; see `event_day_labels` for why a seq watermark is
+        exact).
+
+        The Parquet archive reads through this at read time the labels written since a day's labels
+        file (or, for a day without one, all labels), so a label (or a correction) that arrives after
+        a day was archived is never missed. Same reader rules as `iter_predictions`: ADBC where it is
+        safe, else the DB-API cursor (tuples, but of three narrow columns, and the filter runs inside
+        the database).
         """
         import pyarrow as pa
 
@@ -637,16 +761,21 @@ class LogStore:
         cols = [lab.c.prediction_id, lab.c.label, lab.c.received_at]
         stmt = select(*cols)
         lo = to_utc_naive(since) if since is not None else None
+        values: list[Any] = []
         if lo is not None:
             stmt = stmt.where(lab.c.received_at >= lo)
+            values.append(self._bind_datetime(lo) if self.dialect == "sqlite" else lo)
+        if after_seq is not None:
+            # Rows without a seq too: an older writer's insert is news whatever the watermark.
+            stmt = stmt.where((lab.c.seq > int(after_seq)) | lab.c.seq.is_(None))
+            values.append(int(after_seq))
         schema = pa.schema([pa.field(c.name, _arrow_type(c)) for c in cols])
         if reader == "arrow" or (reader == "auto" and self.dialect == "postgresql" and self.arrow_reader_available()):
-            params = [] if lo is None else ([self._bind_datetime(lo)] if self.dialect == "sqlite" else [lo])
             conn = self._adbc_connect()
             try:
                 cur = conn.cursor()
                 try:
-                    cur.execute(self._adbc_sql(stmt, len(params)), params or None)
+                    cur.execute(self._adbc_sql(stmt, len(values)), values or None)
                     batches = [_conform(b, schema) for b in cur.fetch_record_batch()]
                 finally:
                     cur.close()
@@ -655,7 +784,7 @@ class LogStore:
             return pa.Table.from_batches(batches, schema=schema)
         # Raw driver values (SQLite's DATETIME text stays text): Arrow parses them, not Python per row.
         sql = str(stmt.compile(dialect=self.engine.dialect))
-        bound = () if lo is None else ((self._bind_datetime(lo),) if self.dialect == "sqlite" else (lo,))
+        bound = tuple(values)
         raw = self.engine.raw_connection()  # the DB-API cursor: plain tuples, no Row object per label
         try:
             cur = raw.cursor()
@@ -822,6 +951,19 @@ def _frame(rows: Sequence[Any], names: list[str], dtypes: Mapping[str, str]) -> 
         else:
             df[name] = df[name].astype(kind)
     return df
+
+
+def _labels_arrow(ids: list[Any], labels: list[Any], received: list[Any]) -> Any:
+    """Label rows from SQLAlchemy (naive UTC datetimes) as the Arrow table `labels_table` returns."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "prediction_id": pa.array(ids, pa.string()),
+            "label": pa.array(labels, pa.int64()),
+            "received_at": pa.array(received, pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
 
 
 def _arrow_type(col: Any) -> Any:

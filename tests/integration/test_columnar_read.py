@@ -212,3 +212,125 @@ def test_postgres_archive_read_equals_the_row_path(pg_url, tmp_path, contract, b
         _check_archive(store, start, contract, bundle, tmp_path, "auto")
     finally:
         store.dispose()
+
+
+# -- archived labels: each day's labels file, overlaid with the labels written since its watermark ------
+def _check_label_overlay(store: LogStore, contract, tmp_path, reader, monkeypatch) -> None:
+    from core.archive import ArchivedLog, LogArchive
+
+    archive = LogArchive(tmp_path / "archive", store)
+    days = archive.closed_days()[:60]
+    archive.archive(days)
+    assert all(a.labels_path is not None for a in archive.archived().values())
+    source = ArchivedLog(archive, reader=reader)
+    read: list[tuple[int | None, int]] = []  # (after_seq, label rows the database returned) per call
+    real = store.labels_table
+
+    def spy(since=None, *, after_seq=None, reader="auto"):  # type: ignore[no-untyped-def]
+        table = real(since, after_seq=after_seq, reader=reader)
+        read.append((after_seq, table.num_rows))
+        return table
+
+    monkeypatch.setattr(store, "labels_table", spy)
+
+    def check_identical() -> pd.DataFrame:
+        read.clear()
+        got = list(source.iter_predictions(None, None, chunksize=777))
+        want = list(store.iter_predictions(None, None, chunksize=777, reader="sqlalchemy"))
+        assert [len(c) for c in got] == [len(c) for c in want]
+        for a, r in zip(got, want, strict=True):
+            pd.testing.assert_frame_equal(a, r, check_exact=True)
+        return pd.concat(got, ignore_index=True).set_index("prediction_id")
+
+    check_identical()
+    watermark = min(a.label_watermark or 0 for a in archive.archived().values())
+    assert read == [(watermark, 0)]  # nothing changed since archiving: no label row read at all
+
+    # After archiving: a correction, a first label, and a replayed older label (ignored), on three days.
+    rows = [next(store.iter_predictions(*archive.bounds(d), chunksize=50)) for d in days[:3]]
+    corrected = rows[0][rows[0]["label"].notna()].iloc[0]
+    new = rows[1][rows[1]["label"].isna()].iloc[0]
+    replayed = rows[2][rows[2]["label"].notna()].iloc[0]
+    later = corrected["received_at"].to_pydatetime() + timedelta(days=400)
+    store.upsert_labels(
+        [
+            {"prediction_id": corrected["prediction_id"], "label": 1 - int(corrected["label"]), "received_at": later},
+            {"prediction_id": new["prediction_id"], "label": 1, "received_at": later},
+            {"prediction_id": replayed["prediction_id"], "label": 1 - int(replayed["label"]),
+             "received_at": replayed["received_at"].to_pydatetime() - timedelta(hours=1)},
+        ]
+    )  # fmt: skip
+    whole = check_identical()
+    assert read == [(watermark, 2)]  # the two effective writes; the ignored replay kept its seq
+    assert whole.loc[corrected["prediction_id"], "label"] == 1 - int(corrected["label"])
+    assert whole.loc[new["prediction_id"], "label"] == 1
+    assert whole.loc[replayed["prediction_id"], "label"] == int(replayed["label"])
+
+    # archive() rewrites exactly the changed days' labels files (not their predictions), then
+    # reads overlay nothing again.
+    before = archive.archived()
+    assert archive.archive(days) == []
+    after = archive.archived()
+    assert {d for d in days if after[d].label_watermark != before[d].label_watermark} == set(days[:2])
+    assert all(after[d].path.stat().st_mtime_ns == before[d].path.stat().st_mtime_ns for d in days)
+    assert not list(archive.root.glob("*/.*.tmp"))
+    check_identical()
+    assert read == [(watermark, 2)]  # the other days' watermarks are older than the two writes
+    # ... until the days whose watermark lags the newest label write get their labels rewritten too.
+    monkeypatch.setattr("core.archive.LABEL_REFRESH_LAG", 1)
+    assert archive.archive(days) == []
+    lagging = [d for d in days if after[d].label_watermark < max(a.label_watermark for a in after.values()) - 1]
+    assert lagging and all(archive.archived()[d].label_watermark > after[d].label_watermark for d in lagging)
+    check_identical()
+    assert read == [(min(a.label_watermark or 0 for a in archive.archived().values()), 0)]
+
+    # An archive from before labels files reads identically through the full label lookup, and
+    # the next archive() gives its days labels files.
+    for f in archive.root.glob("*/labels.parquet"):
+        f.unlink()
+    check_identical()
+    assert [after_seq for after_seq, _ in read] == [None]
+    assert archive.archive(days) == [] and all(a.labels_path is not None for a in archive.archived().values())
+    check_identical()
+    assert [n for _, n in read] == [0]
+
+    # A label written by a writer older than the seq column (no seq): the full label lookup again.
+    archived = pd.concat(store.iter_predictions(archive.bounds(days[0])[0], archive.bounds(days[-1])[1], reader="sqlalchemy"))
+    unlabelled = archived[archived["label"].isna()].iloc[0]
+    with store.engine.begin() as conn:
+        conn.execute(
+            store.labels.insert().values(
+                prediction_id=unlabelled["prediction_id"], label=0, received_at=later.replace(tzinfo=None)
+            )
+        )
+    assert not store.label_seq_complete()
+    whole = check_identical()
+    assert [after_seq for after_seq, _ in read] == [None] and whole.loc[unlabelled["prediction_id"], "label"] == 0
+
+    # A row before the first archived day, logged after archiving: the window's open start is read
+    # from the database again (it is skipped only while the event-time index says it is empty).
+    first = next(store.iter_predictions(None, None, chunksize=1)).iloc[0]
+    early = first["event_time"].to_pydatetime() - timedelta(days=2)
+    inputs = {f: (None if pd.isna(first[f]) else first[f]) for f in contract.field_names}
+    inputs[contract.timestamp_field] = early
+    row = {"prediction_id": "early-row-after-archiving", "served_at": first["served_at"].to_pydatetime(), "event_time": early,
+           "model_name": "flights-late", "model_version": "1", "probability": 0.5, "late": 0, "warnings": [], "inputs": inputs,
+           "features": {}}  # fmt: skip
+    assert store.insert_predictions([row]) == 1
+    assert "early-row-after-archiving" in check_identical().index
+
+
+def test_sqlite_archived_labels_see_later_writes_exactly(tmp_path, contract, bundle, flights, monkeypatch):
+    store, _ = _store(f"sqlite:///{tmp_path / 'log.db'}", contract, bundle, flights)
+    try:
+        _check_label_overlay(store, contract, tmp_path, "sqlalchemy", monkeypatch)
+    finally:
+        store.dispose()
+
+
+def test_postgres_archived_labels_see_later_writes_exactly(pg_url, tmp_path, contract, bundle, flights, monkeypatch):
+    store, _ = _store(pg_url, contract, bundle, flights)
+    try:
+        _check_label_overlay(store, contract, tmp_path, "auto", monkeypatch)
+    finally:
+        store.dispose()

@@ -231,6 +231,119 @@ def test_labels_are_idempotent_and_later_labels_correct_earlier_ones(store: LogS
     assert store.count_labels() == 2
 
 
+def label_seqs(store: LogStore) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {pid: seq for pid, seq in conn.execute(select(store.labels.c.prediction_id, store.labels.c.seq))}
+
+
+@pytest.mark.unit
+def test_every_effective_label_write_takes_a_larger_seq(store: LogStore) -> None:
+    t1 = datetime(2013, 4, 2, tzinfo=UTC)
+    store.upsert_labels([make_label("a", 1, t1), make_label("b", 0, t1), make_label("c", 1, t1)])
+    first = label_seqs(store)
+    assert first["a"] < first["b"] < first["c"]  # per row of one executemany, in batch order
+    # A correction and a new label take new, larger seqs; a replayed older label keeps its old one.
+    store.upsert_labels(
+        [make_label("a", 0, t1 + timedelta(hours=1)), make_label("b", 1, t1 - timedelta(hours=1)), make_label("d", 1, t1)]
+    )
+    second = label_seqs(store)
+    assert labels_by_id(store) == {"a": 0, "b": 0, "c": 1, "d": 1}
+    assert second["b"] == first["b"] and second["c"] == first["c"]
+    assert max(first.values()) < second["a"] < second["d"]
+    # "Changed since a watermark" is exactly the writes after it, from the seq index alone.
+    changed = store.labels_table(after_seq=max(first.values()), reader="sqlalchemy")
+    assert changed.column("prediction_id").to_pylist() == ["a", "d"]
+    assert changed.column("label").to_pylist() == [0, 1]
+    # Another ignored replay, then a correction in a later transaction: still above everything.
+    store.upsert_labels([make_label("d", 0, t1 - timedelta(days=1))])
+    assert label_seqs(store) == second
+    store.upsert_labels([make_label("c", 0, t1 + timedelta(hours=3))])
+    assert label_seqs(store)["c"] == max(second.values()) + 1
+    assert store.label_seq_complete()
+
+
+OLD_LABELS_DDL = (
+    "CREATE TABLE labels (prediction_id VARCHAR(64) NOT NULL, label INTEGER NOT NULL, "
+    "received_at DATETIME NOT NULL, PRIMARY KEY (prediction_id))"
+)
+
+
+@pytest.mark.unit
+def test_an_old_labels_table_is_migrated_once_under_concurrent_workers(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "log.db"
+    LogStore(f"sqlite:///{db}", CONTRACT, FEATURES).create_schema()
+    with sqlite3.connect(db) as conn:  # the labels table as the schema before `seq` made it
+        conn.execute("DROP TABLE labels")
+        conn.execute(OLD_LABELS_DDL)
+        conn.executemany(
+            "INSERT INTO labels VALUES (?, ?, ?)", [(f"old{i}", i % 2, "2013-04-02 00:00:00.000000") for i in range(50)]
+        )
+    stores = [LogStore(f"sqlite:///{db}", CONTRACT, FEATURES) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def create(s: LogStore) -> None:
+        try:
+            s.create_schema()
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    # Another writer holds the write lock while the four start: they all find the old table
+    # waiting, and only one may migrate it (without the lock, all would run the ALTER TABLE).
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    blocker.execute("COMMIT")
+    blocker.close()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = stores[0]
+    assert labels_by_id(store) == {f"old{i}": i % 2 for i in range(50)}
+    seqs = label_seqs(store)
+    assert sorted(seqs.values()) == list(range(1, 51))  # distinct, one each (SQLite: the rowid)
+    assert store.label_seq_complete()
+    with store.engine.connect() as conn:
+        assert "ix_labels_seq" in {r[1] for r in conn.execute(text("PRAGMA index_list(labels)"))}
+    store.create_schema()  # idempotent
+    assert label_seqs(store) == seqs
+    store.upsert_labels([make_label("old3", 0, datetime(2013, 4, 3, tzinfo=UTC)), make_label("new", 1)])
+    after = label_seqs(store)
+    assert after["old3"] > 50 and after["new"] > after["old3"]
+    for s in stores:
+        s.dispose()
+
+
+@pytest.mark.unit
+def test_rows_an_older_writer_left_without_seq_are_seen_and_numbered_above_the_rest(store: LogStore) -> None:
+    store.upsert_labels([make_label("a", 1), make_label("b", 0)])
+    top = max(label_seqs(store).values())
+    with store.engine.begin() as conn:  # what a writer running the code before `seq` does
+        conn.execute(text("INSERT INTO labels (prediction_id, label, received_at) VALUES ('old', 1, '2013-04-02 00:00:00')"))
+    assert not store.label_seq_complete()
+    # Overlays take such a row whatever the watermark: an older writer's insert is news.
+    assert store.labels_table(after_seq=top, reader="sqlalchemy").column("prediction_id").to_pylist() == ["old"]
+    store.create_schema()  # the next start numbers it above every seq given so far
+    assert store.label_seq_complete() and label_seqs(store)["old"] > top
+
+
+@pytest.mark.unit
+def test_a_missing_contract_column_is_still_refused_when_labels_are_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    LogStore(url, CONTRACT, FEATURES).create_schema()
+    with sqlite3.connect(tmp_path / "log.db") as conn:  # back to a labels table without `seq`
+        conn.execute("DROP TABLE labels")
+        conn.execute(OLD_LABELS_DDL)
+    with pytest.raises(SchemaMismatchError, match="f_new_feature"):
+        LogStore(url, CONTRACT, (*FEATURES, "new_feature")).create_schema()
+
+
 @pytest.mark.unit
 def test_iter_predictions_streams_chunks_over_a_half_open_window(store: LogStore) -> None:
     s0 = datetime(2013, 5, 1, tzinfo=UTC)
