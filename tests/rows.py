@@ -74,3 +74,24 @@ class RecordingMetrics:
     def quarantined(self, kind: str, n: int) -> None:
         with self.lock:
             self.quarantined_rows[kind] += n
+
+
+def create_schemas_at_once(stores: list[Any], *, before_join: Any = None) -> list[BaseException]:
+    """Run `create_schema` of every store in its own thread at the same time (workers starting
+    together); the errors they raised. `before_join`: called once every thread has started."""
+    errors: list[BaseException] = []
+
+    def create(s: Any) -> None:
+        try:
+            s.create_schema()
+        except BaseException as exc:  # collected and asserted on by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    if before_join is not None:
+        before_join()
+    for t in threads:
+        t.join()
+    return errors

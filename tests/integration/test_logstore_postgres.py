@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from core.logstore import LogStore
 from data_contracts.contract import load_contract
 from service.predlog import PredictionLog
-from tests.rows import RecordingMetrics, contract_inputs
+from tests.rows import RecordingMetrics, contract_inputs, create_schemas_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -126,20 +126,7 @@ def test_schema_is_created_concurrently_with_the_contract_types(database: tuple[
     _, name = database
     url = f"postgresql+psycopg://postgres@{HOST}/{name}"
     stores = [LogStore(url, CONTRACT, FEATURES) for _ in range(4)]
-    errors: list[BaseException] = []
-
-    def create(s: LogStore) -> None:
-        try:
-            s.create_schema()
-        except BaseException as exc:  # collected and asserted on below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert create_schemas_at_once(stores) == []
     columns = {c["name"]: str(c["type"]) for c in inspect(stores[0].engine).get_columns("predictions")}
     assert columns["prediction_id"] == "VARCHAR(64)"
     assert columns["served_at"] == "TIMESTAMP" and columns[CONTRACT.timestamp_field] == "TIMESTAMP"
@@ -284,20 +271,7 @@ def test_an_old_labels_table_is_migrated_once_under_concurrent_workers(pg_url: s
         conn.execute(text("INSERT INTO labels SELECT 'old' || i, i % 2, TIMESTAMP '2013-06-02' FROM generate_series(0, 49) AS i"))
     engine.dispose()
     stores = [LogStore(pg_url, CONTRACT, FEATURES) for _ in range(4)]
-    errors: list[BaseException] = []
-
-    def create(s: LogStore) -> None:
-        try:
-            s.create_schema()
-        except BaseException as exc:  # collected and asserted on below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert create_schemas_at_once(stores) == []
     store = stores[0]
     assert labels_by_id(store) == {f"old{i}": i % 2 for i in range(50)}
     seqs = label_seqs(store)

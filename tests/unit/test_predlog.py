@@ -30,7 +30,7 @@ from sqlalchemy import select, text
 from core.logstore import FIXED_PREDICTION_COLUMNS, LogStore, SchemaMismatchError
 from data_contracts.contract import load_contract
 from service.predlog import PredictionLog, decode_record, encode_record
-from tests.rows import RecordingMetrics, contract_inputs
+from tests.rows import RecordingMetrics, contract_inputs, create_schemas_at_once
 
 CONTRACT = load_contract()
 FEATURES = ("dep_hour", "arr_hour", "distance", "temp", "temp_missing", "carrier_code")
@@ -281,27 +281,17 @@ def test_an_old_labels_table_is_migrated_once_under_concurrent_workers(tmp_path:
             "INSERT INTO labels VALUES (?, ?, ?)", [(f"old{i}", i % 2, "2013-04-02 00:00:00.000000") for i in range(50)]
         )
     stores = [LogStore(f"sqlite:///{db}", CONTRACT, FEATURES) for _ in range(4)]
-    errors: list[BaseException] = []
-
-    def create(s: LogStore) -> None:
-        try:
-            s.create_schema()
-        except BaseException as exc:  # collected and asserted on below
-            errors.append(exc)
-
     # Another writer holds the write lock while the four start: they all find the old table
     # waiting, and only one may migrate it (without the lock, all would run the ALTER TABLE).
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    blocker.execute("COMMIT")
-    blocker.close()
-    for t in threads:
-        t.join()
-    assert errors == []
+
+    def release() -> None:
+        time.sleep(0.5)
+        blocker.execute("COMMIT")
+        blocker.close()
+
+    assert create_schemas_at_once(stores, before_join=release) == []
     store = stores[0]
     assert labels_by_id(store) == {f"old{i}": i % 2 for i in range(50)}
     seqs = label_seqs(store)
