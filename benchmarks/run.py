@@ -137,9 +137,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> None:
+    from core.settings import Settings
+    from driftlight.options import apply_log_level
+
+    # as every driftlight command: MLflow's INFO lines only with DRIFTLIGHT_LOG_LEVEL=INFO (before
+    # anything imports MLflow, which reads its level once)
+    apply_log_level(Settings().log_level)
     from core.ids import new_id
     from core.registry import registry_from_settings
-    from core.settings import Settings
     from data_contracts.contract import contract_path, load_contract
     from data_contracts.request_model import request_model
     from data_contracts.windows import select_window
