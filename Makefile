@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/driftlight demo
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 test-fast: setup
 	$(BIN)/pytest -q -m "unit"

@@ -34,26 +34,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from core.server_process import stop_server, wait_ready
+from tests.ports import free_port
 from tests.rows import GOOD_RECORD
 
 LIVE_SETTINGS: dict[str, Any] = {}
 HEADER_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
 ADMIN_TOKEN = "hostile-test-admin-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    """A free local port; within DRIFTLIGHT_TEST_PORTS=lo-hi if set (shared machines)."""
-    lo_hi = os.environ.get("DRIFTLIGHT_TEST_PORTS")
-    candidates = range(*(int(x) + i for i, x in enumerate(lo_hi.split("-")))) if lo_hi else [0]
-    for port in candidates:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise RuntimeError(f"no free port in {lo_hi}")
 
 
 @pytest.fixture(scope="module")

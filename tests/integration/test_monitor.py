@@ -109,17 +109,14 @@ def test_status_before_any_run(served):
 
 
 def test_monitor_loop_exports_gauges(served, contract, control_rows):
-    import socket
-
     import httpx
 
     from core.monitor_job import loop
+    from tests.ports import free_port
 
     s, client = served
     send(client, contract, control_rows)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # one run over the last hour of traffic by served_at (the rows above were served just now)
     loop(Monitor(s), every_s=0.1, window_s=3600, metrics_port=port, max_runs=1)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text

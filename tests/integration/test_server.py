@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,12 +25,7 @@ from data_contracts.windows import select_window
 from drills.replay import replay_frame
 from features.pipeline import build_features
 from tests.integration.conftest import pg_outage
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 def metric(text: str, name: str, **labels: str) -> float:

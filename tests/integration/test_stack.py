@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import reachable_admin
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -53,12 +53,6 @@ TEST_VARS = {
 INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?[?-])([^}]*))?\}")
 PG_URL = re.compile(r"postgresql\+psycopg://[^@/\s]+@postgres:5432/(\w+)")
 CONTAINER_HOST = re.compile(r"\b(postgres|mlflow|api|monitor|prometheus|grafana):\d+")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_compose() -> dict[str, Any]:
