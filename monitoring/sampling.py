@@ -1,8 +1,13 @@
 """A seeded reservoir sample that is built chunk by chunk, so a window never has to sit in memory.
 
 Every value gets a random key; the reservoir keeps the `size` values with the smallest keys seen
-so far. For the same seed and the same chunks the sample is the same; a window no larger than
-`size` is kept whole, so statistics over it are exact.
+so far. For the same seed and the same chunks the sample is the same set of values; a window no
+larger than `size` is kept whole, so statistics over it are exact. (The order of `values` is not
+part of the definition: every statistic taken from it sorts or counts.)
+
+Once the reservoir is full, a new value whose key is above the largest key kept can never enter
+it: only the few below it (about size / values seen so far, of a chunk) join the partition, not
+the whole chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ class Reservoir:
         self._rng = np.random.default_rng(seed)
         self._keys = np.empty(0)
         self._values = np.empty(0)
+        self._largest = np.inf  # the largest key kept, once the reservoir is full
 
     def add(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype="float64")
@@ -23,7 +29,12 @@ class Reservoir:
         if v.size == 0:
             return
         new_keys = self._rng.random(v.size)
-        if v.size > 2 * self.size:
+        if self._keys.size >= self.size:
+            enter = new_keys < self._largest
+            if not enter.any():
+                return
+            new_keys, v = new_keys[enter], v[enter]
+        elif v.size > 2 * self.size:
             # Only the `size` smallest keys overall survive, so a new key above the (1.5x expected)
             # cut can never make it when enough keys fall below it: a cheap comparison instead of
             # a partition over the whole chunk. Exact: checked by the count before it is used.
@@ -36,6 +47,8 @@ class Reservoir:
         if keys.size > self.size:
             keep = np.argpartition(keys, self.size - 1)[: self.size]
             keys, vals = keys[keep], vals[keep]
+        if keys.size >= self.size:
+            self._largest = float(keys.max())
         self._keys, self._values = keys, vals
 
     @property
