@@ -68,6 +68,10 @@ LABEL_CLOCK_SLACK = timedelta(days=1)
 # them was for its rows: bounds what a read overlays (~10k label rows) at one rewrite of each day's
 # small labels file per this many label writes.
 LABEL_REFRESH_LAG = 10_000
+# Consecutive days to write are read by one statement of up to this many rows (a day larger than it
+# alone): a query, a frame and a labels statement per run of days, not per day. Logs of small
+# models (a fleet's) have a few hundred rows a day, where the per-day statements cost most.
+WRITE_BATCH_ROWS = 100_000
 Reader = Literal["auto", "arrow", "sqlalchemy"]
 
 
@@ -163,15 +167,22 @@ class LogArchive:
         with_labels = self.store.has_label_seq()
         written = []
         kept: list[ArchivedDay] = []
+        batch: list[date] = []
+        batch_rows = 0
         for day in self.closed_days(now) if days is None else days:
-            lo, hi = self.bounds(day)
-            n = self.store.event_day_count(lo, hi)
+            n = self.store.event_day_count(*self.bounds(day))
             if n == 0:
                 continue
             if force or day not in have or have[day].rows != n:
-                written.append(self._write_day(day, lo, hi, with_labels=with_labels))
+                if batch and (day != batch[-1] + timedelta(days=1) or batch_rows + n > WRITE_BATCH_ROWS):
+                    written += self._write_days(batch, with_labels=with_labels)
+                    batch, batch_rows = [], 0
+                batch.append(day)
+                batch_rows += n
             elif with_labels:
                 kept.append(have[day])
+        if batch:
+            written += self._write_days(batch, with_labels=with_labels)
         if kept:
             for a in self._labels_to_refresh(kept):
                 ids = _read_ids(a.path)
@@ -194,34 +205,49 @@ class LogArchive:
             changed |= {d for d, w in marks.items() if newest - w > LABEL_REFRESH_LAG}
         return [a for a in days if a.label_watermark is None or a.day in changed]
 
-    def _write_day(self, day: date, lo: datetime, hi: datetime, *, with_labels: bool = True) -> ArchivedDay:
+    def _write_days(self, days: Sequence[date], *, with_labels: bool = True) -> list[ArchivedDay]:
+        """Write consecutive `days`: their rows read by one statement (one consistent snapshot of
+        them all; held in memory, at most about `WRITE_BATCH_ROWS`), split at the days' bounds, one
+        predictions file per day; then their labels, also by one statement. The same files as
+        writing each day alone (the rows come ordered by event time, then id)."""
+        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        lo, hi = self.bounds(days[0])[0], self.bounds(days[-1])[1]
         tables = []
-        # One statement, so one consistent snapshot of the day; a day is small enough to hold.
         for chunk in self.store.iter_predictions(lo, hi, by="event_time", with_labels=False, reader="sqlalchemy"):
             chunk = chunk.assign(warnings=[json.dumps(w) for w in chunk["warnings"]])
             tables.append(pa.Table.from_pandas(chunk[self.names], schema=self.schema, preserve_index=False))
         table = pa.concat_tables(tables)
-        rows = table.num_rows
-        served_min = pc.min(table.column("served_at")).as_py() if rows else None
-        meta = {"log": self.log_id, "rows": rows, "served_min": served_min.isoformat() if served_min else None}
-        path = self.path(day)
-        _write_atomically(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), path)
-        labels = self._write_labels(day, table.column("prediction_id")) if with_labels else None
-        return ArchivedDay(day, rows, path, served_min, *(labels or (None, None)))
+        # Where each day ends in the sorted event times: rows of day d are [cuts[i], cuts[i + 1]).
+        times = table.column("event_time").to_numpy().astype("datetime64[us]")  # UTC
+        ends = pd.DatetimeIndex([self.bounds(d)[1] for d in days]).tz_convert("UTC").tz_localize(None)
+        cuts = [0, *np.searchsorted(times, ends.to_numpy().astype("datetime64[us]"), side="left").tolist()]
+        labels = self.store.event_day_labels(lo, hi) if with_labels else None
+        out = []
+        for i, day in enumerate(days):
+            part = table.slice(cuts[i], cuts[i + 1] - cuts[i])
+            rows = part.num_rows
+            served_min = pc.min(part.column("served_at")).as_py() if rows else None
+            meta = {"log": self.log_id, "rows": rows, "served_min": served_min.isoformat() if served_min else None}
+            path = self.path(day)
+            _write_atomically(part.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), path)
+            files = self._write_labels(day, part.column("prediction_id"), labels) if labels is not None else None
+            out.append(ArchivedDay(day, rows, path, served_min, *(files or (None, None))))
+        return out
 
-    def _write_labels(self, day: date, ids: Any) -> tuple[Path, int] | None:
+    def _write_labels(self, day: date, ids: Any, read: tuple[Any, int] | None = None) -> tuple[Path, int] | None:
         """Write the day's labels file: `label` and `received_at` of each of `ids` (the predictions
         file's ids, in its row order) as the labels table holds them now, and in its metadata the
         label watermark read by the same statement (`LogStore.event_day_labels`: the file then
-        holds every label write with seq <= watermark). None if a row of the file is missing from
-        the log (rows are never deleted, so it cannot happen): then no labels file is written."""
+        holds every label write with seq <= watermark). `read`: that statement's result for a span
+        of days holding this one (None: read the day's now). None if a row of the file is missing
+        from the log (rows are never deleted, so it cannot happen): then no labels file is written."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        labels, watermark = self.store.event_day_labels(*self.bounds(day))
+        labels, watermark = read if read is not None else self.store.event_day_labels(*self.bounds(day))
         pos = pc.index_in(ids, value_set=labels.column("prediction_id"))
         if pos.null_count:
             return None

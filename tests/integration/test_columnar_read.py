@@ -334,3 +334,45 @@ def test_postgres_archived_labels_see_later_writes_exactly(pg_url, tmp_path, con
         _check_label_overlay(store, contract, tmp_path, "auto", monkeypatch)
     finally:
         store.dispose()
+
+
+def _check_days_written_together(store: LogStore, tmp_path, monkeypatch) -> None:
+    """Runs of consecutive days are read by one statement and split at the days' bounds: the files
+    are those of writing each day alone (rows, order, metadata, labels and their watermark)."""
+    import pyarrow.parquet as pq
+
+    import core.archive as archive_module
+    from core.archive import LogArchive
+
+    days = LogArchive(tmp_path / "probe", store).closed_days()[:40]
+    days = [d for i, d in enumerate(days) if i % 9 != 4]  # gaps: runs end where a day is left out
+    monkeypatch.setattr(archive_module, "WRITE_BATCH_ROWS", 1)  # every day alone
+    alone = LogArchive(tmp_path / "alone", store)
+    one_by_one = alone.archive(days)
+    monkeypatch.setattr(archive_module, "WRITE_BATCH_ROWS", 60)  # a few days per statement here
+    together = LogArchive(tmp_path / "together", store)
+    batched = together.archive(days)
+    assert [a.day for a in batched] == [a.day for a in one_by_one] == days
+    assert sum(a.rows for a in batched) == sum(store.event_day_count(*together.bounds(d)) for d in days)
+    for a, b in zip(one_by_one, batched, strict=True):
+        assert (a.rows, a.served_min, a.label_watermark) == (b.rows, b.served_min, b.label_watermark)
+        for x, y in ((a.path, b.path), (a.labels_path, b.labels_path)):
+            tx, ty = pq.read_table(x), pq.read_table(y)
+            assert tx.equals(ty, check_metadata=True), (a.day, x.name)
+    assert together.archive(days) == []  # and they are recognised as archived
+
+
+def test_sqlite_days_written_together_equal_days_written_alone(tmp_path, contract, bundle, flights, monkeypatch):
+    store, _ = _store(f"sqlite:///{tmp_path / 'log.db'}", contract, bundle, flights)
+    try:
+        _check_days_written_together(store, tmp_path, monkeypatch)
+    finally:
+        store.dispose()
+
+
+def test_postgres_days_written_together_equal_days_written_alone(pg_url, tmp_path, contract, bundle, flights, monkeypatch):
+    store, _ = _store(pg_url, contract, bundle, flights)
+    try:
+        _check_days_written_together(store, tmp_path, monkeypatch)
+    finally:
+        store.dispose()
