@@ -724,10 +724,20 @@ class LogStore:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
+        import pyarrow as pa
+
+        schema = self._labels_schema()
         if not rows:  # no rows, no labels to vouch for: 0 is the watermark that claims nothing
-            return _labels_arrow([], [], []), 0
+            return schema.empty_table(), 0
         ids, labels, received, marks = (list(c) for c in zip(*rows, strict=True))
-        return _labels_arrow(ids, labels, received), int(marks[0])
+        return pa.Table.from_batches([_label_batch(ids, labels, received, schema)], schema=schema), int(marks[0])
+
+    def _labels_schema(self) -> Any:
+        """The Arrow schema of label rows (`labels_table`, `event_day_labels`), from the table's columns."""
+        import pyarrow as pa
+
+        lab = self.labels
+        return pa.schema([pa.field(c.name, _arrow_type(c)) for c in (lab.c.prediction_id, lab.c.label, lab.c.received_at)])
 
     def label_changes(self, after_seq: int) -> list[tuple[datetime, int]]:
         """(event_time (aware UTC), seq) of each prediction whose label has `seq > after_seq`: what
@@ -758,8 +768,7 @@ class LogStore:
         import pyarrow as pa
 
         lab = self.labels
-        cols = [lab.c.prediction_id, lab.c.label, lab.c.received_at]
-        stmt = select(*cols)
+        stmt = select(lab.c.prediction_id, lab.c.label, lab.c.received_at)
         lo = to_utc_naive(since) if since is not None else None
         values: list[Any] = []
         if lo is not None:
@@ -769,7 +778,7 @@ class LogStore:
             # Rows without a seq too: an older writer's insert is news whatever the watermark.
             stmt = stmt.where((lab.c.seq > int(after_seq)) | lab.c.seq.is_(None))
             values.append(int(after_seq))
-        schema = pa.schema([pa.field(c.name, _arrow_type(c)) for c in cols])
+        schema = self._labels_schema()
         if reader == "arrow" or (reader == "auto" and self.dialect == "postgresql" and self.arrow_reader_available()):
             conn = self._adbc_connect()
             try:
@@ -798,9 +807,7 @@ class LogStore:
                 # 100k-row slices still peaked at +143 MB RSS for 950k labels (10k-row ones: +84 MB).
                 while rows := cur.fetchmany(10_000):
                     ids, labels, received = (list(c) for c in zip(*rows, strict=True))
-                    when = pa.array(received, type=pa.string() if self.dialect == "sqlite" else pa.timestamp("us"))
-                    arrays = [pa.array(ids, pa.string()), pa.array(labels, pa.int64()), when]
-                    batches.append(_conform(pa.RecordBatch.from_arrays(arrays, names=schema.names), schema))
+                    batches.append(_label_batch(ids, labels, received, schema))
             finally:
                 cur.close()
         finally:
@@ -953,17 +960,13 @@ def _frame(rows: Sequence[Any], names: list[str], dtypes: Mapping[str, str]) -> 
     return df
 
 
-def _labels_arrow(ids: list[Any], labels: list[Any], received: list[Any]) -> Any:
-    """Label rows from SQLAlchemy (naive UTC datetimes) as the Arrow table `labels_table` returns."""
+def _label_batch(ids: list[Any], labels: list[Any], received: list[Any], schema: Any) -> Any:
+    """Label rows as a driver returned them (received_at as naive UTC datetimes, or SQLite's DATETIME
+    text from the raw cursor) as one record batch of `schema` (`LogStore._labels_schema`)."""
     import pyarrow as pa
 
-    return pa.table(
-        {
-            "prediction_id": pa.array(ids, pa.string()),
-            "label": pa.array(labels, pa.int64()),
-            "received_at": pa.array(received, pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
-        }
-    )
+    arrays = [pa.array(ids), pa.array(labels), pa.array(received)]  # inferred, then cast by _conform
+    return _conform(pa.RecordBatch.from_arrays(arrays, names=schema.names), schema)
 
 
 def _arrow_type(col: Any) -> Any:
