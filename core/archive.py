@@ -120,7 +120,7 @@ class LogArchive:
             f = folder / FILE_NAME
             if not f.is_file():
                 continue
-            meta = json.loads((pq.read_schema(f).metadata or {}).get(META_KEY, b"{}"))
+            meta = json.loads((pq.read_metadata(f).metadata or {}).get(META_KEY, b"{}"))
             if meta.get("log") != self.log_id:
                 continue
             day = date.fromisoformat(folder.name.split("=", 1)[1])
@@ -128,7 +128,7 @@ class LogArchive:
             rows = int(meta["rows"])
             lab_path, watermark = folder / LABELS_FILE_NAME, None
             if lab_path.is_file():
-                lab_meta = json.loads((pq.read_schema(lab_path).metadata or {}).get(META_KEY, b"{}"))
+                lab_meta = json.loads((pq.read_metadata(lab_path).metadata or {}).get(META_KEY, b"{}"))
                 # Rows are only ever added, so a day's rows at a given count are always the same rows:
                 # a labels file of the same log and count belongs to this predictions file.
                 if lab_meta.get("log") == self.log_id and lab_meta.get("rows") == rows:
