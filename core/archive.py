@@ -185,8 +185,7 @@ class LogArchive:
             written += self._write_days(batch, with_labels=with_labels)
         if kept:
             for a in self._labels_to_refresh(kept):
-                ids = _read_ids(a.path)
-                self._write_labels(a.day, ids)
+                self._refresh_labels(a.day, _read_ids(a.path))
         return written
 
     def _labels_to_refresh(self, days: Sequence[ArchivedDay]) -> list[ArchivedDay]:
@@ -224,7 +223,11 @@ class LogArchive:
         times = table.column("event_time").to_numpy().astype("datetime64[us]")  # UTC
         ends = pd.DatetimeIndex([self.bounds(d)[1] for d in days]).tz_convert("UTC").tz_localize(None)
         cuts = [0, *np.searchsorted(times, ends.to_numpy().astype("datetime64[us]"), side="left").tolist()]
-        labels = self.store.event_day_labels(lo, hi) if with_labels else None
+        labels, pos = None, None
+        if with_labels:
+            labels = self.store.event_day_labels(lo, hi)
+            # Each row's place in the labels read, looked up once for the run (not a hash set per day).
+            pos = pc.index_in(table.column("prediction_id"), value_set=labels[0].column("prediction_id"))
         out = []
         for i, day in enumerate(days):
             part = table.slice(cuts[i], cuts[i + 1] - cuts[i])
@@ -233,22 +236,27 @@ class LogArchive:
             meta = {"log": self.log_id, "rows": rows, "served_min": served_min.isoformat() if served_min else None}
             path = self.path(day)
             _write_atomically(part.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), path)
-            files = self._write_labels(day, part.column("prediction_id"), labels) if labels is not None else None
+            files = self._write_labels(day, labels, pos.slice(cuts[i], rows)) if labels is not None and pos is not None else None
             out.append(ArchivedDay(day, rows, path, served_min, *(files or (None, None))))
         return out
 
-    def _write_labels(self, day: date, ids: Any, read: tuple[Any, int] | None = None) -> tuple[Path, int] | None:
-        """Write the day's labels file: `label` and `received_at` of each of `ids` (the predictions
-        file's ids, in its row order) as the labels table holds them now, and in its metadata the
-        label watermark read by the same statement (`LogStore.event_day_labels`: the file then
-        holds every label write with seq <= watermark). `read`: that statement's result for a span
-        of days holding this one (None: read the day's now). None if a row of the file is missing
-        from the log (rows are never deleted, so it cannot happen): then no labels file is written."""
-        import pyarrow as pa
+    def _refresh_labels(self, day: date, ids: Any) -> tuple[Path, int] | None:
+        """Rewrite an archived day's labels file for `ids` (its predictions file's ids, in row order)."""
         import pyarrow.compute as pc
 
-        labels, watermark = read if read is not None else self.store.event_day_labels(*self.bounds(day))
-        pos = pc.index_in(ids, value_set=labels.column("prediction_id"))
+        labels = self.store.event_day_labels(*self.bounds(day))
+        return self._write_labels(day, labels, pc.index_in(ids, value_set=labels[0].column("prediction_id")))
+
+    def _write_labels(self, day: date, read: tuple[Any, int], pos: Any) -> tuple[Path, int] | None:
+        """Write the day's labels file: `label` and `received_at` of each row of its predictions file
+        (`pos`: the row's place in `read`, in the file's row order) as the labels table holds them,
+        and in its metadata the label watermark read by the same statement (`read`:
+        `LogStore.event_day_labels` over this day or a span of days holding it; the file then holds
+        every label write with seq <= watermark). None if a row of the file is missing from the read
+        (rows are never deleted, so it cannot happen): then no labels file is written."""
+        import pyarrow as pa
+
+        labels, watermark = read
         if pos.null_count:
             return None
         table = pa.table({"label": labels.column("label").take(pos), "received_at": labels.column("received_at").take(pos)})

@@ -24,6 +24,8 @@ class Reservoir:
         self._largest = np.inf  # the largest key kept, once the reservoir is full
 
     def add(self, values: np.ndarray) -> None:
+        if self.size <= 0:  # an empty sample stays empty
+            return
         v = np.asarray(values, dtype="float64")
         v = v[~np.isnan(v)]
         if v.size == 0:

@@ -46,3 +46,10 @@ def test_the_reservoir_keeps_the_smallest_keys_of_the_stream(sizes: list[int], s
         r.add(c)
     np.testing.assert_array_equal(np.sort(r.values), _definition(chunks, size, seed=7))
     assert r.values.size == min(size, sum(int((~np.isnan(c)).sum()) for c in chunks))
+
+
+def test_a_reservoir_of_size_zero_stays_empty() -> None:
+    r = Reservoir(0)
+    r.add(np.arange(10.0))
+    r.add(np.arange(3.0))
+    assert r.values.size == 0
