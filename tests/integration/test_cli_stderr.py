@@ -12,49 +12,66 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT_TRAIN = ["train", "--from", "2013-01-01", "--to", "2013-01-28", "--validation-days", "7"]
+TIMEOUT_S = 600
 MLFLOW_CHATTER = re.compile(r"^(\S+ \S+ INFO |Successfully registered model|Created version)", re.M)
 
 
 def start(args: list[str], home: Path, **env: str) -> subprocess.Popen[str]:
+    """The command in its own process; its stdout and stderr go to files beside `home` (a pipe
+    nobody reads while the other process is awaited could fill and stall it)."""
     base = {k: v for k, v in os.environ.items() if k not in ("DRIFTLIGHT_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "driftlight.cli", *args, "--home", str(home)],
-        cwd=ROOT,
-        env={**base, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.with_suffix(".out"), "w") as out, open(home.with_suffix(".err"), "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "driftlight.cli", *args, "--home", str(home)],
+            cwd=ROOT,
+            env={**base, "PYTHONPATH": str(ROOT), **env},
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
 
 
-def finished(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    try:
-        out, err = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # this test's own child, by its handle
-        proc.communicate()
-        raise
+def finished(proc: subprocess.Popen[str], home: Path, deadline: float) -> subprocess.CompletedProcess[str]:
+    """Wait for `proc` until `deadline` (time.monotonic()); its output from the files `start` opened."""
+    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    out, err = (home.with_suffix(s).read_text() for s in (".out", ".err"))
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def cli(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return finished(start(args, home, **env))
+    proc = start(args, home, **env)
+    try:
+        return finished(proc, home, time.monotonic() + TIMEOUT_S)
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Stop this test's own child, by its handle, if it still runs (a timeout or an error above)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def test_train_writes_no_library_info_to_stderr_unless_asked(tmp_path: Path) -> None:
-    # Two trainings, each in its own home: side by side (one per core), not one after the other.
-    quiet_proc, loud_proc = start(SHORT_TRAIN, tmp_path / "quiet"), start(["-v", *SHORT_TRAIN], tmp_path / "loud")
+    # Two trainings, each in its own home: side by side (one per core), not one after the other,
+    # within one deadline.
+    homes = {"quiet": tmp_path / "quiet", "loud": tmp_path / "loud"}
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        quiet, loud = finished(quiet_proc), finished(loud_proc)
+        procs["quiet"] = start(SHORT_TRAIN, homes["quiet"])
+        procs["loud"] = start(["-v", *SHORT_TRAIN], homes["loud"])
+        deadline = time.monotonic() + TIMEOUT_S
+        quiet, loud = (finished(procs[k], homes[k], deadline) for k in ("quiet", "loud"))
     finally:
-        for proc in (quiet_proc, loud_proc):
-            if proc.poll() is None:  # a timeout above: stop the other one too, by its handle
-                proc.kill()
-                proc.communicate()
+        for proc in procs.values():
+            stop(proc)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "flights-late v1 trained on 2013-01-01..2013-01-28" in quiet.stdout  # driftlight's own lines stay
     assert not MLFLOW_CHATTER.search(quiet.stderr), quiet.stderr[-2000:]
