@@ -21,7 +21,6 @@ class Reservoir:
         self._rng = np.random.default_rng(seed)
         self._keys = np.empty(0)
         self._values = np.empty(0)
-        self._largest = np.inf  # the largest key kept, once the reservoir is full
 
     def add(self, values: np.ndarray) -> None:
         if self.size <= 0:  # an empty sample stays empty
@@ -32,7 +31,7 @@ class Reservoir:
             return
         new_keys = self._rng.random(v.size)
         if self._keys.size >= self.size:
-            enter = new_keys < self._largest
+            enter = new_keys < self._keys.max()  # above it, a key can never enter
             if not enter.any():
                 return
             new_keys, v = new_keys[enter], v[enter]
@@ -49,8 +48,6 @@ class Reservoir:
         if keys.size > self.size:
             keep = np.argpartition(keys, self.size - 1)[: self.size]
             keys, vals = keys[keep], vals[keep]
-        if keys.size >= self.size:
-            self._largest = float(keys.max())
         self._keys, self._values = keys, vals
 
     @property
