@@ -19,6 +19,8 @@ import socket
 from pathlib import Path
 
 _GIVEN: set[int] = set()
+LOW = 20000  # the ports below the ephemeral range start here ...
+MIN_ROOM = 1000  # ... if it leaves at least this many of them, else the OS picks
 
 
 def _ephemeral_low() -> int:
@@ -35,9 +37,9 @@ def _candidates() -> list[int]:
         lo, _, hi = lo_hi.partition("-")
         return list(range(int(lo), int(hi or lo) + 1))
     low = _ephemeral_low()
-    if low - 20000 < 1000:  # no room below the ephemeral range: let the OS pick (0), a few times
+    if low - LOW < MIN_ROOM:  # no room below the ephemeral range: let the OS pick (0), a few times
         return [0] * 50
-    ports = list(range(20000, low))
+    ports = list(range(LOW, low))
     random.shuffle(ports)  # two test runs side by side rarely start on the same port
     return ports
 

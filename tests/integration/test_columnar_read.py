@@ -351,7 +351,18 @@ def _check_days_written_together(store: LogStore, tmp_path, monkeypatch) -> None
     one_by_one = alone.archive(days)
     monkeypatch.setattr(archive_module, "WRITE_BATCH_ROWS", 60)  # a few days per statement here
     together = LogArchive(tmp_path / "together", store)
+    reads = []
+    real = store.iter_predictions
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(args[:2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "iter_predictions", spy)
     batched = together.archive(days)
+    monkeypatch.setattr(store, "iter_predictions", real)
+    # several days per statement: fewer reads than days, more than the runs the gaps leave (5)
+    assert 5 <= len(reads) < len(days) // 2, len(reads)
     assert [a.day for a in batched] == [a.day for a in one_by_one] == days
     assert sum(a.rows for a in batched) == sum(store.event_day_count(*together.bounds(d)) for d in days)
     for a, b in zip(one_by_one, batched, strict=True):
