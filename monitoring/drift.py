@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from monitoring.profile import CategoryProfile, NumericProfile, ReferenceProfile, numeric_bin_index
-from monitoring.sampling import Reservoir
+from monitoring.sampling import Reservoir, row_hashes, row_keys
 
 KS_MAX_ROWS = 50_000  # KS on a seeded subsample of larger windows: D's error is ~1/sqrt(n)
 
@@ -250,15 +250,20 @@ class DriftAccumulator:
         self.rows = 0
         self.counts = {p.name: np.zeros(p.n_bins) for p in profile.numeric}
         self.counts.update({c.name: np.zeros(len(c.categories) + 2) for c in profile.categorical})
-        self.samples = {p.name: Reservoir(sample_size, seed) for p in profile.numeric}
+        self.seed = seed
+        self.samples = {p.name: Reservoir(sample_size) for p in profile.numeric}
         self.present: set[str] = set()
         # The last chunk's one hashing pass per column, for quality to count from (same chunk):
         # name -> Factorized. Drift's own bin counts come from it too.
         self.factorized: dict[str, Factorized] = {}
 
-    def add(self, window: pd.DataFrame) -> None:
+    def add(self, window: pd.DataFrame, keys: np.ndarray | None = None) -> None:
+        """Fold one chunk in. `keys`: the rows' sample keys (`sampling.row_keys`), when the caller
+        already hashed the rows; else they are hashed here (all of the chunk's columns)."""
         self.rows += len(window)
         self.factorized = {}
+        if keys is None:
+            keys = row_keys(row_hashes(window), self.seed) if self.profile.numeric else np.empty(0)
         for prof in self.profile.numeric:
             if prof.name in window:
                 self.present.add(prof.name)
@@ -275,12 +280,32 @@ class DriftAccumulator:
                 counts = np.bincount(idx, weights=f.per_value[1:], minlength=prof.n_bins)
                 counts[0] += f.per_value[0]
                 self.counts[prof.name] += counts
-                self.samples[prof.name].add(vals)
+                self.samples[prof.name].add(vals, keys)
         for cprof in self.profile.categorical:
             if cprof.name in window:
                 self.present.add(cprof.name)
                 f = self.factorized[cprof.name] = Factorized.of(window[cprof.name], len(window), numeric=False)
                 self.counts[cprof.name] += _category_counts_of(f, cprof)
+
+    def state(self) -> dict[str, Any]:
+        """The counts and samples gathered, as plain data, for `merge_state` of another accumulator
+        of the same profile (a part of the window: `WindowAccumulator.state`)."""
+        return {
+            "rows": self.rows,
+            "counts": {k: v.copy() for k, v in self.counts.items()},
+            "samples": {k: r.state() for k, r in self.samples.items()},
+            "present": sorted(self.present),
+        }
+
+    def merge_state(self, part: Mapping[str, Any]) -> None:
+        """Fold in the `state()` of other rows: the counts and samples of both together, exactly."""
+        self.rows += part["rows"]
+        for name, counts in part["counts"].items():
+            self.counts[name] += counts
+        for name, sample in part["samples"].items():
+            self.samples[name].merge_state(sample)
+        self.present.update(part["present"])
+        self.factorized = {}
 
     def result(
         self,

@@ -48,6 +48,7 @@ from monitoring.performance import (
 from monitoring.policy import PolicySettings, Signal, Verdict, decide
 from monitoring.profile import ReferenceProfile
 from monitoring.quality import FieldReference, QualityAccumulator, references_from_mapping, utc_times
+from monitoring.sampling import row_hashes, row_keys
 from monitoring.skew import FeatureSkew, SkewReport, row_level_skew
 from monitoring.volume import VolumeReference
 
@@ -141,6 +142,10 @@ class WindowSignals:
     arrivals: Mapping[tuple[datetime, str], int] = field(default_factory=dict)
 
 
+# Rows of the window kept for Evidently's HTML report (0 when no report is written).
+REPORT_ROWS = 20_000
+
+
 class WindowAccumulator:
     """All window statistics, gathered chunk by chunk from the log.
 
@@ -150,7 +155,7 @@ class WindowAccumulator:
     """
 
     def __init__(
-        self, ctx: ModelContext, contract: Contract, *, sample_size: int = 50_000, report_rows: int = 20_000, seed: int = 0
+        self, ctx: ModelContext, contract: Contract, *, sample_size: int = 50_000, report_rows: int = REPORT_ROWS, seed: int = 0
     ) -> None:
         self.ctx = ctx
         self.contract = contract
@@ -175,16 +180,21 @@ class WindowAccumulator:
         self._perf: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._report_rows = report_rows
         self._sample: pd.DataFrame | None = None
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def add(self, chunk: pd.DataFrame) -> None:
         if chunk.empty:
             return
         self.rows += len(chunk)
+        fields = chunk[[c for c in self.fields if c in chunk]]
+        # One hash of each record's fields: the duplicate check counts it, and every sample keys
+        # its rows by it (`monitoring.sampling`), so samples do not depend on chunks or parts.
+        hashes = row_hashes(fields)
+        keys = row_keys(hashes, self.seed)
         if self.drift is not None:
-            self.drift.add(chunk)
+            self.drift.add(chunk, keys)
         shared = self.drift.factorized if self.drift is not None else None  # one hashing pass per column
-        self.quality.add(chunk[[c for c in self.fields if c in chunk]], shared)
+        self.quality.add(fields, shared, hashes)
         # Rows the fallback served carry no features (NULL): there is nothing to compare for them.
         # (a row mask, not a copy of the chunk's rows: only the inputs are taken)
         by_model = (chunk["model_version"] != "fallback").to_numpy() if "model_version" in chunk else None
@@ -211,14 +221,25 @@ class WindowAccumulator:
             d.date()
             for d in utc_times(chunk["event_time"]).dt.tz_convert(self.contract.timezone).dt.normalize().unique()
         )
-        self._add_to_sample(chunk)
+        self._add_to_sample(chunk, keys)
 
-    def _add_to_sample(self, chunk: pd.DataFrame) -> None:
-        """Keep the `report_rows` rows with the smallest random keys seen so far. Once the sample is
+    @property
+    def wants_report_sample(self) -> bool:
+        return self._report_rows > 0
+
+    def add_to_report_sample(self, rows: pd.DataFrame) -> None:
+        """Offer rows (the window's fields) to the report sample only, keyed as `add` keys them:
+        for rows whose statistics were merged from a kept part (`merge_state`) without their fields."""
+        if self._report_rows > 0 and len(rows):
+            self._add_to_sample(rows, row_keys(row_hashes(rows[[c for c in self.fields if c in rows]]), self.seed))
+
+    def _add_to_sample(self, chunk: pd.DataFrame, keys: np.ndarray) -> None:
+        """Keep the `report_rows` rows with the smallest keys seen so far. Once the sample is
         full, a row whose key is above its largest key can never enter it: only the others (a few
         per cent of a chunk late in a big window) are copied and merged (the same rows, in the
         same order, as merging the whole chunk)."""
-        keys = self._rng.random(len(chunk))
+        if self._report_rows <= 0:
+            return
         if self._sample is not None and len(self._sample) >= self._report_rows:
             take = np.flatnonzero(keys <= self._sample["_key"].max())
             if not take.size:
@@ -228,6 +249,58 @@ class WindowAccumulator:
         self._sample = keyed if self._sample is None else pd.concat([self._sample, keyed], ignore_index=True)
         if len(self._sample) > self._report_rows:
             self._sample = self._sample.nsmallest(self._report_rows, "_key").reset_index(drop=True)
+
+    # -- parts: a window folded piece by piece (one archived day at a time) and merged --------------
+    def state(self) -> dict[str, Any]:
+        """Everything this accumulator gathered, as plain data (NumPy arrays, frames, dicts), to be
+        kept (`core.archive` keeps one per archived day) and merged into another accumulator of the
+        same model and contract (`merge_state`). Merging the states of consecutive parts of a window
+        in order gives exactly the signals of folding the window's chunks in one go: counts add,
+        samples are keyed by row (`monitoring.sampling`), first-seen lists keep their order, and the
+        performance columns concatenate in row order."""
+        return {
+            "rows": self.rows,
+            "last_event": self.last_event,
+            "local_days": sorted(self.local_days),
+            "served_range": self.served_range,
+            "arrivals": dict(self.arrivals),
+            "skew_bad": dict(self.skew_bad),
+            "skew_examples": {k: list(v) for k, v in self.skew_examples.items()},
+            "perf": self._performance_columns() if self.rows else None,
+            "blocks": self.blocks.state(),
+            "sample": self._sample,
+            "drift": None if self.drift is None else self.drift.state(),
+            "quality": self.quality.state(),
+        }
+
+    def merge_state(self, part: Mapping[str, Any]) -> None:
+        """Fold in the `state()` of the rows that follow those folded so far (see `state`)."""
+        if not part["rows"]:
+            return
+        self.rows += part["rows"]
+        last = part["last_event"]
+        if last is not None:
+            self.last_event = last if self.last_event is None else max(self.last_event, last)
+        self.local_days.update(part["local_days"])
+        if part["served_range"] is not None:
+            lo, hi = part["served_range"]
+            self.served_range = (
+                (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
+            )
+        for key, n in part["arrivals"].items():
+            self.arrivals[key] = self.arrivals.get(key, 0) + n
+        for name, bad in part["skew_bad"].items():
+            self.skew_bad[name] += bad
+            self.skew_examples[name] = (self.skew_examples[name] + list(part["skew_examples"][name]))[:3]
+        if part["perf"] is not None:
+            self._perf.append(tuple(part["perf"]))  # type: ignore[arg-type]
+        self.blocks.merge_state(part["blocks"])
+        sample = part["sample"]
+        if sample is not None and len(sample) and self.wants_report_sample:
+            self._add_to_sample(sample.drop(columns="_key"), sample["_key"].to_numpy())
+        if self.drift is not None and part["drift"] is not None:
+            self.drift.merge_state(part["drift"])
+        self.quality.merge_state(part["quality"])
 
     def _count_arrivals(self, chunk: pd.DataFrame) -> None:
         if self.segment_field is None:

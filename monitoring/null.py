@@ -398,7 +398,19 @@ class BlockConsistency:
             return
         df = frame[cols].apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
         g = df.groupby(np.asarray(groups))
-        self._parts.append((g.min(), g.max(), g.count(), g.size()))
+        mn, mx, cnt, size = g.min(), g.max(), g.count(), g.size()
+        # plain arrays (block, then one column per field): cheap to keep and to merge
+        self._parts.append(
+            (cols, size.index.to_numpy(), mn.to_numpy("float64"), mx.to_numpy("float64"), cnt.to_numpy(), size.to_numpy())
+        )
+
+    def state(self) -> list[Any]:
+        """The per-block summaries gathered, for `merge_state` of another instance (same fields)."""
+        return list(self._parts)
+
+    def merge_state(self, parts: Sequence[Any]) -> None:
+        """Fold in another instance's `state()` (blocks split between the two are combined)."""
+        self._parts += parts
 
     def shares(self) -> dict[str, tuple[float, int]]:
         """Per field: (share of multi-row blocks whose field is not constant, multi-row blocks)."""
@@ -406,10 +418,18 @@ class BlockConsistency:
 
         if not self._parts:
             return {}
-        mn = pd.concat([p[0] for p in self._parts]).groupby(level=0).min()
-        mx = pd.concat([p[1] for p in self._parts]).groupby(level=0).max()
-        cnt = pd.concat([p[2] for p in self._parts]).groupby(level=0).sum()
-        size = pd.concat([p[3] for p in self._parts]).groupby(level=0).sum()
+
+        def frame(i: int) -> pd.DataFrame:
+            if all(p[0] == self._parts[0][0] for p in self._parts):  # the usual case: one frame of all parts
+                index = np.concatenate([p[1] for p in self._parts])
+                return pd.DataFrame(np.concatenate([p[i] for p in self._parts]), index=index, columns=self._parts[0][0])
+            return pd.concat([pd.DataFrame(p[i], index=p[1], columns=p[0]) for p in self._parts])
+
+        mn = frame(2).groupby(level=0).min()
+        mx = frame(3).groupby(level=0).max()
+        cnt = frame(4).groupby(level=0).sum()
+        size = pd.Series(np.concatenate([p[5] for p in self._parts]), index=np.concatenate([p[1] for p in self._parts]))
+        size = size.groupby(level=0).sum()
         multi = (size >= 2).to_numpy()
         n_multi = int(multi.sum())
         out: dict[str, tuple[float, int]] = {}

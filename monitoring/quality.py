@@ -42,7 +42,7 @@ import pandas as pd
 
 from data_contracts.contract import Contract, Conversion, unit_conversions
 from monitoring.policy import Signal
-from monitoring.sampling import Reservoir
+from monitoring.sampling import Reservoir, row_hashes, row_keys
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
@@ -312,30 +312,38 @@ class QualityAccumulator:
         self.beyond = {r.name: 0 for r in self.references}
         self.unseen = {r.name: 0 for r in self.references}
         self.absent = {r.name: False for r in self.references}
-        self.counts: dict[str, pd.Series] = {r.name: pd.Series(dtype="float64") for r in self.references}
+        # Per field, the count of each distinct value, one Series per chunk or merged part, summed
+        # when read (`counts`): one group-by per field, not an index alignment per chunk and part.
+        self._count_parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {r.name: [] for r in self.references}
         shared = shared_samples or {}
         self._own = {r.name for r in self.references if r.kind == "numeric" and r.name not in shared}
+        self.seed = seed
         self.samples = {
-            r.name: shared[r.name] if r.name in shared else Reservoir(sample_size, seed)
-            for r in self.references
-            if r.kind == "numeric"
+            r.name: shared[r.name] if r.name in shared else Reservoir(sample_size) for r in self.references if r.kind == "numeric"
         }
         self.time, self.site = time, site
-        self.site_hours: dict[str, list[pd.DataFrame]] = {r.name: [] for r in self.references if r.max_run_hours}
+        # Per run-checked field, (site, hour, reading) arrays of the first reading of each site-hour
+        # of every chunk or merged part, in row order.
+        self.site_hours: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            r.name: [] for r in self.references if r.max_run_hours
+        }
         self._hashes: list[np.ndarray] = []
         self.conversions = field_conversions(self.references, contract)
 
-    def add(self, window: pd.DataFrame, factorized: Mapping[str, Any] | None = None) -> None:
+    def add(self, window: pd.DataFrame, factorized: Mapping[str, Any] | None = None, hashes: np.ndarray | None = None) -> None:
         """Fold one chunk in. One hashing pass per column (`pd.factorize`) gives the missing count,
         the count of every distinct value (-> the top share) and, for categories, the unseen count
         from the few distinct values instead of a per-row membership test. `factorized`: the drift
-        pass's hashing of this same chunk (`DriftAccumulator.factorized`), reused, not redone."""
+        pass's hashing of this same chunk (`DriftAccumulator.factorized`), reused, not redone.
+        `hashes`: `sampling.row_hashes(window)`, when the caller already has them."""
         shared = factorized or {}
         if window.empty:
             return
         self.n += len(window)
-        cols = sorted(c for c in window.columns)
-        self._hashes.append(pd.util.hash_pandas_object(window[cols], index=False).to_numpy())
+        if hashes is None:
+            hashes = row_hashes(window)
+        self._hashes.append(hashes)
+        keys = row_keys(hashes, self.seed) if self._own else np.empty(0)
         self._add_site_hours(window)
         for ref in self.references:
             if ref.name not in window:
@@ -356,15 +364,13 @@ class QualityAccumulator:
             self.missing[ref.name] += int(per_value[0])
             if len(uniques) == 0:
                 continue
-            counts = pd.Series(per_value[1:].astype("float64"), index=uniques, copy=False)
-            prev = self.counts[ref.name]
-            self.counts[ref.name] = counts if prev.empty else prev.add(counts, fill_value=0)
+            self._count_parts[ref.name].append((np.asarray(uniques), per_value[1:].astype("float64")))
             if ref.kind == "numeric":
                 v = np.asarray(uniques, dtype="float64")
                 if ref.min is not None and ref.max is not None:
                     self.beyond[ref.name] += int(per_value[1:][(v < ref.min) | (v > ref.max)].sum())
                 if ref.name in self._own:
-                    self.samples[ref.name].add(col)  # the reservoir drops NaN itself
+                    self.samples[ref.name].add(col, keys)  # the reservoir drops NaN itself
             else:
                 cats = ref.categories
                 unseen = np.fromiter((str(u) not in cats for u in uniques), dtype=bool, count=len(uniques))
@@ -381,9 +387,53 @@ class QualityAccumulator:
             {"site": window[self.site].astype(str).to_numpy(), "hour": (t.astype("int64") // 3_600_000_000_000).to_numpy()}
         )
         first = ~keyed.duplicated(["site", "hour"]).to_numpy()
-        keyed = keyed[first]
+        site, hour = keyed["site"].to_numpy()[first], keyed["hour"].to_numpy()[first]
         for n in names:
-            self.site_hours[n].append(keyed.assign(v=window[n].to_numpy()[first]))
+            self.site_hours[n].append((site, hour, window[n].to_numpy()[first]))
+
+    def state(self) -> dict[str, Any]:
+        """What was gathered, as plain data, for `merge_state` of another accumulator of the same
+        references (a part of the window: `monitoring.monitor.WindowAccumulator.state`). Reservoirs
+        shared with a drift accumulator are kept there, not twice here."""
+        return {
+            "n": self.n,
+            "missing": dict(self.missing),
+            "beyond": dict(self.beyond),
+            "unseen": dict(self.unseen),
+            "absent": dict(self.absent),
+            "counts": {k: list(v) for k, v in self._count_parts.items()},
+            "samples": {k: self.samples[k].state() for k in sorted(self._own)},
+            "site_hours": {k: list(v) for k, v in self.site_hours.items()},
+            "hashes": list(self._hashes),
+        }
+
+    def merge_state(self, part: Mapping[str, Any]) -> None:
+        """Fold in the `state()` of the rows that follow those folded so far: the statistics of both
+        together, exactly (the first reading of a site-hour stays the first)."""
+        self.n += part["n"]
+        for name in self.missing:
+            self.missing[name] += part["missing"][name]
+            self.beyond[name] += part["beyond"][name]
+            self.unseen[name] += part["unseen"][name]
+            self.absent[name] = self.absent[name] or part["absent"][name]
+            self._count_parts[name] += part["counts"][name]
+        for name, sample in part["samples"].items():
+            self.samples[name].merge_state(sample)
+        for name, parts in part["site_hours"].items():
+            self.site_hours[name] += parts
+        self._hashes += part["hashes"]
+
+    @property
+    def counts(self) -> dict[str, pd.Series]:
+        """Per field, the count of each distinct non-missing value over the rows folded in so far."""
+        out = {}
+        for name, parts in self._count_parts.items():
+            if len(parts) > 1:  # summed once, then kept as the one part
+                summed = pd.Series(np.concatenate([c for _, c in parts]), index=np.concatenate([u for u, _ in parts]))
+                summed = summed.groupby(level=0, sort=False).sum()
+                parts[:] = [(summed.index.to_numpy(), summed.to_numpy())]
+            out[name] = pd.Series(parts[0][1], index=parts[0][0]) if parts else pd.Series(dtype="float64")
+        return out
 
     def duplicate_signal(self) -> Signal | None:
         if not self.n:
@@ -398,7 +448,8 @@ class QualityAccumulator:
         parts = self.site_hours.get(ref.name)
         if not parts or not ref.max_run_hours:
             return None
-        sh = pd.concat(parts, ignore_index=True).drop_duplicates(["site", "hour"])
+        sites, hrs, vals = (np.concatenate(c) for c in zip(*parts, strict=True))
+        sh = pd.DataFrame({"site": sites, "hour": hrs, "v": vals}).drop_duplicates(["site", "hour"])
         hours, site, value = longest_run_hours(sh, ref.resting_value)
         # A run within one day is ordinary for any field (a calm night, a gust reported twice):
         # the ratio is against at least a day, so the signal speaks of multi-day freezes.
@@ -416,6 +467,7 @@ class QualityAccumulator:
         out: list[Signal] = []
         if self.n == 0:
             return out
+        counts = self.counts
         dup = self.duplicate_signal()
         if dup is not None:
             out.append(dup)
@@ -431,7 +483,7 @@ class QualityAccumulator:
             present = self.n - self.missing[name]
             if present == 0:
                 continue
-            top = float(self.counts[name].max()) / present
+            top = float(counts[name].max()) / present
             out.append(
                 Signal("stuck_value_share", name, top - ref.top_share, f"{top:.1%} of values equal vs {ref.top_share:.1%}")
             )

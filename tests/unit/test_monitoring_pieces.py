@@ -152,20 +152,20 @@ def test_report_sample_is_the_rows_with_the_smallest_keys_of_the_whole_window():
     """The report sample merges only the rows that can still enter it (issue 15): the same rows, in
     the same order, as keeping the `report_rows` smallest keys of the whole window at once."""
     from monitoring.monitor import WindowAccumulator
+    from monitoring.sampling import row_hashes, row_keys
 
     acc = WindowAccumulator.__new__(WindowAccumulator)
-    acc.fields, acc._report_rows, acc._sample, acc._rng = ["a", "b"], 50, None, np.random.default_rng(3)
+    acc.fields, acc._report_rows, acc._sample = ["a", "b"], 50, None
     rng = np.random.default_rng(0)
     chunks = [
         pd.DataFrame({"a": rng.normal(size=n), "b": [f"r{i}" for i in range(n)], "other": 1})
         for n in (30, 40, 200, 1, 60, 500, 3)
     ]
     for chunk in chunks:
-        acc._add_to_sample(chunk)
-    keys = np.random.default_rng(3)
-    whole = pd.concat([c[["a", "b"]].assign(_key=keys.random(len(c))) for c in chunks], ignore_index=True)
-    want = whole.nsmallest(50, "_key").drop(columns="_key").reset_index(drop=True)
-    pd.testing.assert_frame_equal(acc.report_sample, want)
+        acc._add_to_sample(chunk, row_keys(row_hashes(chunk[["a", "b"]]), 3))
+    whole = pd.concat(chunks, ignore_index=True)[["a", "b"]]
+    want = whole.assign(_key=row_keys(row_hashes(whole), 3)).nsmallest(50, "_key").drop(columns="_key")
+    pd.testing.assert_frame_equal(acc.report_sample, want.reset_index(drop=True))
 
 
 def test_performance_columns_are_the_chunks_in_order_and_stay_whole_for_a_second_finish():
