@@ -386,27 +386,37 @@ class ArchivedLog:
         elif not yielded and first_empty is not None:
             yield first_empty
 
+    def segments(self, start: datetime | None, end: datetime | None) -> list[tuple[str, Any, Any]]:
+        """`plan` without the database segments that the event-time index shows empty: a window's
+        open ends before the first and after the last archived day usually hold no row, and the
+        query cost ~0.4 s each on PostgreSQL here (its generic plan scans both tables). Only with
+        archived days in the window, so a window without rows still gets its one empty frame from
+        the database."""
+        segs = self.plan(start, end)
+        archived = any(kind == "parquet" for kind, _, _ in segs)
+        span = self.store.event_time_range() if archived and len(segs) > 1 else None
+        out = []
+        for kind, a, b in segs:
+            if kind == "db":
+                if a is not None and b is not None and a >= b:
+                    continue
+                if span is not None and ((b is not None and b <= span[0]) or (a is not None and a > span[1])):
+                    continue
+            out.append((kind, a, b))
+        return out
+
     def _pieces(
         self, start: datetime | None, end: datetime | None, chunksize: int, with_labels: bool, reader: Reader, cols: list[str]
     ) -> Iterator[Any]:
-        segs = self.plan(start, end)
+        segs = self.segments(start, end)
         days = [a for kind, run, _ in segs if kind == "parquet" for a in run]
         lookup: _ArchivedLabels | _LabelLookup | None = None
         if with_labels and days:
             lookup = _ArchivedLabels.load(self.archive, days, reader) or _LabelLookup(self.store, days, reader)
         # The overlay matches rows by id: scan the ids even if the caller did not ask for them.
         scan_cols = cols if "prediction_id" in cols or not isinstance(lookup, _ArchivedLabels) else [*cols, "prediction_id"]
-        span = self.store.event_time_range() if days and len(segs) > 1 else None
         for kind, a, b in segs:
             if kind == "db":
-                if a is not None and b is not None and a >= b:
-                    continue
-                # A window's open ends before the first and after the last archived day usually hold
-                # no row; the index says so for free, while the query cost ~0.4 s each on PostgreSQL
-                # here (its generic plan scans both tables). Only with archived days in the window,
-                # so a window without rows still gets its one empty frame from the database.
-                if span is not None and ((b is not None and b <= span[0]) or (a is not None and a > span[1])):
-                    continue
                 yield from self.store.iter_predictions(
                     a, b, by="event_time", chunksize=chunksize, with_labels=with_labels, reader=reader, columns=cols
                 )

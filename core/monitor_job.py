@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import pandas as pd
 
 from core.archive import ArchivedDay, ArchivedLog, LogArchive
+from core.day_parts import DayParts
 from core.fleet_queue import Decision
 from core.ids import drill_mask
 from core.logstore import log_store_from_settings
@@ -28,7 +29,7 @@ from core.reports import reference_frame_from_profile
 from core.runs import RunStore
 from data_contracts.contract import REJECTED_BY_EVENT, Contract, load_contract
 from data_contracts.windows import window_bounds
-from monitoring.monitor import Judgement, ModelContext, WindowAccumulator, judge
+from monitoring.monitor import REPORT_ROWS, Judgement, ModelContext, WindowAccumulator, judge
 from monitoring.performance import Performance
 from monitoring.policy import PolicySettings, Verdict, load_policy, retrain_hold
 
@@ -282,6 +283,46 @@ def window_volume(
     return volume_signals(ref, ws.arrivals, violations.get(REJECTED_BY_EVENT, 0), start, end, watermark=watermark)
 
 
+def fold_window(
+    acc: WindowAccumulator,
+    store: PredictionSource,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    by: WindowBy = "event_time",
+    drill: str | None = None,
+    chunksize: int = 50_000,
+    read_ahead_chunks: int = 1,
+    day_parts: bool = True,
+) -> None:
+    """Fold a window of `store` into `acc`, chunk by chunk (the window is never held whole). Without
+    `drill`, drill traffic is left out. From an archive (`ArchivedLog`) with `day_parts`, windows by
+    event time merge each whole archived day's kept state (`core.day_parts`, built on first use)
+    and fold only the rest of the window row by row: the same signals as folding every row."""
+    names = getattr(store, "column_names", None)  # the log store or its archive; a drill's view reads all
+    columns = [c for c in names if c not in NOT_READ_BY_MONITOR] if isinstance(names, list) else None
+
+    def rows(chunks: Iterable[pd.DataFrame]) -> None:
+        if drill is None:
+            chunks = (c[~drill_mask(c["prediction_id"]).to_numpy()] for c in chunks)
+        # The next chunk is read (and its drill rows dropped) in a thread while this one is judged.
+        for chunk in read_ahead(chunks, read_ahead_chunks):
+            acc.add(chunk)  # each chunk is folded in and dropped
+
+    if not (day_parts and drill is None and by == "event_time" and isinstance(store, ArchivedLog) and columns):
+        cols = {"columns": columns} if columns is not None else {}
+        rows(store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols))
+        return
+    parts = DayParts(store.archive, acc.ctx, acc.contract)
+    for kind, a, b in store.segments(start, end):
+        if kind == "db":
+            rows(store.store.iter_predictions(a, b, by="event_time", chunksize=chunksize, reader=store.reader, columns=columns))
+        else:
+            parts.fold(acc, store, a, columns, chunksize)
+    if parts.built:
+        log.info("monitor: kept the state of %d archived day(s) for model v%s", parts.built, acc.ctx.version)
+
+
 def run_window(
     *,
     ctx: ModelContext,
@@ -302,21 +343,22 @@ def run_window(
     drill: str | None = None,
     keep_reports: int = 0,
     read_ahead_chunks: int = 1,
+    day_parts: bool = True,
 ) -> MonitorResult:
     """Judge one window. `history` (raw statuses, oldest first) replaces the stored history for the
     hysteresis (a drill's own sequence); `request_retrain=False` records a red run without asking for
     a retrain. Without `drill`, drill traffic (drill ids) is left out: the real light; with it, the
     run is the named drill's, judged on the traffic `store` yields and the drill's door refusals.
-    `read_ahead_chunks`: chunks read ahead of the judge in a thread (`core.readahead`; 0: none)."""
-    acc = WindowAccumulator(ctx, contract)
-    names = getattr(store, "column_names", None)  # the log store or its archive; a drill's view reads all
-    cols = {"columns": [c for c in names if c not in NOT_READ_BY_MONITOR]} if isinstance(names, list) else {}
-    chunks = store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols)
-    if drill is None:
-        chunks = (c[~drill_mask(c["prediction_id"]).to_numpy()] for c in chunks)
-    # The next chunk is read (and its drill rows dropped) in a thread while this one is judged.
-    for chunk in read_ahead(chunks, read_ahead_chunks):
-        acc.add(chunk)  # the window is never held whole: each chunk is folded in and dropped
+    `read_ahead_chunks`: chunks read ahead of the judge in a thread (`core.readahead`; 0: none).
+    `day_parts`: with an archive, merge each archived day's kept state instead of folding its rows
+    again (`core.day_parts`; the same signals)."""
+    # The report sample is only drawn for the HTML report.
+    report = html and reports_dir is not None and reference_frame is not None
+    acc = WindowAccumulator(ctx, contract, report_rows=REPORT_ROWS if report else 0)
+    fold_window(
+        acc, store, start, end, by=by, drill=drill, chunksize=chunksize, read_ahead_chunks=read_ahead_chunks,
+        day_parts=day_parts,
+    )  # fmt: skip
     # The label-free estimate's past errors on this model's earlier windows of the same span (labels
     # in by now): they widen its interval. Only windows that ended before this one starts.
     past = runs.estimate_errors(ctx.version, len(acc.local_days), start) if start is not None else []
