@@ -46,13 +46,14 @@ import pandas as pd
 
 from core.archive import ArchivedDay, ArchivedLog, LogArchive, _ArchivedLabels, _as_frame, _LabelLookup, _read_ids, _scan
 from core.ids import drill_mask
-from core.logstore import _arrow_frame, _JsonListDecoder
+from core.logstore import _JsonListDecoder
 from data_contracts.contract import Contract
-from monitoring.monitor import ModelContext, WindowAccumulator
+from monitoring.monitor import SAMPLE_SIZE, ModelContext, WindowAccumulator
 
 PART_VERSION = 1
 log = logging.getLogger("driftlight.monitor")
 KEEP_MODELS = 2
+_NAT = np.iinfo(np.int64).min  # NaT as int64
 PART_PREFIX = "part-"
 
 
@@ -68,10 +69,14 @@ def model_key(ctx: ModelContext) -> str:
 class DayParts:
     """The parts of one archive for one model."""
 
-    def __init__(self, archive: LogArchive, ctx: ModelContext, contract: Contract) -> None:
+    def __init__(
+        self, archive: LogArchive, ctx: ModelContext, contract: Contract, *, sample_size: int = SAMPLE_SIZE, seed: int = 0
+    ) -> None:
+        """`sample_size`, `seed`: those of the accumulators the parts are merged into."""
         self.archive = archive
         self.ctx = ctx
         self.contract = contract
+        self.sample_size, self.seed = sample_size, seed
         self.key = model_key(ctx)
         self.built = 0  # parts built by this instance (cold days)
         self.merged = 0
@@ -83,7 +88,13 @@ class DayParts:
         return self.archive.path(day).with_name(f"{PART_PREFIX}{self.key}.samples.npy")
 
     def _head(self, a: ArchivedDay) -> dict[str, Any]:
-        return {"version": PART_VERSION, "model": self.key, "log": self.archive.log_id, "rows": a.rows}
+        return {
+            "version": PART_VERSION,
+            "model": self.key,
+            "log": self.archive.log_id,
+            "rows": a.rows,
+            "sample": [self.sample_size, self.seed],
+        }
 
     def load(self, a: ArchivedDay) -> dict[str, Any] | None:
         """The day's part with its samples memory-mapped, or None if it is missing or not this
@@ -105,7 +116,7 @@ class DayParts:
         """Fold the day's archived rows (no labels) and keep the state beside the day's file."""
         names = list(columns)
         scan = names if "prediction_id" in names else [*names, "prediction_id"]
-        acc = WindowAccumulator(self.ctx, self.contract, report_rows=0)
+        acc = WindowAccumulator(self.ctx, self.contract, sample_size=self.sample_size, seed=self.seed, report_rows=0)
         decode = _JsonListDecoder()
         kept: list[np.ndarray] = []
         served: list[np.ndarray] = []
@@ -182,21 +193,22 @@ class DayParts:
         needs_ids = not isinstance(lookup, _ArchivedLabels) or len(lookup.overlay_ids) > 0
         total = sum(a.rows for a in days)
         ids = pa.chunked_array([_read_ids(a.path) for a in days], pa.string()) if needs_ids else pa.nulls(total, pa.string())
-        # Every row's label and its lag, as the chunk path converts them (`_arrow_frame`: Int64, ns
-        # datetimes; then float64 and `total_seconds`), once for all the days.
-        labels = _arrow_frame(lookup.join(pa.table({"prediction_id": ids})), ["label", "received_at"], _JsonListDecoder())
-        label = labels["label"].astype("float64").to_numpy()
-        received = labels["received_at"]
-        del labels, ids
+        # Every row's label and receipt time, once for all the days, as plain arrays: the label as
+        # float64 with NaN where there is none, the time as int64 ns (`_arrow_frame`'s ns datetimes).
+        joined = lookup.join(pa.table({"prediction_id": ids}))
+        label = joined.column("label").cast(pa.float64()).to_numpy()
+        received = joined.column("received_at").cast(pa.timestamp("ns", tz="UTC")).to_numpy().view("int64")
+        del joined, ids
         at = 0
         for a in days:
             part = self.load(a) or self.build(a, columns, chunksize)
-            rows = np.arange(at, at + a.rows) if part["rows"] is None else at + part["rows"]
+            rows = slice(at, at + a.rows) if part["rows"] is None else at + part["rows"]
             at += a.rows
-            served = pd.Series(pd.to_datetime(part["served_ns"], unit="ns", utc=True))
-            lag = (received.iloc[rows].reset_index(drop=True) - served).dt.total_seconds()
+            # the chunk path's lag: (received_at - served_at).dt.total_seconds() = ns difference / 1e9
+            r = received[rows]
+            lag = np.where(r == _NAT, np.nan, (r - part["served_ns"]) / 1_000_000_000)
             state = dict(part["state"])
-            state["perf"] = (part["probability"], label[rows], lag.to_numpy(dtype="float64", na_value=np.nan), part["groups"])
+            state["perf"] = (part["probability"], label[rows], lag, part["groups"])
             flat = part["flat"]
             for where, name, start, n in part["samples"]:
                 sample = (flat[start : start + n], flat[start + n : start + 2 * n])  # (keys, values)

@@ -313,7 +313,7 @@ def fold_window(
         cols = {"columns": columns} if columns is not None else {}
         rows(store.iter_predictions(start, end, by=by, chunksize=chunksize, **cols))
         return
-    parts = DayParts(store.archive, acc.ctx, acc.contract)
+    parts = DayParts(store.archive, acc.ctx, acc.contract, sample_size=acc.sample_size, seed=acc.seed)
     for kind, a, b in store.segments(start, end):
         if kind == "db":
             rows(store.store.iter_predictions(a, b, by="event_time", chunksize=chunksize, reader=store.reader, columns=columns))
@@ -444,6 +444,7 @@ class Monitor:
     ) -> MonitorResult:
         """Judge a window; `kw` goes to `run_window` (store=, history=, request_retrain=)."""
         kw.setdefault("store", self.source)
+        kw.setdefault("day_parts", self.settings.archive_day_parts)
         if self.settings.archive_closed_days and kw["store"] is self.source and by == "event_time":
             self.archive_closed_days(start, end)
         return run_window(

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     archive_closed_days: bool = Field(
         True, description="before each run the monitor archives the closed days of the window it judges (new or changed)"
     )
+    archive_day_parts: bool = Field(
+        True,
+        description="keep each archived day's folded state per model beside its Parquet file (core.day_parts): later "
+        "windows merge it instead of folding the day's rows again (the same verdict); off: fold every row every run",
+    )
 
     # Monitor reports (core.reports): an Evidently HTML report is ~4.7 MB, so keep only the newest
     reports_keep: int = Field(

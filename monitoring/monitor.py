@@ -144,6 +144,8 @@ class WindowSignals:
 
 # Rows of the window kept for Evidently's HTML report (0 when no report is written).
 REPORT_ROWS = 20_000
+# Values per numeric field kept for the distribution tests (KS, Wasserstein, unit checks).
+SAMPLE_SIZE = 50_000
 
 
 class WindowAccumulator:
@@ -155,7 +157,13 @@ class WindowAccumulator:
     """
 
     def __init__(
-        self, ctx: ModelContext, contract: Contract, *, sample_size: int = 50_000, report_rows: int = REPORT_ROWS, seed: int = 0
+        self,
+        ctx: ModelContext,
+        contract: Contract,
+        *,
+        sample_size: int = SAMPLE_SIZE,
+        report_rows: int = REPORT_ROWS,
+        seed: int = 0,
     ) -> None:
         self.ctx = ctx
         self.contract = contract
@@ -181,6 +189,7 @@ class WindowAccumulator:
         self._report_rows = report_rows
         self._sample: pd.DataFrame | None = None
         self.seed = seed
+        self.sample_size = sample_size
 
     def add(self, chunk: pd.DataFrame) -> None:
         if chunk.empty:
