@@ -68,6 +68,7 @@ def engine(name: str, n: int) -> dict[str, Any]:
         from monitoring.drift import DriftAccumulator, compute_drift
         from monitoring.profile import build_profile
         from monitoring.quality import QualityAccumulator
+        from monitoring.sampling import row_hashes, row_keys
         from training.reference import quality_reference
 
         t0 = time.perf_counter()
@@ -78,12 +79,14 @@ def engine(name: str, n: int) -> dict[str, Any]:
         t_profile = time.perf_counter() - t0
 
         def single_pass():  # type: ignore[no-untyped-def]
-            # What WindowAccumulator does: one drift pass, quality counting its own way over the same
-            # chunk and reading the drift pass's samples.
+            # What WindowAccumulator does: one hash of each record (the duplicate check's, and every
+            # sample's keys), one drift pass, quality counting its own way over the same chunk and
+            # reading the drift pass's samples.
             drift = DriftAccumulator(prof, sample_size=50_000, seed=0)
             quality = QualityAccumulator(refs, sample_size=50_000, seed=0, shared_samples=drift.samples)
-            drift.add(cur)
-            quality.add(cur, drift.factorized)
+            hashes = row_hashes(cur)
+            drift.add(cur, row_keys(hashes, 0))
+            quality.add(cur, drift.factorized, hashes)
             return drift.result(min_rows=1), quality.signals()
 
         compute_drift(prof, cur.head(1000))  # warm imports and caches

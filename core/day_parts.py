@@ -50,11 +50,13 @@ from core.logstore import _JsonListDecoder
 from data_contracts.contract import Contract
 from monitoring.monitor import SAMPLE_SIZE, ModelContext, WindowAccumulator
 
-PART_VERSION = 1
 log = logging.getLogger("driftlight.monitor")
-KEEP_MODELS = 2
-_NAT = np.iinfo(np.int64).min  # NaT as int64
+
+# Bump when a part's layout or the definition of anything in it changes: older parts are rebuilt.
+PART_VERSION = 1
 PART_PREFIX = "part-"
+KEEP_MODELS = 2  # models whose parts a day keeps (the newest written)
+_NAT = np.iinfo(np.int64).min  # NaT as int64
 
 
 def model_key(ctx: ModelContext) -> str:
@@ -193,22 +195,24 @@ class DayParts:
         needs_ids = not isinstance(lookup, _ArchivedLabels) or len(lookup.overlay_ids) > 0
         total = sum(a.rows for a in days)
         ids = pa.chunked_array([_read_ids(a.path) for a in days], pa.string()) if needs_ids else pa.nulls(total, pa.string())
-        # Every row's label and receipt time, once for all the days, as plain arrays: the label as
-        # float64 with NaN where there is none, the time as int64 ns (`_arrow_frame`'s ns datetimes).
+        # Every row's label and receipt time, joined once for all the days and converted a day at a
+        # time (no window-wide temporaries): the label as float64 with NaN where there is none, the
+        # time as int64 ns (`_arrow_frame`'s ns datetimes).
         joined = lookup.join(pa.table({"prediction_id": ids}))
-        label = joined.column("label").cast(pa.float64()).to_numpy()
-        received = joined.column("received_at").cast(pa.timestamp("ns", tz="UTC")).to_numpy().view("int64")
+        label, received, ns = joined.column("label"), joined.column("received_at"), pa.timestamp("ns", tz="UTC")
         del joined, ids
         at = 0
         for a in days:
             part = self.load(a) or self.build(a, columns, chunksize)
-            rows = slice(at, at + a.rows) if part["rows"] is None else at + part["rows"]
+            y = label.slice(at, a.rows).cast(pa.float64()).to_numpy()
+            r = received.slice(at, a.rows).cast(ns).to_numpy().view("int64")
             at += a.rows
+            if part["rows"] is not None:
+                y, r = y[part["rows"]], r[part["rows"]]
             # the chunk path's lag: (received_at - served_at).dt.total_seconds() = ns difference / 1e9
-            r = received[rows]
             lag = np.where(r == _NAT, np.nan, (r - part["served_ns"]) / 1_000_000_000)
             state = dict(part["state"])
-            state["perf"] = (part["probability"], label[rows], lag, part["groups"])
+            state["perf"] = (part["probability"], y, lag, part["groups"])
             flat = part["flat"]
             for where, name, start, n in part["samples"]:
                 sample = (flat[start : start + n], flat[start + n : start + 2 * n])  # (keys, values)
