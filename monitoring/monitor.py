@@ -262,7 +262,7 @@ class WindowAccumulator:
     # -- parts: a window folded piece by piece (one archived day at a time) and merged --------------
     def state(self) -> dict[str, Any]:
         """Everything this accumulator gathered, as plain data (NumPy arrays, frames, dicts), to be
-        kept (`core.archive` keeps one per archived day) and merged into another accumulator of the
+        kept (`core.day_parts` keeps one per archived day) and merged into another accumulator of the
         same model and contract (`merge_state`). Merging the states of consecutive parts of a window
         in order gives exactly the signals of folding the window's chunks in one go: counts add,
         samples are keyed by row (`monitoring.sampling`), first-seen lists keep their order, and the

@@ -312,8 +312,8 @@ class QualityAccumulator:
         self.beyond = {r.name: 0 for r in self.references}
         self.unseen = {r.name: 0 for r in self.references}
         self.absent = {r.name: False for r in self.references}
-        # Per field, the count of each distinct value, one Series per chunk or merged part, summed
-        # when read (`counts`): one group-by per field, not an index alignment per chunk and part.
+        # Per field, (distinct values, their counts) of each chunk or merged part, summed when read
+        # (`counts`): one group-by per field, not an index alignment per chunk and part.
         self._count_parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {r.name: [] for r in self.references}
         shared = shared_samples or {}
         self._own = {r.name for r in self.references if r.kind == "numeric" and r.name not in shared}
