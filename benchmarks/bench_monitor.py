@@ -178,13 +178,20 @@ def monitor_window(url: str, reader: Any, bundle_path: str) -> dict[str, Any]:
     verdict = judge(acc.finish(), {}, load_policy(), []).verdict
     times["compute"] += time.perf_counter() - t1
     store.dispose()
+    return _window_result(reader, acc.rows, times["read"], times["compute"], base, verdict, **extra)
+
+
+def _window_result(
+    reader: str, rows: int, read_s: float, compute_s: float, base_mb: float, verdict: Any, **extra: Any
+) -> dict[str, Any]:
+    """One window run's figures: times, peak RSS growth over `base_mb`, the verdict and its reasons."""
     return {
-        "rows": acc.rows,
+        "rows": rows,
         "reader": reader,
         "read_ahead": READ_AHEAD,
-        "read_seconds": times["read"],
-        "compute_seconds": times["compute"],
-        "extra_mb": _rss_mb("VmHWM") - base,
+        "read_seconds": read_s,
+        "compute_seconds": compute_s,
+        "extra_mb": _rss_mb("VmHWM") - base_mb,
         "status": verdict.status,
         "reasons": [r.signal + ":" + str(r.feature) for r in verdict.top_reasons(3)],
         "load_average": os.getloadavg(),
@@ -219,19 +226,8 @@ def _monitor_parts(store: Any, ctx: Any, contract: Any, root: Path, mode: str) -
     t2 = time.perf_counter()
     store.dispose()
     files = [f for fs in part_days(root).values() for f in fs]
-    return {
-        "rows": acc.rows,
-        "reader": mode,
-        "read_ahead": READ_AHEAD,
-        "read_seconds": t1 - t,
-        "compute_seconds": t2 - t1,
-        "extra_mb": _rss_mb("VmHWM") - base,
-        "status": verdict.status,
-        "reasons": [r.signal + ":" + str(r.feature) for r in verdict.top_reasons(3)],
-        "load_average": os.getloadavg(),
-        "part_files_mb": sum(f.stat().st_size for f in files) / 1e6,
-        "archive_path": str(root),
-    }
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    return _window_result(mode, acc.rows, t1 - t, t2 - t1, base, verdict, part_files_mb=mb, archive_path=str(root))
 
 
 def store_windows(n: int) -> list[dict[str, Any]]:

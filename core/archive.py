@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import pandas as pd
 
@@ -266,20 +266,26 @@ class LogArchive:
         return path, watermark
 
 
-def _write_atomically(table: Any, path: Path) -> None:
-    """`table` to `path` as one zstd row group: a temporary file in the same folder, fsync,
-    `os.replace`, so readers see the old file or the new one, never half of one."""
-    import pyarrow.parquet as pq
-
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(fh)` to `path` through a temporary file in the same folder, fsync, `os.replace`, so
+    readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=max(table.num_rows, 1))
-        with open(tmp, "rb") as fh:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_atomically(table: Any, path: Path) -> None:
+    """`table` to `path` as one zstd row group, atomically (`replace_atomically`)."""
+    import pyarrow.parquet as pq
+
+    replace_atomically(path, lambda fh: pq.write_table(table, fh, compression="zstd", row_group_size=max(table.num_rows, 1)))
 
 
 def _read_ids(path: Path) -> Any:

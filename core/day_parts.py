@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 from collections.abc import Sequence
 from datetime import date
@@ -44,7 +43,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.archive import ArchivedDay, ArchivedLog, LogArchive, _ArchivedLabels, _as_frame, _LabelLookup, _read_ids, _scan
+from core.archive import (
+    ArchivedDay,
+    ArchivedLog,
+    LogArchive,
+    _ArchivedLabels,
+    _as_frame,
+    _LabelLookup,
+    _read_ids,
+    _scan,
+    replace_atomically,
+)
 from core.ids import drill_mask
 from core.logstore import _JsonListDecoder
 from data_contracts.contract import Contract
@@ -81,7 +90,6 @@ class DayParts:
         self.sample_size, self.seed = sample_size, seed
         self.key = model_key(ctx)
         self.built = 0  # parts built by this instance (cold days)
-        self.merged = 0
 
     def path(self, day: date) -> Path:
         return self.archive.path(day).with_name(f"{PART_PREFIX}{self.key}.pkl")
@@ -165,19 +173,9 @@ class DayParts:
         return {**part, "flat": flat}
 
     def _write(self, day: date, part: dict[str, Any], flat: np.ndarray) -> None:
-        for path, write in (
-            (self.samples_path(day), lambda fh: np.save(fh, flat, allow_pickle=False)),
-            (self.path(day), lambda fh: pickle.dump(part, fh, protocol=pickle.HIGHEST_PROTOCOL)),
-        ):  # the samples first: a pickle is only ever next to its samples
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                with open(tmp, "wb") as fh:
-                    write(fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        # the samples first: a pickle is only ever next to its samples
+        replace_atomically(self.samples_path(day), lambda fh: np.save(fh, flat, allow_pickle=False))
+        replace_atomically(self.path(day), lambda fh: pickle.dump(part, fh, protocol=pickle.HIGHEST_PROTOCOL))
         mine = self.path(day)
         others = sorted((p for p in mine.parent.glob(f"{PART_PREFIX}*.pkl") if p != mine), key=lambda p: p.stat().st_mtime_ns)
         for old in others[: max(len(others) - (KEEP_MODELS - 1), 0)]:
@@ -211,14 +209,15 @@ class DayParts:
                 y, r = y[part["rows"]], r[part["rows"]]
             # the chunk path's lag: (received_at - served_at).dt.total_seconds() = ns difference / 1e9
             lag = np.where(r == _NAT, np.nan, (r - part["served_ns"]) / 1_000_000_000)
-            state = dict(part["state"])
-            state["perf"] = (part["probability"], y, lag, part["groups"])
+            state = {**part["state"], "perf": (part["probability"], y, lag, part["groups"])}
+            samples: dict[str, dict[str, Any]] = {"drift": {}, "quality": {}}
             flat = part["flat"]
             for where, name, start, n in part["samples"]:
-                sample = (flat[start : start + n], flat[start + n : start + 2 * n])  # (keys, values)
-                state[where] = {**state[where], "samples": {**state[where]["samples"], name: sample}}
+                samples[where][name] = (flat[start : start + n], flat[start + n : start + 2 * n])  # (keys, values)
+            for where, drawn in samples.items():
+                if state[where] is not None:
+                    state[where] = {**state[where], "samples": drawn}
             acc.merge_state(state)
-            self.merged += 1
             if acc.wants_report_sample:
                 self._sample_rows(acc, a)
 

@@ -195,11 +195,7 @@ class WindowAccumulator:
         if chunk.empty:
             return
         self.rows += len(chunk)
-        fields = chunk[[c for c in self.fields if c in chunk]]
-        # One hash of each record's fields: the duplicate check counts it, and every sample keys
-        # its rows by it (`monitoring.sampling`), so samples do not depend on chunks or parts.
-        hashes = row_hashes(fields)
-        keys = row_keys(hashes, self.seed)
+        fields, hashes, keys = self._keyed(chunk)
         if self.drift is not None:
             self.drift.add(chunk, keys)
         shared = self.drift.factorized if self.drift is not None else None  # one hashing pass per column
@@ -209,8 +205,7 @@ class WindowAccumulator:
         by_model = (chunk["model_version"] != "fallback").to_numpy() if "model_version" in chunk else None
         skew = row_level_skew(self.ctx.transformer, chunk, self.ctx.transformer.input_columns(), rows=by_model)
         for f in skew.features:
-            self.skew_bad[f.feature] += f.mismatches
-            self.skew_examples[f.feature] = (self.skew_examples[f.feature] + list(f.examples))[:3]
+            self._count_skew(f.feature, f.mismatches, f.examples)
         labels = chunk["label"].astype("float64").to_numpy() if "label" in chunk else np.full(len(chunk), np.nan)
         lag = np.full(len(chunk), np.nan)
         if "received_at" in chunk:
@@ -218,13 +213,11 @@ class WindowAccumulator:
         groups = airport_hours(chunk)
         self._perf.append((chunk["probability"].to_numpy(dtype="float64"), labels, lag, groups))
         self.blocks.add(chunk, groups)
-        lo, hi = chunk["served_at"].min().to_pydatetime(), chunk["served_at"].max().to_pydatetime()
-        self.served_range = (
-            (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
+        self._widen(
+            (chunk["served_at"].min().to_pydatetime(), chunk["served_at"].max().to_pydatetime()),
+            pd.Timestamp(chunk["event_time"].max()),
         )
         self._count_arrivals(chunk)
-        last = pd.Timestamp(chunk["event_time"].max())
-        self.last_event = last if self.last_event is None else max(self.last_event, last)
         self.local_days.update(
             # Distinct local midnights first, then dates: not one Python date per row.
             d.date()
@@ -240,7 +233,28 @@ class WindowAccumulator:
         """Offer rows (the window's fields) to the report sample only, keyed as `add` keys them:
         for rows whose statistics were merged from a kept part (`merge_state`) without their fields."""
         if self._report_rows > 0 and len(rows):
-            self._add_to_sample(rows, row_keys(row_hashes(rows[[c for c in self.fields if c in rows]]), self.seed))
+            self._add_to_sample(rows, self._keyed(rows)[2])
+
+    def _keyed(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """The window's fields of `frame`, one hash of each record's fields (the duplicate check
+        counts it) and each row's sample key from it (`monitoring.sampling`): every sample keys its
+        rows by their own contents, so samples do not depend on chunks or parts."""
+        fields = frame[[c for c in self.fields if c in frame]]
+        hashes = row_hashes(fields)
+        return fields, hashes, row_keys(hashes, self.seed)
+
+    def _count_skew(self, feature: str, mismatches: int, examples: Sequence[dict[str, Any]]) -> None:
+        self.skew_bad[feature] += mismatches
+        self.skew_examples[feature] = (self.skew_examples[feature] + list(examples))[:3]  # the first three seen
+
+    def _widen(self, served: tuple[datetime, datetime] | None, last_event: pd.Timestamp | None) -> None:
+        """Stretch the window's served range and its last event time to cover a chunk or a part."""
+        if served is not None:
+            lo, hi = served
+            old = self.served_range
+            self.served_range = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        if last_event is not None:
+            self.last_event = last_event if self.last_event is None else max(self.last_event, last_event)
 
     def _add_to_sample(self, chunk: pd.DataFrame, keys: np.ndarray) -> None:
         """Keep the `report_rows` rows with the smallest keys seen so far. Once the sample is
@@ -287,20 +301,12 @@ class WindowAccumulator:
         if not part["rows"]:
             return
         self.rows += part["rows"]
-        last = part["last_event"]
-        if last is not None:
-            self.last_event = last if self.last_event is None else max(self.last_event, last)
+        self._widen(part["served_range"], part["last_event"])
         self.local_days.update(part["local_days"])
-        if part["served_range"] is not None:
-            lo, hi = part["served_range"]
-            self.served_range = (
-                (lo, hi) if self.served_range is None else (min(self.served_range[0], lo), max(self.served_range[1], hi))
-            )
         for key, n in part["arrivals"].items():
             self.arrivals[key] = self.arrivals.get(key, 0) + n
         for name, bad in part["skew_bad"].items():
-            self.skew_bad[name] += bad
-            self.skew_examples[name] = (self.skew_examples[name] + list(part["skew_examples"][name]))[:3]
+            self._count_skew(name, bad, part["skew_examples"][name])
         if part["perf"] is not None:
             self._perf.append(tuple(part["perf"]))  # type: ignore[arg-type]
         self.blocks.merge_state(part["blocks"])
