@@ -46,6 +46,8 @@ from monitoring.sampling import Reservoir, row_hashes, row_keys
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
+MAX_DIVISOR = 10  # a lattice step is the smallest gap between readings divided by at most this (`lattice`)
+EXACT = 1e-3  # of a lattice step: "the same reading" after a conversion (float error is ~1e-12 of a step)
 ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
 MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
 RESTING_SHARE = 0.5  # a reading on most of the reference's site-hours is the field's resting value
@@ -67,6 +69,7 @@ class FieldReference:
     categories: frozenset[str] = frozenset()
     top_share: float = 0.0  # share of the most common non-missing value
     grid: tuple[float, ...] = ()  # the distinct reported values, when there are at most GRID_MAX
+    lattice: tuple[float, ...] = ()  # (origin, step) every reported value sits on (`lattice`); (): none, or an older model
     zero_share: float = 0.0  # share of non-missing values equal to 0
     nonzero_quantiles: tuple[float, ...] = ()  # at QUANTILES, of the non-zero values
     max_run_hours: float | None = None  # longest identical reading at one site (None: not a site-hour field)
@@ -185,6 +188,7 @@ def reference_for(
             qs,
             top_share=top,
             grid=tuple(float(x) for x in distinct) if distinct.size <= GRID_MAX else (),
+            lattice=lattice(distinct),
             zero_share=float(np.mean(v == 0)) if v.size else 0.0,
             nonzero_quantiles=tuple(float(q) for q in np.quantile(nz, QUANTILES)) if nz.size else (),
             max_run_hours=run,
@@ -197,6 +201,90 @@ def _on_grid(values: np.ndarray, grid: np.ndarray, tol: float) -> np.ndarray:
     """Mask of `values` within `tol` of a point of the sorted `grid`."""
     i = np.clip(np.searchsorted(grid, values), 1, len(grid) - 1)
     return np.minimum(np.abs(values - grid[i - 1]), np.abs(values - grid[i])) <= tol
+
+
+def lattice(values: np.ndarray) -> tuple[float, ...]:
+    """The coarsest (origin, step) with every distinct reported value at origin + k * step, k an integer.
+
+    A feed reports on a lattice: rain in hundredths of an inch (0, 0.01), pressure in tenths of a
+    millibar, and the 2013 temperatures are tenths of a degree Celsius converted to Fahrenheit
+    (32 + 0.18 k: origin 0.14, step 0.18). The step tried is the smallest gap between readings
+    divided by 1..MAX_DIVISOR; (): the readings are on no such lattice (a continuous feed)."""
+    v = np.unique(values[np.isfinite(values)])
+    if v.size < 3:
+        return ()
+    gap = float(np.min(np.diff(v)))
+    for m in range(1, MAX_DIVISOR + 1):
+        step = gap / m
+        origin = float(v[0] - step * np.floor(v[0] / step))
+        if not _off_lattice(v, (origin, step)).any():
+            return (origin, step)
+    return ()
+
+
+def _off_lattice(values: np.ndarray, lat: tuple[float, ...]) -> np.ndarray:
+    """Mask of `values` farther than EXACT of a step from the lattice (origin, step)."""
+    q = (values - lat[0]) / lat[1]
+    return np.abs(q - np.round(q)) > EXACT
+
+
+def _near_lattice(values: np.ndarray, lat: tuple[float, ...]) -> np.ndarray:
+    """Mask of `values` within 5 % of a step of the lattice (the grid test's tolerance)."""
+    q = (values - lat[0]) / lat[1]
+    return np.abs(q - np.round(q)) <= 0.05
+
+
+def _back(c: Conversion, values: np.ndarray) -> np.ndarray:
+    """`values` carried back through `c` into the reference's unit."""
+    return (values - c.offset) / c.scale
+
+
+def _typicality(ref: FieldReference, w: np.ndarray, c: Conversion) -> float:
+    """How near the reference's middle the window's distinct values `w` land carried back through `c`
+    (the non-zero part's, for a zero-inflated field), to choose between conversions that all explain
+    its readings (0.508 is 0.02 inch in mm and 0.2 inch in statfarad): small rains are common."""
+    qs = ref.nonzero_quantiles if ref.zero_share > ZERO_INFLATED else ref.quantiles
+    if len(qs) != len(QUANTILES):
+        return 0.0
+    spread = max(qs[-1] - qs[0], 1e-9)
+    return -float(np.mean(np.abs(_back(c, w) - qs[len(qs) // 2]))) / spread
+
+
+def _lattice_test(
+    ref: FieldReference, w: np.ndarray, lat: tuple[float, ...], conversions: Sequence[Conversion]
+) -> tuple[tuple[float, str] | None, list[Conversion]]:
+    """A feed never sends a reading off its lattice (`lattice`: rain in hundredths of an inch).
+
+    Returns (a verdict or None, the conversions still possible). Readings off the lattice (`foreign`)
+    that are lattice readings carried through a conversion (to EXACT of a step) decide, with no
+    minimum count and whatever the season, when they are at least as many as the readings only the
+    reference's unit explains: a day with one rainy reading of 0.508 (0.02 inch in millimetres), a
+    July day in Celsius that a January reference's grid does not reach. A window with no foreign reading
+    refutes every conversion that would carry most of its readings, carried back, off the lattice (to
+    the grid test's 5 % of a step, so a converted feed that rounds is not refuted): a pressure window
+    2 % above the reference is not in centimetres of water."""
+    foreign = _off_lattice(w, lat)
+    if foreign.any():
+        fits = []
+        for c in conversions:
+            on_back = ~_off_lattice(_back(c, w), lat)
+            # readings only the reference's unit explains (0, or 2.54 mm = 0.1 inch, are on both)
+            plain = int((~foreign & ~on_back).sum())
+            if on_back[foreign].all() and foreign.sum() >= plain:
+                fits.append(c)
+        if fits:
+            c = max(fits, key=lambda c: _typicality(ref, w, c))
+            why = (
+                f"{int(foreign.sum())} distinct readings off the reference's lattice ({lat[0]:.4g} + k x {lat[1]:.4g}), "
+                f"each a reading on it in {c.to} (x{c.scale:.4g}{c.offset:+.4g})"
+            )
+            return (1.0, why), []
+        return None, list(conversions)
+    moved = w[w != 0]
+    if moved.size < 3:
+        return None, list(conversions)
+    kept = [c for c in conversions if _near_lattice(_back(c, moved), lat).mean() >= 0.5]
+    return None, kept
 
 
 def _grid_test(ref: FieldReference, values: np.ndarray, conversions: Sequence[Conversion]) -> tuple[float, str] | None:
@@ -261,6 +349,13 @@ def unit_change(ref: FieldReference, values: np.ndarray, conversions: Sequence[C
     """(1.0, why) when `values` (non-missing, one window) look like the reference in another unit."""
     if not conversions or values.size == 0:
         return 0.0, ""
+    lat = ref.lattice or lattice(np.asarray(ref.grid, dtype="float64"))
+    if lat:
+        verdict, conversions = _lattice_test(ref, np.unique(values), lat, conversions)
+        if verdict is not None:
+            return verdict
+        if not conversions:
+            return 0.0, ""
     found = _grid_test(ref, values, conversions)
     if found is not None:
         return found
@@ -527,6 +622,7 @@ def references_from_mapping(doc: Mapping[str, Mapping[str, Any]]) -> list[FieldR
                 categories=frozenset(d.get("categories") or ()),
                 top_share=float(d.get("top_share", 0.0)),
                 grid=tuple(d.get("grid") or ()),
+                lattice=tuple(d.get("lattice") or ()),
                 zero_share=float(d.get("zero_share", 0.0)),
                 nonzero_quantiles=tuple(d.get("nonzero_quantiles") or ()),
                 max_run_hours=d.get("max_run_hours"),

@@ -15,10 +15,12 @@ from monitoring.performance import window_performance
 from monitoring.policy import evaluate_signals, load_policy
 from monitoring.quality import (
     QualityAccumulator,
+    lattice,
     longest_run_hours,
     quality_signals,
     reference_for,
     references_from_mapping,
+    unit_change,
 )
 from monitoring.skew import SkewReport
 
@@ -110,6 +112,74 @@ def test_rain_in_millimetres_is_a_unit_change_on_a_wet_day(weather):
     # a dry day in mm is the same data: nothing to see, and nothing is claimed
     dry = day.assign(precip=0.0)
     assert value(quality_signals(refs, dry.assign(precip=dry["precip"] * 25.4)), "unit_change", "precip") == 0.0
+
+
+def test_a_feed_reports_on_a_lattice_and_the_reference_keeps_it():
+    # rain in hundredths of an inch; tenths of a degree Celsius sent in Fahrenheit (32 + 0.18 k)
+    assert lattice(np.array([0.0, 0.01, 0.03, 0.12])) == pytest.approx((0.0, 0.01))
+    origin, step = lattice(np.round(np.arange(-100, 300) * 0.1 * 1.8 + 32, 2))
+    assert step == pytest.approx(0.18) and origin == pytest.approx(0.14)
+    # gaps of 0.06 and 0.13 (visibility in miles): a step of 0.01, found by dividing the smallest gap
+    assert lattice(np.array([0.06, 0.12, 0.25, 0.5, 10.0])) == pytest.approx((0.0, 0.01))
+    # a continuous feed has none, and the reference says so
+    cont = np.random.default_rng(0).normal(1017, 8, 500)
+    assert lattice(cont) == ()
+    frame = pd.DataFrame({"pressure": cont})
+    assert reference_for(frame, "pressure", "numeric", "millibars", time=None).lattice == ()
+    stored = quality_reference_roundtrip(reference_for(frame.round(1), "pressure", "numeric", "millibars", time=None))
+    assert stored.lattice == pytest.approx((0.0, 0.1), abs=1e-9)
+
+
+def quality_reference_roundtrip(ref):
+    """The reference as the model stores it (JSON) and the monitor reads it back."""
+    import json
+
+    d = asdict(ref)
+    d["categories"] = sorted(d["categories"])
+    return references_from_mapping(json.loads(json.dumps({ref.name: d})))[0]
+
+
+def test_rain_in_millimetres_is_caught_from_a_single_rainy_reading(weather):
+    """A day whose only rain is 0.02 inch: one distinct reading, 0.508 in millimetres. Off the feed's
+    hundredths, and exactly 0.02 carried through the conversion: enough, where the grid test needs
+    three telling values and the quantile test fifty."""
+    refs = weather[0]
+    day = one_day(weather, 2)
+    day = day.assign(precip=np.where(day["precip"] > 0, 0.02, 0.0))
+    assert value(quality_signals(refs, day), "unit_change", "precip") == 0.0
+    sig = quality_signals(refs, day.assign(precip=day["precip"] * 25.4))
+    assert value(sig, "unit_change", "precip") == 1.0
+    why = next(s.detail for s in sig if s.signal == "unit_change" and s.feature == "precip")
+    assert "millimeter" in why  # 0.508 is also 0.2 inch in statfarad: the likelier reading wins
+    # 0.01 and 0.1 inch: 2.54 mm sits on the hundredths too, so only 0.254 tells, and is enough
+    two = day.assign(precip=np.where(day["precip"] > 0, np.where(np.arange(len(day)) % 2 == 0, 0.01, 0.1), 0.0))
+    assert value(quality_signals(refs, two.assign(precip=two["precip"] * 25.4)), "unit_change", "precip") == 1.0
+
+
+def test_celsius_in_summer_is_a_unit_change_beyond_a_winter_reference():
+    """A January reference's temperatures (tenths of a degree Celsius sent in Fahrenheit) do not reach a
+    July day's Celsius values, so no grid point matches them; the lattice does, in any season."""
+    rng = np.random.default_rng(1)
+    winter_c = np.round(rng.normal(0, 5, 3000), 1)
+    ref = reference_for(pd.DataFrame({"temp": np.round(winter_c * 1.8 + 32, 2)}), "temp", "numeric", "degF", time=None)
+    july_c = np.round(rng.normal(27, 4, 900), 1)
+    conversions = targets("degF", -40, 130).values()
+    flag, why = unit_change(ref, july_c, tuple(conversions))
+    assert flag == 1.0 and "degree_Celsius" in why
+    assert unit_change(ref, np.round(july_c * 1.8 + 32, 2), tuple(conversions))[0] == 0.0  # July in Fahrenheit
+
+
+def test_a_pressure_window_two_percent_high_is_weather_not_centimetres_of_water():
+    """Pressure conversions sit near the identity (cm of water x1.0197): a windy week's quantiles can
+    match one. Readings still on the feed's tenths of a millibar refute it."""
+    rng = np.random.default_rng(2)
+    ref = reference_for(
+        pd.DataFrame({"pressure": np.round(rng.normal(1017, 7.75, 5000), 1)}), "pressure", "numeric", "millibars", time=None
+    )
+    conversions = tuple(targets("millibars", 870, 1085).values())
+    high = np.round(rng.normal(1017, 7.75, 900) * 1.019716, 1)  # the quantiles of cm of water, on the feed's tenths
+    assert unit_change(ref, high, conversions)[0] == 0.0
+    assert unit_change(ref, np.round(rng.normal(1017, 7.75, 900), 1) * 1.019716, conversions)[0] == 1.0
 
 
 def test_the_same_records_sent_five_times_is_a_duplicate_share_of_four_fifths(weather):
