@@ -47,6 +47,7 @@ from monitoring.sampling import Reservoir, row_hashes, row_keys
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
 MAX_DIVISOR = 10  # a lattice step is the smallest gap between readings divided by at most this (`lattice`)
+P_COINCIDENCE = 0.01  # a conversion that lands finer readings on the lattice more often proves nothing (`coincidence`)
 EXACT = 1e-3  # of a lattice step: "the same reading" after a conversion (float error is ~1e-12 of a step)
 ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
 MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
@@ -250,6 +251,17 @@ def _typicality(ref: FieldReference, w: np.ndarray, c: Conversion) -> float:
     return -float(np.mean(np.abs(_back(c, w) - qs[len(qs) // 2]))) / spread
 
 
+def coincidence(c: Conversion, lat: tuple[float, ...]) -> float:
+    """The share of readings finer than the lattice (its points refined a hundredfold) that `c`,
+    carried back, lands on the lattice by chance. A reference of few readings can have a coarser
+    lattice than its feed (one route's visibility: 1, 1.5, 2, ... 10 miles, lattice 0.25), and a
+    finer real reading (0.12) lands back on it through a conversion of a "nice" scale (kilochains,
+    x0.08: 1.5) or through any power of ten (hectomiles: 1 of 1). Such a landing is no evidence."""
+    j = np.arange(1, 10_000)
+    j = j[j % 100 != 0]
+    return float((~_off_lattice(_back(c, lat[0] + lat[1] / 100 * j), lat)).mean())
+
+
 def _lattice_test(
     ref: FieldReference, w: np.ndarray, lat: tuple[float, ...], conversions: Sequence[Conversion]
 ) -> tuple[tuple[float, str] | None, list[Conversion]]:
@@ -267,6 +279,8 @@ def _lattice_test(
     if foreign.any():
         fits = []
         for c in conversions:
+            if coincidence(c, lat) > P_COINCIDENCE:
+                continue
             on_back = ~_off_lattice(_back(c, w), lat)
             # readings only the reference's unit explains (0, or 2.54 mm = 0.1 inch, are on both)
             plain = int((~foreign & ~on_back).sum())

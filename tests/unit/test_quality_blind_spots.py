@@ -14,7 +14,9 @@ from monitoring.monitor import WindowSignals, judge
 from monitoring.performance import window_performance
 from monitoring.policy import evaluate_signals, load_policy
 from monitoring.quality import (
+    P_COINCIDENCE,
     QualityAccumulator,
+    coincidence,
     lattice,
     longest_run_hours,
     quality_signals,
@@ -167,6 +169,22 @@ def test_celsius_in_summer_is_a_unit_change_beyond_a_winter_reference():
     flag, why = unit_change(ref, july_c, tuple(conversions))
     assert flag == 1.0 and "degree_Celsius" in why
     assert unit_change(ref, np.round(july_c * 1.8 + 32, 2), tuple(conversions))[0] == 0.0  # July in Fahrenheit
+
+
+def test_a_finer_reading_than_a_small_reference_showed_is_not_a_unit_change():
+    """One route's reference saw visibility only at 0.5, 0.75, 1, 1.5, ... 10 miles: lattice 0.25. A
+    real 0.12-mile morning is finer, not converted, though 0.12 / 0.08 (kilochains) = 1.5 and
+    0.12 x 100 (hectomiles) are on that lattice: conversions that land finer readings on the lattice
+    by chance prove nothing (`coincidence`). A conversion that rarely does (km) still decides."""
+    readings = [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    ref = reference_for(pd.DataFrame({"visib": np.repeat(readings, 20)}), "visib", "numeric", "miles", time=None)
+    assert ref.lattice == pytest.approx((0.0, 0.25))
+    conversions = tuple(targets("miles", 0, 10).values())
+    kilochain, km = (next(c for c in conversions if c.to == to) for to in ("kilochain", "kilometer"))
+    assert coincidence(kilochain, ref.lattice) > P_COINCIDENCE > coincidence(km, ref.lattice)
+    day = np.array([0.12, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    assert unit_change(ref, day, conversions)[0] == 0.0
+    assert unit_change(ref, np.array([0.75, 1.5, 2.5]) * 1.609344, conversions)[0] == 1.0
 
 
 def test_a_pressure_window_two_percent_high_is_weather_not_centimetres_of_water():
