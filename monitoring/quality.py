@@ -9,8 +9,10 @@ change that keeps the shape (°F -> °C) can pass them. These checks carry those
 - `unseen_category_rate`: share of category values never seen in the reference;
 - `unit_change`: 1.0 when the window sits on a conversion of the reference into another unit,
   for every conversion the contract's unit admits (pint, `data_contracts.contract.unit_conversions`):
-  the reference's grid of reported values (the 2013 feeds report °C and knots converted to °F
-  and mph, inches in hundredths) carried through the conversion, or, when the window has too
+  first the feed's lattice (`lattice`: readings off it that a conversion carries exactly back onto
+  it, however few, in any season), then the reference's grid of reported values (the 2013 feeds
+  report °C and knots converted to °F and mph, inches in hundredths) carried through the
+  conversion, or, when the window has too
   few distinct values or the field no grid, its quantiles (only the non-zero part of a
   zero-inflated field such as precipitation, whose zeros no scale change can move);
 - `stuck_value_share`: share of the window's non-missing values equal to its most common value,
@@ -35,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -251,6 +254,7 @@ def _typicality(ref: FieldReference, w: np.ndarray, c: Conversion) -> float:
     return -float(np.mean(np.abs(_back(c, w) - qs[len(qs) // 2]))) / spread
 
 
+@lru_cache(maxsize=4096)
 def coincidence(c: Conversion, lat: tuple[float, ...]) -> float:
     """The share of readings finer than the lattice (its points refined a hundredfold) that `c`,
     carried back, lands on the lattice by chance. A reference of few readings can have a coarser
