@@ -51,6 +51,7 @@ QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 GRID_MAX = 400  # a field with more distinct reference values is treated as continuous (no grid)
 MAX_DIVISOR = 10  # a lattice step is the smallest gap between readings divided by at most this (`lattice`)
 P_COINCIDENCE = 0.01  # a conversion that lands finer readings on the lattice more often proves nothing (`coincidence`)
+REFUTE_SHARE = 0.9  # a true conversion carries every reading back near the lattice; by chance ~10 % land there
 EXACT = 1e-3  # of a lattice step: "the same reading" after a conversion (float error is ~1e-12 of a step)
 ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
 MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
@@ -275,10 +276,11 @@ def _lattice_test(
     that are lattice readings carried through a conversion (to EXACT of a step) decide, with no
     minimum count and whatever the season, when they are at least as many as the readings only the
     reference's unit explains: a day with one rainy reading of 0.508 (0.02 inch in millimetres), a
-    July day in Celsius that a January reference's grid does not reach. A window with no foreign reading
-    refutes every conversion that would carry most of its readings, carried back, off the lattice (to
-    the grid test's 5 % of a step, so a converted feed that rounds is not refuted): a pressure window
-    2 % above the reference is not in centimetres of water."""
+    July day in Celsius that a January reference's grid does not reach. A window with no foreign
+    reading refutes every conversion that would carry more than a tenth of its readings, carried
+    back, off the lattice (to the grid test's 5 % of a step, so a converted feed that rounds to
+    a few hundredths of a step is not refuted; by chance about a tenth of readings land that near):
+    a pressure window 2 % above the reference is not in centimetres of water."""
     foreign = _off_lattice(w, lat)
     if foreign.any():
         fits = []
@@ -301,7 +303,7 @@ def _lattice_test(
     moved = w[w != 0]
     if moved.size < 3:
         return None, list(conversions)
-    kept = [c for c in conversions if _near_lattice(_back(c, moved), lat).mean() >= 0.5]
+    kept = [c for c in conversions if _near_lattice(_back(c, moved), lat).mean() >= REFUTE_SHARE]
     return None, kept
 
 
