@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -52,6 +52,7 @@ GRID_MAX = 400  # a field with more distinct reference values is treated as cont
 MAX_DIVISOR = 10  # a lattice step is the smallest gap between readings divided by at most this (`lattice`)
 P_COINCIDENCE = 0.01  # a conversion that lands finer readings on the lattice more often proves nothing (`coincidence`)
 REFUTE_SHARE = 0.9  # a true conversion carries every reading back near the lattice; by chance ~10 % land there
+NEAR = 0.05  # of a step: "near" a grid or lattice point (a converted feed that rounds still lands there)
 EXACT = 1e-3  # of a lattice step: "the same reading" after a conversion (float error is ~1e-12 of a step)
 ZERO_INFLATED = 0.5  # a zero share above this: the unit check looks at the non-zero part
 MIN_RUN_HOURS = 24.0  # the stuck-run ratio is against at least one day
@@ -74,7 +75,8 @@ class FieldReference:
     categories: frozenset[str] = frozenset()
     top_share: float = 0.0  # share of the most common non-missing value
     grid: tuple[float, ...] = ()  # the distinct reported values, when there are at most GRID_MAX
-    lattice: tuple[float, ...] = ()  # (origin, step) every reported value sits on (`lattice`); (): none, or an older model
+    # (origin, step) every reported value sits on (`lattice`); (): none; None: a model stored before it
+    lattice: tuple[float, ...] | None = None
     zero_share: float = 0.0  # share of non-missing values equal to 0
     nonzero_quantiles: tuple[float, ...] = ()  # at QUANTILES, of the non-zero values
     max_run_hours: float | None = None  # longest identical reading at one site (None: not a site-hour field)
@@ -193,7 +195,7 @@ def reference_for(
             qs,
             top_share=top,
             grid=tuple(float(x) for x in distinct) if distinct.size <= GRID_MAX else (),
-            lattice=lattice(distinct),
+            lattice=lattice(distinct) if v.size else (),
             zero_share=float(np.mean(v == 0)) if v.size else 0.0,
             nonzero_quantiles=tuple(float(q) for q in np.quantile(nz, QUANTILES)) if nz.size else (),
             max_run_hours=run,
@@ -227,16 +229,15 @@ def lattice(values: np.ndarray) -> tuple[float, ...]:
     return ()
 
 
+def _lattice_offset(values: np.ndarray, lat: tuple[float, ...]) -> np.ndarray:
+    """How far each of `values` is from the nearest point of the lattice (origin, step), in steps."""
+    q = (values - lat[0]) / lat[1]
+    return np.abs(q - np.round(q))
+
+
 def _off_lattice(values: np.ndarray, lat: tuple[float, ...]) -> np.ndarray:
-    """Mask of `values` farther than EXACT of a step from the lattice (origin, step)."""
-    q = (values - lat[0]) / lat[1]
-    return np.abs(q - np.round(q)) > EXACT
-
-
-def _near_lattice(values: np.ndarray, lat: tuple[float, ...]) -> np.ndarray:
-    """Mask of `values` within 5 % of a step of the lattice (the grid test's tolerance)."""
-    q = (values - lat[0]) / lat[1]
-    return np.abs(q - np.round(q)) <= 0.05
+    """Mask of `values` farther than EXACT of a step from the lattice."""
+    return _lattice_offset(values, lat) > EXACT
 
 
 def _back(c: Conversion, values: np.ndarray) -> np.ndarray:
@@ -303,21 +304,20 @@ def _lattice_test(
     moved = w[w != 0]
     if moved.size < 3:
         return None, list(conversions)
-    kept = [c for c in conversions if _near_lattice(_back(c, moved), lat).mean() >= REFUTE_SHARE]
+    kept = [c for c in conversions if (_lattice_offset(_back(c, moved), lat) <= NEAR).mean() >= REFUTE_SHARE]
     return None, kept
 
 
-def _grid_test(ref: FieldReference, values: np.ndarray, conversions: Sequence[Conversion]) -> tuple[float, str] | None:
+def _grid_test(ref: FieldReference, w: np.ndarray, conversions: Sequence[Conversion]) -> tuple[float, str] | None:
     """The reference's reported values carried through each conversion. None: inconclusive.
 
-    Only the window's distinct values count (a reading is shared by every flight of its
+    Only the window's distinct values `w` count (a reading is shared by every flight of its
     site-hour), and only those on exactly one of the two grids (0 is on both for any scale)."""
     grid = np.asarray(ref.grid, dtype="float64")
     if grid.size < 2:
         return None
     step = float(np.min(np.diff(grid)))
-    tol = 0.05 * step
-    w = np.unique(values)
+    tol = NEAR * step
     on_ref = _on_grid(w, grid, tol)
     best: tuple[float, int, Conversion] | None = None
     for c in conversions:
@@ -369,14 +369,15 @@ def unit_change(ref: FieldReference, values: np.ndarray, conversions: Sequence[C
     """(1.0, why) when `values` (non-missing, one window) look like the reference in another unit."""
     if not conversions or values.size == 0:
         return 0.0, ""
-    lat = ref.lattice or lattice(np.asarray(ref.grid, dtype="float64"))
+    w = np.unique(values)
+    lat = ref.lattice if ref.lattice is not None else lattice(np.asarray(ref.grid, dtype="float64"))
     if lat:
-        verdict, conversions = _lattice_test(ref, np.unique(values), lat, conversions)
+        verdict, conversions = _lattice_test(ref, w, lat, conversions)
         if verdict is not None:
             return verdict
         if not conversions:
             return 0.0, ""
-    found = _grid_test(ref, values, conversions)
+    found = _grid_test(ref, w, conversions)
     if found is not None:
         return found
     return _quantile_test(ref, values, conversions)
@@ -626,6 +627,13 @@ def quality_signals(
     return acc.signals()
 
 
+def reference_to_mapping(ref: FieldReference) -> dict[str, Any]:
+    """The JSON form of `ref` (stored with the model; `references_from_mapping` reads it back)."""
+    d = asdict(ref)
+    d["categories"] = sorted(d["categories"])
+    return d
+
+
 def references_from_mapping(doc: Mapping[str, Mapping[str, Any]]) -> list[FieldReference]:
     """`FieldReference`s from their JSON form (stored with the model)."""
     out = []
@@ -642,7 +650,7 @@ def references_from_mapping(doc: Mapping[str, Mapping[str, Any]]) -> list[FieldR
                 categories=frozenset(d.get("categories") or ()),
                 top_share=float(d.get("top_share", 0.0)),
                 grid=tuple(d.get("grid") or ()),
-                lattice=tuple(d.get("lattice") or ()),
+                lattice=None if d.get("lattice") is None else tuple(d["lattice"]),
                 zero_share=float(d.get("zero_share", 0.0)),
                 nonzero_quantiles=tuple(d.get("nonzero_quantiles") or ()),
                 max_run_hours=d.get("max_run_hours"),

@@ -48,7 +48,8 @@ def main() -> None:
     fields = {f.name: f for f in s.contract.numeric_fields if f.conversions()}
 
     def references(frame: pd.DataFrame) -> dict:
-        return {n: reference_for(frame, n, "numeric", f.unit) for n, f in fields.items()}
+        # time=None: the unit check reads the lattice, grid and quantiles, never the stuck-run reference
+        return {n: reference_for(frame, n, "numeric", f.unit, time=None) for n, f in fields.items()}
 
     def flagged(refs: dict, day: pd.DataFrame) -> list[str]:
         values = {n: day[n].dropna().to_numpy(dtype="float64") for n in fields}
@@ -57,7 +58,8 @@ def main() -> None:
     nested = {}
     for d in s.reference_days:
         nested[d] = flagged(references(pd.concat([s.frames[x] for x in s.reference_days if x != d])), s.frames[d])
-    refs = references(pd.concat([s.frames[x] for x in s.reference_days]))
+    reference = pd.concat([s.frames[x] for x in s.reference_days])
+    refs = references(reference)
     flights = load_flights()
     days = local_dates(flights, s.contract).map(lambda d: d.isoformat()).to_numpy()
     later = {d: g for d, g in flights.groupby(days) if d >= "2013-04-01"}
@@ -65,12 +67,11 @@ def main() -> None:
     # Routes: one route's reference is far smaller than the single model's, so its lattice can be
     # coarser than its feed (the fleet's case). Each route with >= ROUTE_ROWS reference flights, its
     # April-December days against its own Jan-Mar reference.
-    reference = pd.concat([s.frames[x] for x in s.reference_days])
     sizes = reference.groupby(["origin", "dest"]).size()
     route_days, route_flags = 0, []
     for origin, dest in sizes[sizes >= ROUTE_ROWS].index:
         mine = (reference["origin"] == origin) & (reference["dest"] == dest)
-        rrefs = {n: reference_for(reference[mine], n, "numeric", f.unit, time=None) for n, f in fields.items()}
+        rrefs = references(reference[mine])
         for d, g in later.items():
             g = g[(g["origin"] == origin) & (g["dest"] == dest)]
             if len(g):

@@ -10,7 +10,7 @@ observation: rows of one day are not independent (TARGETS.md).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
 from monitoring.null import CADENCES, NullBook, block_constant_fields, estimate_nulls, estimate_value_nulls
 from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
-from monitoring.quality import reference_for
+from monitoring.quality import reference_for, reference_to_mapping
 from training.data import contract_frame
 
 log = logging.getLogger("driftlight.training")
@@ -49,11 +49,8 @@ def quality_reference(contract: Contract, frame: pd.DataFrame) -> dict[str, dict
     for f in contract.fields:
         if f.type == "timestamp":
             continue
-        ref = reference_for(frame, f.name, "numeric" if f.is_numeric else "categorical", f.unit)
-        d = asdict(ref)
-        d["categories"] = sorted(d["categories"])
-        d["quantiles"] = list(d["quantiles"])
-        out[f.name] = d
+        kind = "numeric" if f.is_numeric else "categorical"
+        out[f.name] = reference_to_mapping(reference_for(frame, f.name, kind, f.unit))
     return out
 
 

@@ -21,6 +21,7 @@ from monitoring.quality import (
     longest_run_hours,
     quality_signals,
     reference_for,
+    reference_to_mapping,
     references_from_mapping,
     unit_change,
 )
@@ -136,9 +137,11 @@ def quality_reference_roundtrip(ref):
     """The reference as the model stores it (JSON) and the monitor reads it back."""
     import json
 
-    d = asdict(ref)
-    d["categories"] = sorted(d["categories"])
-    return references_from_mapping(json.loads(json.dumps({ref.name: d})))[0]
+    return references_from_mapping(json.loads(json.dumps({ref.name: reference_to_mapping(ref)})))[0]
+
+
+def precip_conversions():
+    return tuple(targets("inches", 0, 10).values())
 
 
 def test_rain_in_millimetres_is_caught_from_a_single_rainy_reading(weather):
@@ -153,6 +156,14 @@ def test_rain_in_millimetres_is_caught_from_a_single_rainy_reading(weather):
     assert value(sig, "unit_change", "precip") == 1.0
     why = next(s.detail for s in sig if s.signal == "unit_change" and s.feature == "precip")
     assert "millimeter" in why  # 0.508 is also 0.2 inch in statfarad: the likelier reading wins
+    # a model stored before the lattice (no such key) derives it from its grid, and judges the same
+    [precip] = [r for r in refs if r.name == "precip"]
+    older = {k: v for k, v in reference_to_mapping(precip).items() if k != "lattice"}
+    [old] = references_from_mapping({"precip": older})
+    assert old.lattice is None and precip.lattice == pytest.approx((0.0, 0.01))
+    sent = (day["precip"] * 25.4).to_numpy()
+    assert unit_change(old, sent, precip_conversions()) == unit_change(precip, sent, precip_conversions())
+    assert unit_change(old, sent, precip_conversions())[0] == 1.0
     # 0.01 and 0.1 inch: 2.54 mm sits on the hundredths too, so only 0.254 tells, and is enough
     two = day.assign(precip=np.where(day["precip"] > 0, np.where(np.arange(len(day)) % 2 == 0, 0.01, 0.1), 0.0))
     assert value(quality_signals(refs, two.assign(precip=two["precip"] * 25.4)), "unit_change", "precip") == 1.0
