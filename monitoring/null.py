@@ -259,13 +259,17 @@ def held_back_scores(
     day_labels: tuple[np.ndarray, np.ndarray] | None,
     cadence: int,
     day_predicted: np.ndarray | None = None,
+    day_values: Mapping[str, tuple[np.ndarray, bool]] | None = None,
 ) -> list[dict[str, float]]:
     """The nulls checked on the reference itself, nested: each run of `cadence` consecutive days
     is held back in turn, the nulls are estimated from the *other* days alone (`estimate_nulls`;
     the days either side of the hole are treated as consecutive) and the held-back block's PSI
     excess of every column (against the other days, in the same bins), its label-rate shift and,
-    with `day_predicted` (out-of-fold probability sums per day), its calibration gap are scored
-    under them. One mapping ("psi:<column>" / "label_rate_shift" / "calibration_gap" -> z) per block.
+    with `day_predicted` (out-of-fold probability sums per day), its calibration gap and, with
+    `day_values` (`estimate_value_nulls`' input), the stuck-value share and beyond-reference rate
+    of every numeric column are scored under them. One mapping ("psi:<column>" /
+    "label_rate_shift" / "calibration_gap" / "stuck_value_share:<column>" /
+    "beyond_reference_rate:<column>" -> z) per block.
 
     The monitor judges a window the same way (its days are never part of its null), so the share
     of blocks with some z at or above a threshold estimates, from reference days only, the
@@ -294,6 +298,19 @@ def held_back_scores(
             gap_null = book.find("calibration_gap", None, cadence)
             if day_predicted is not None and gap_null is not None and n[hold].sum() > 0:
                 row["calibration_gap"] = gap_null.score(abs((late[hold].sum() - day_predicted[hold].sum()) / n[hold].sum()))
+        for col, (counts, numeric) in (day_values or {}).items():
+            cur, rest = counts[hold].sum(axis=0), counts[~hold].sum(axis=0)
+            if not numeric or cur.sum() <= 0 or rest.sum() <= 0:
+                continue
+            value_nulls = {x.signal: x for x in estimate_value_nulls({col: (counts[~hold], True)}, cadences=(cadence,))}
+            present = np.flatnonzero(rest > 0)
+            observed = {
+                "stuck_value_share": float(cur.max() / cur.sum() - rest.max() / rest.sum()),
+                "beyond_reference_rate": float((cur[: present[0]].sum() + cur[present[-1] + 1 :].sum()) / cur.sum()),
+            }
+            for signal, value in observed.items():
+                if signal in value_nulls:
+                    row[f"{signal}:{col}"] = value_nulls[signal].score(value)
         out.append(row)
     return out
 

@@ -19,7 +19,16 @@ import pandas as pd
 from data_contracts.contract import Contract
 from data_contracts.windows import local_dates, on_days
 from features.transformers import CALENDAR_FEATURES
-from monitoring.null import CADENCES, NullBook, block_constant_fields, estimate_nulls, estimate_value_nulls
+from monitoring.null import (
+    CADENCES,
+    MIN_BLOCKS,
+    NullBook,
+    block_constant_fields,
+    blocks,
+    effective_blocks,
+    estimate_nulls,
+    estimate_value_nulls,
+)
 from monitoring.profile import ReferenceProfile, build_profile, category_counts, numeric_counts
 from monitoring.quality import reference_for, reference_to_mapping
 from training.data import contract_frame
@@ -249,6 +258,38 @@ def volume_reference(contract: Contract, ref: pd.DataFrame, segment_field: str =
     }
 
 
+def out_of_fold_auc_spread(
+    contract: Contract, ref: pd.DataFrame, out_of_fold: np.ndarray, cadences: tuple[int, ...] = CADENCES
+) -> dict[str, float]:
+    """How much the ROC AUC of a run of c consecutive reference days moves from run to run, scored
+    out of fold (each day by a model that never saw it), for each cadence c with at least
+    `MIN_BLOCKS` independent runs (as the nulls: ~51 reference days give 1 and 7 days, not 28).
+
+    The monitor's "is the model hurt?" interval is widened by the block-to-block spread of AUC (a
+    hard week is not a hurt model). The validation days alone estimate it poorly: 14 days hold 2
+    independent weeks, and Mar 18-31 were two calm weeks (7-day sd 0.017, against 0.029 over the
+    reference's out-of-fold weeks). The monitor takes the larger of the two (`ModelContext.reference_auc`)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = ref["late"].to_numpy(dtype="float64")
+    days = local_dates(ref, contract).to_numpy()
+    order = sorted(set(days))
+    idx = pd.Index(order).get_indexer(days)
+    ok = ~np.isnan(y) & ~np.isnan(out_of_fold)
+    out: dict[str, float] = {}
+    for c in cadences:
+        if effective_blocks(len(order), c) < MIN_BLOCKS:
+            continue
+        aucs = []
+        for start, stop in blocks(len(order), c):
+            m = ok & (idx >= start) & (idx < stop)
+            if len(np.unique(y[m])) == 2:
+                aucs.append(float(roc_auc_score(y[m].astype(int), out_of_fold[m])))
+        if len(aucs) >= MIN_BLOCKS:
+            out[str(c)] = float(np.std(aucs, ddof=1))
+    return out
+
+
 def monitoring_reference(
     contract: Contract,
     fit: pd.DataFrame,
@@ -293,5 +334,6 @@ def monitoring_reference(
         "null": null,
         "block_constant_fields": block_fields,
         "volume": volume_reference(contract, ref),
+        "oof_auc_sd_by_cadence": out_of_fold_auc_spread(contract, ref, oof) if oof is not None else {},
     }
     return section, profile

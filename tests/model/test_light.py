@@ -23,6 +23,14 @@ def test_the_nulls_travel_with_the_model_through_mlflow(bundle):
     assert set(mon["validation_auc_by_cadence"]) == {"1", "7", "28"}
     assert mon["validation_auc_by_cadence"]["1"] < mon["validation_auc_by_cadence"]["28"]  # one day has less contrast
     assert mon["block_logit_sd"] > 0
+    # the out-of-fold block AUC spread: estimated where the reference holds >= 3 independent blocks
+    assert set(mon["oof_auc_sd_by_cadence"]) == {"1", "7"}
+    assert mon["oof_auc_sd_by_cadence"]["7"] < mon["oof_auc_sd_by_cadence"]["1"]  # a week averages its days
+    ctx = ModelContext.from_bundle("flights-late", "test", bundle)
+    for span, c in ((1, "1"), (7, "7")):
+        expected = max(mon["validation_auc_sd_by_cadence"][c], mon["oof_auc_sd_by_cadence"][c])
+        assert ctx.reference_auc(span) == (mon["validation_auc_by_cadence"][c], expected)
+    assert ctx.reference_auc(30)[1] == 0.0  # no 28-day spread is estimated: the window's own interval only
 
 
 def test_validation_days_are_green_day_by_day_and_week_by_week(contract, flights, bundle):

@@ -239,3 +239,37 @@ def test_block_consistency_is_zero_for_one_reading_per_block_and_catches_a_sprin
     acc.add(two_sources, groups)
     assert acc.shares()["pressure"][0] > 0.8
     assert BlockConsistency(["pressure"]).shares() == {}
+
+
+def test_out_of_fold_auc_spread_is_the_block_to_block_sd_where_blocks_suffice() -> None:
+    """The model-hurt interval's allowance for a hard week, from the reference days scored out of
+    fold: one sd per cadence with >= MIN_BLOCKS independent blocks (51 days: 1 and 7, not 28); a
+    block with one class only, and unlabelled rows, are left out, not counted as AUC 0.5."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from data_contracts.contract import load_contract
+    from training.reference import out_of_fold_auc_spread
+
+    contract = load_contract()
+    rng = np.random.default_rng(3)
+    n_days, per_day = 51, 120
+    start = pd.Timestamp("2013-01-01 17:00", tz="UTC")  # noon in New York: one local day per block
+    times = np.repeat([start + pd.Timedelta(days=d) for d in range(n_days)], per_day)
+    p = rng.uniform(0.05, 0.6, size=times.size)
+    # each day its own concept wobble: some days the score ranks well, some barely
+    noise = np.repeat(rng.uniform(0.0, 3.0, size=n_days), per_day)
+    logit = np.log(p / (1 - p)) + noise * rng.normal(size=times.size)
+    y = (rng.uniform(size=times.size) < 1 / (1 + np.exp(-logit))).astype(float)
+    y[:per_day] = 0.0  # day 1: nobody late, no AUC
+    y[per_day + 5 : per_day + 15] = np.nan  # unlabelled rows on day 2
+    ref = pd.DataFrame({contract.timestamp_field: times, "late": y})
+
+    spread = out_of_fold_auc_spread(contract, ref, p)
+    assert set(spread) == {"1", "7"}
+    days = np.repeat(np.arange(n_days), per_day)
+    ok = ~np.isnan(y)
+    by_day = [roc_auc_score(y[ok & (days == d)], p[ok & (days == d)]) for d in range(1, n_days)]
+    assert spread["1"] == pytest.approx(float(np.std(by_day, ddof=1)))
+    assert spread["7"] < spread["1"]
+    assert out_of_fold_auc_spread(contract, ref.iloc[: 2 * per_day], p[: 2 * per_day]) == {}  # 2 days: no block suffices

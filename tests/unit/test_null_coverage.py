@@ -63,3 +63,23 @@ def test_seven_day_blocks_and_an_empty_scores_list():
     assert len(scores) == 40 - 7 + 1
     assert all("psi:a" in row for row in scores)
     assert math.isnan(alarm_share([], 3.0))
+
+
+def test_stuck_and_beyond_reference_values_are_scored_nested_and_find_a_frozen_day():
+    """The value nulls (stuck-value share, share beyond the reference range) are checked the same
+    way: each day against nulls and a range from the other days only; a frozen day stands out, and a
+    categorical column is not scored (a category mix moving is the world, not a stuck sensor)."""
+    rng = np.random.default_rng(8)
+    n_days, values = 60, 40
+    base = np.exp(-0.5 * ((np.arange(values) - 20) / 6.0) ** 2)
+    counts = np.stack([rng.multinomial(900, np.roll(base, int(rng.integers(-3, 4))) / base.sum()) for _ in range(n_days)]).astype(
+        "float64"
+    )
+    counts[31] = 0.0
+    counts[31, 20] = 900.0  # one day frozen at the usual value
+    day_values = {"x": (counts, True), "carrier": (counts.copy(), False)}
+    scores = held_back_scores({"a": day_counts(rng)}, None, 1, day_values=day_values)
+    assert set(scores[0]) == {"psi:a", "stuck_value_share:x", "beyond_reference_rate:x"}
+    stuck = np.array([row["stuck_value_share:x"] for row in scores])
+    assert int(np.argmax(stuck)) == 31 and stuck[31] >= 5.0
+    assert np.median(stuck) < 1.0
