@@ -15,8 +15,10 @@ from real 2013 flights. Windows are contiguous spans of event time at 1, 7 and 2
 
 What tuned what (never the windows reported): the no-drift nulls are estimated on the reference
 days (monitoring.null); the model-hurt reference AUC and its day-to-day spread come from the
-validation days (as the validation AUC always did); the policy's z thresholds were set a priori
-from the per-column false-alarm budget. The control days tuned nothing.
+validation days (as the validation AUC always did), widened by the reference days' out-of-fold
+spread where that is larger; the policy's z thresholds were set a priori from the per-column
+false-alarm budget, and for single days from the nested check on the reference days. The control
+days set no threshold's value; the changes they prompted are disclosed in the document.
 
 Each window is judged alone (no hysteresis) with the default policy. The command prints and
 writes docs/thresholds.md (saying so when it replaces an existing file): validation days day by
@@ -648,6 +650,16 @@ def _nongreen(rows: list[dict], *, interval: bool = False) -> str:
     return f"{ye + re_} of {judged} judged non-green ({(ye + re_) / max(judged, 1):.1%}{ci}), {re_} red"
 
 
+def nested(res: dict, cadence: int, z: float | None) -> str:
+    """The nested check's share of held-back reference blocks of `cadence` days flagged at `z`
+    (None: at the policy's own warnings), as "x.x %", or "-" when the run has no such figure."""
+    x = res.get("null_coverage", {}).get(cadence) or res.get("null_coverage", {}).get(str(cadence))
+    if not x:
+        return "-"
+    share = x.get("share_policy") if z is None else (x["share"].get(z) if z in x["share"] else x["share"].get(str(z)))
+    return "-" if share is None else f"{100 * share:.1f} %"
+
+
 def rate_interval(k: int, n: int, level: float = 0.95) -> str:
     """The exact (Clopper-Pearson) interval of a rate seen as `k` of `n` independent windows, as
     "lo-hi %": how much a false-alarm rate measured on a few dozen days can say."""
@@ -715,18 +727,25 @@ def markdown(res: dict) -> str:
         + (", ".join(f"{k} d {v:.3f}" for k, v in meta.get("oof_auc_sd_by_cadence", {}).items()) or "none")
         + f"); the label-free interval's airport-hour shock (logit sd {meta['block_logit_sd']:.2f}) too.",
         "The policy's z thresholds (warning 3, critical 4-5) were set from the per-column false-alarm",
-        "budget, not fitted to these windows; single-day windows warn at z 4 for PSI and the label-rate",
-        "shift, from the check of the nulls on the reference days alone (below: z 3 fires on 9.8 % of",
-        "held-back reference days, z 4 on 3.9 %). The held-out control days "
-        f"({len(meta['control_days'])} days of Jan 1-Mar 17 the reference never saw) tuned nothing.",
-        "One change was made after looking at a validation day and is disclosed here: a moved world",
-        "is escalated to red only by a *critical* model-hurt reason (first version: any model-hurt",
-        "reason; Mar 30, a day of humidity below anything in the reference with a warning-level AUC",
-        "dip, was red). A second was made after looking at a control week: the model-hurt interval",
-        "was widened by the validation days' block sd alone (7 d 0.017, from 2 independent weeks);",
-        "Feb 3-18 were red for `roc_auc_drop`. It now takes the larger of that and the reference days'",
-        "out-of-fold sd (`training.reference.out_of_fold_auc_spread`: 45 weekly blocks, ~7 independent),",
-        "which the nulls' rule (estimate spreads from the reference days) asked for from the start.",
+        "budget, not fitted to these windows; single-day windows warn at z 4 for PSI, the label-rate",
+        "shift, the stuck-value share and the share beyond the reference range, from the check of the",
+        f"nulls on the reference days alone (below: z 3 on any statistic fires on {nested(res, 1, 3.0)} of",
+        f"held-back reference days, the policy's warnings on {nested(res, 1, None)}). The held-out control days "
+        f"({len(meta['control_days'])} days of Jan 1-Mar 17 the reference never saw) set no threshold's value,",
+        "but two of the three changes below were looked for because of them.",
+        "Three changes were made after looking at reported windows, disclosed here. (1) After a",
+        "validation day: a moved world is escalated to red only by a *critical* model-hurt reason",
+        "(first version: any model-hurt reason; Mar 30, a day of humidity below anything in the",
+        "reference with a warning-level AUC dip, was red). (2) After a control week: the model-hurt",
+        "interval was widened by the validation days' block sd alone (7 d 0.017, from 2 independent",
+        "weeks); Feb 3-18 were red for `roc_auc_drop`. It now takes the larger of that and the",
+        "reference days' out-of-fold sd (`training.reference.out_of_fold_auc_spread`: 45 weekly",
+        "blocks, ~7 independent), which the nulls' rule (estimate spreads from the reference days)",
+        "asked for from the start. (3) After the control days of five seeded splits",
+        "(`python -m scripts.control_seeds`: steady days yellow for `stuck_value_share_vs_null`): the",
+        "nested check was extended to the value nulls, which showed the same kind of day among the",
+        "reference days; the 1-day warning of the stuck-value share and of the beyond-reference rate",
+        "moved from z 3 to z 4, as PSI's had, on that reference-only evidence.",
         "",
         "## The model's validation days (Mar 18-31)",
         "",
@@ -765,6 +784,9 @@ def markdown(res: dict) -> str:
         "The interval is exact (Clopper-Pearson) for independent days: a rate measured on a few dozen",
         "days cannot tell 5 % from 8 % (1-day windows only: 7-day windows slide by one day and share",
         "six of their seven days, so counting them as independent would overstate what they show).",
+        "One seeded split's two dozen days say little: `python -m scripts.control_seeds` judges the",
+        "validation days and the control days and weeks of five seeded reference/control splits, each",
+        "with its own model and reference (the README keeps its latest figures).",
     ]
     if "null_coverage" in res:
         L += [

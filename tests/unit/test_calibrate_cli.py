@@ -60,3 +60,20 @@ def test_a_false_alarm_rate_comes_with_its_exact_interval():
     assert rate_interval(0, 14) == "0.0-23.2 %"  # no alarm in 14 days still allows 23 %
     assert rate_interval(24, 24).endswith("-100.0 %")
     assert rate_interval(0, 0) == "-"
+
+
+def test_the_nested_check_counts_a_score_at_the_policy_rule_that_would_judge_it():
+    """A held-back block's score counts as the policy's warning only at the threshold of the rule a
+    window of that cadence would meet: z 3.5 of a stuck-value share is a warning for a week, not a day."""
+    from drills.calibrate import nested, policy_warns
+    from monitoring.policy import load_policy
+
+    policy = load_policy()
+    assert not policy_warns(policy, "stuck_value_share:pressure", 3.5, 1)
+    assert policy_warns(policy, "stuck_value_share:pressure", 3.5, 7)
+    assert policy_warns(policy, "stuck_value_share:pressure", 4.5, 1)
+    assert not policy_warns(policy, "psi:temp", 3.9, 1) and policy_warns(policy, "psi:temp", 3.1, 7)
+    assert policy_warns(policy, "calibration_gap", 3.1, 1)  # no 1-day rule: the nested check gave no reason for one
+    assert not policy_warns(policy, "no_such_statistic", 9.0, 1)
+    res = {"null_coverage": {1: {"share": {3.0: 0.118}, "share_policy": 0.059}}}
+    assert (nested(res, 1, 3.0), nested(res, 1, None), nested(res, 7, 3.0)) == ("11.8 %", "5.9 %", "-")

@@ -182,6 +182,13 @@ def test_a_cadence_rule_holds_single_days_to_their_own_threshold() -> None:
     assert decide([bare], policy).raw_status == "yellow"
     assert decide([Signal("label_rate_shift_vs_null", None, 3.5, cadence_days=1)], policy).raw_status == "green"
     assert decide([Signal("label_rate_shift_vs_null", None, 3.5, cadence_days=7)], policy).raw_status == "yellow"
+    # a steady day (Jan 12 pressure scored z 3.0 held back from the reference) is no stuck sensor;
+    # a frozen one is far beyond, and stays red with the broken-data reason
+    for signal in ("stuck_value_share_vs_null", "beyond_reference_rate_vs_null"):
+        assert decide([Signal(signal, "pressure", 3.5, cadence_days=1)], policy).raw_status == "green"
+        assert decide([Signal(signal, "pressure", 3.5, cadence_days=7)], policy).raw_status == "yellow"
+    frozen = decide([Signal("stuck_value_share_vs_null", "humid", 8.0, cadence_days=1)], policy)
+    assert frozen.raw_status == "red" and frozen.reasons[0].question == "data_broken"
 
 
 def test_broken_data_withholds_the_retrain_a_hurt_model_alone_does_not() -> None:
