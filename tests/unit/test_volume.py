@@ -94,6 +94,22 @@ def test_a_drop_a_spike_and_a_gap(ref: VolumeReference) -> None:
     assert sig["local 12-18"].value > 10 and sig["local 06-12"].value < 4
 
 
+def test_a_change_under_a_quarter_is_not_judged_however_unlikely(ref: VolumeReference) -> None:
+    """A storm's cancellations (18 % of the day) are beyond the warning z of a synthetic reference's
+    Poisson null, but a lost or doubled feed is 30 % and more: under MIN_CHANGE the value is 0 and the
+    detail says why; 30 % lost is judged."""
+    from monitoring.volume import MIN_CHANGE
+
+    assert MIN_CHANGE == 0.25
+    rng = np.random.default_rng(9)
+    c = traffic(rng, DAY)
+    storm = by_feature(volume_signals(ref, arrivals_of(DAY, rng.binomial(c.astype(int), 0.82).astype(float)), 0, *bounds(DAY))[0])
+    z = float(storm[None].detail.split("z ")[-1].split(";")[0])
+    assert z < -4 and storm[None].value == 0.0 and "under 25% is not judged" in storm[None].detail
+    lost = by_feature(volume_signals(ref, arrivals_of(DAY, rng.binomial(c.astype(int), 0.7).astype(float)), 0, *bounds(DAY))[0])
+    assert lost[None].value > 5 and "not judged" not in lost[None].detail
+
+
 def test_refused_records_count_as_arrived(ref: VolumeReference) -> None:
     c = traffic(np.random.default_rng(4), DAY)
     served = np.floor(c * 0.5)
