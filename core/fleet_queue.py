@@ -38,7 +38,22 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, delete, insert, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from monitoring.policy import broken_data
@@ -194,16 +209,26 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def create_table(engine: Engine, table: Table) -> None:
+    """Create `table` unless it exists, when another process (a second retrain cycle starting at the
+    same moment) may be creating it too: a create that loses that race is fine once the table is
+    there. (Creating the three tables in one `create_all`, retried once, still failed about one
+    start in three with two threads on a fresh SQLite file: "table fleet_retrain_cycles already
+    exists", the retry losing the race for the next table.)"""
+    try:
+        table.create(engine, checkfirst=True)
+    except DatabaseError:
+        if not inspect(engine).has_table(table.name):
+            raise
+
+
 class QueueStore:
     """The queue and its cycles in the run database (the same URL as `FleetRunStore`)."""
 
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url)
-        tables = [queue_table, cycles_table, locks_table]
-        try:
-            _meta.create_all(self.engine, tables=tables)
-        except DatabaseError:  # another process created them between the check and the create
-            _meta.create_all(self.engine, tables=tables)
+        for table in (queue_table, cycles_table, locks_table):
+            create_table(self.engine, table)
 
     def items(self, fleet: str) -> dict[str, QueueItem]:
         with self.engine.connect() as conn:

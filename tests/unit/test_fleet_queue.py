@@ -210,3 +210,31 @@ def test_a_small_segments_retrain_windows_widen_until_they_hold_enough_labels() 
     # only the segment's own days count: no rows before the last week means no wider training span helps
     recent = {end - timedelta(days=i): 50 for i in range(7)}
     assert widen_windows(config, end, recent) == (7, 84)
+
+
+def test_two_cycles_starting_together_on_a_fresh_store_both_get_it(tmp_path) -> None:
+    """Two processes' first QueueStore on the same new database: each creates the tables it finds
+    missing, and losing the race for one is no error. (The old create-all, retried once, raised
+    "table ... already exists" on about one fresh file in seven here; 50 files make that certain.)"""
+    import threading
+
+    from core.fleet_queue import QueueStore
+
+    def open_store(url: str, start: threading.Barrier, errors: list[BaseException]) -> None:
+        try:
+            start.wait()
+            QueueStore(url).engine.dispose()
+        except BaseException as exc:  # the test reports whatever a thread raised
+            errors.append(exc)
+
+    for k in range(50):
+        url = f"sqlite:///{tmp_path / f'q{k}.db'}"
+        errors: list[BaseException] = []
+        start = threading.Barrier(2, timeout=30)
+        threads = [threading.Thread(target=open_store, args=(url, start, errors)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [], (k, errors)
+    assert QueueStore(url).locks("routes") == {}
