@@ -39,11 +39,11 @@ from data_contracts.windows import select_window
 from driftlight.cli import app as cli_app
 from drills.calibrate import log_frame
 from features.pipeline import build_features
+from scripts.copy_home import copy_home
 from tests.integration.test_server import free_port, metric
 from training.gate import GateConfig
 from training.promote import CHAMPION, PREVIOUS
 from training.retrain import RetrainConfig, handle_pending, retrain
-from training.train import TrainConfig, train
 
 TOKEN = "test-admin-token"
 
@@ -82,12 +82,16 @@ def write_log(store: LogStore, bundle, contract, frame, version: str, prefix: st
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory, contract, flights):
-    """A champion of its own, and a log holding June 1 - July 7 as it served them, labelled."""
-    home = tmp_path_factory.mktemp("loop")
+def loop(tmp_path_factory, trained, contract, flights):
+    """A champion of its own (a copy of the session's default model, trained the same way: its
+    retrains and promotions stay in this copy), and a log holding June 1 - July 7 as it served
+    them, labelled."""
+    home = tmp_path_factory.mktemp("loop") / "home"
+    copy_home(trained[0].home, home)
     settings = Settings(home=home, retrain_cooldown_hours=24)
     registry = registry_from_settings(settings)
-    result = train(contract, registry, TrainConfig())
+    result = trained[1]
+    assert registry.alias_version(settings.model_name, CHAMPION) == result.version
     bundle = registry.load(settings.model_name, result.version)
     names = [str(n) for n in build_features(contract).get_feature_names_out()]
     store = LogStore(settings.resolved_log_store_url, contract, names)
