@@ -416,13 +416,11 @@ def run_null_coverage(s: Setup) -> dict:
     for c in (1, 7):
         scores = held_back_scores(d.counts, (d.late, d.labelled), c, d.predicted, d.values)
         firing = Counter(k for row in scores for k, v in row.items() if v >= NULL_COVERAGE_Z[0])
-        psi_and_rate = [{k: v for k, v in row.items() if k.startswith("psi:") or k == "label_rate_shift"} for row in scores]
         warned = [any(policy_warns(s.policy, k, v, c) for k, v in row.items()) for row in scores]
         out[c] = {
             "blocks": len(scores),
             "statistics": len(scores[0]) if scores else 0,
             "share": {z: alarm_share(scores, z) for z in NULL_COVERAGE_Z},
-            "share_psi_and_label_rate": {z: alarm_share(psi_and_rate, z) for z in NULL_COVERAGE_Z},
             "share_policy": float(np.mean(warned)) if warned else math.nan,
             "firing": dict(firing.most_common(8)),
             "calibration_gap_max_z": max((row["calibration_gap"] for row in scores if "calibration_gap" in row), default=None),
@@ -653,10 +651,8 @@ def _nongreen(rows: list[dict], *, interval: bool = False) -> str:
 def nested(res: dict, cadence: int, z: float | None) -> str:
     """The nested check's share of held-back reference blocks of `cadence` days flagged at `z`
     (None: at the policy's own warnings), as "x.x %", or "-" when the run has no such figure."""
-    x = res.get("null_coverage", {}).get(cadence) or res.get("null_coverage", {}).get(str(cadence))
-    if not x:
-        return "-"
-    share = x.get("share_policy") if z is None else (x["share"].get(z) if z in x["share"] else x["share"].get(str(z)))
+    x = res.get("null_coverage", {}).get(cadence)  # `load_results` gives a saved run its numeric keys back
+    share = None if not x else x.get("share_policy") if z is None else x["share"].get(z)
     return "-" if share is None else f"{100 * share:.1f} %"
 
 

@@ -303,12 +303,7 @@ def held_back_scores(
             if not numeric or cur.sum() <= 0 or rest.sum() <= 0:
                 continue
             value_nulls = {x.signal: x for x in estimate_value_nulls({col: (counts[~hold], True)}, cadences=(cadence,))}
-            present = np.flatnonzero(rest > 0)
-            observed = {
-                "stuck_value_share": float(cur.max() / cur.sum() - rest.max() / rest.sum()),
-                "beyond_reference_rate": float((cur[: present[0]].sum() + cur[present[-1] + 1 :].sum()) / cur.sum()),
-            }
-            for signal, value in observed.items():
+            for signal, value in value_statistics(cur, rest).items():
                 if signal in value_nulls:
                     row[f"{signal}:{col}"] = value_nulls[signal].score(value)
         out.append(row)
@@ -320,6 +315,17 @@ def alarm_share(scores: Sequence[Mapping[str, float]], z: float) -> float:
     if not scores:
         return math.nan
     return float(np.mean([any(v >= z for v in row.values() if not math.isnan(v)) for row in scores]))
+
+
+def value_statistics(cur: np.ndarray, rest: np.ndarray) -> dict[str, float]:
+    """The value statistics of a block against the rest (counts per distinct value, ascending; both
+    non-empty): the rise of its most common value's share, and its share outside the rest's
+    [min, max]."""
+    present = np.flatnonzero(rest > 0)
+    return {
+        "stuck_value_share": float(cur.max() / cur.sum() - rest.max() / rest.sum()),
+        "beyond_reference_rate": float((cur[: present[0]].sum() + cur[present[-1] + 1 :].sum()) / cur.sum()),
+    }
 
 
 def estimate_value_nulls(
@@ -345,10 +351,9 @@ def estimate_value_nulls(
                 if cur.sum() <= 0 or rest.sum() <= 0:
                     continue
                 if numeric:  # a category mix moving is the world, not a stuck sensor
-                    stuck.append(float(cur.max() / cur.sum() - rest.max() / rest.sum()))
-                    present = np.flatnonzero(rest > 0)
-                    lo, hi = present[0], present[-1]
-                    beyond.append(float((cur[:lo].sum() + cur[hi + 1 :].sum()) / cur.sum()))
+                    v = value_statistics(cur, rest)
+                    stuck.append(v["stuck_value_share"])
+                    beyond.append(v["beyond_reference_rate"])
             for signal, vals in (("stuck_value_share", stuck), ("beyond_reference_rate", beyond)):
                 summ = summarise(signal, col, c, vals, n_blocks) if vals else None
                 if summ is not None:
